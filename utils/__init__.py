@@ -1,0 +1,1 @@
+"""Small shared helpers: config, registry, errors, logging. No training logic lives here."""
