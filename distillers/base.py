@@ -1,0 +1,106 @@
+"""The distiller contract every method implements.
+
+A ``Distiller`` owns the student and whatever learnable pieces its method adds (connectors,
+regressors, gates); the trainer optimises ``distiller.parameters()`` and checkpoints
+``checkpoint_state()``. The teacher is held outside the module tree on purpose: it is never in
+``parameters()`` (so no optimizer can touch it), never in ``state_dict()`` (so it is never saved
+with the student), always in eval mode and run without gradients. ``.to()``/``.double()`` still
+move it, through ``_apply``.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+Losses = Dict[str, torch.Tensor]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher's BatchNorm statistics must never move."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+class Distiller(nn.Module):
+    """Student (+ frozen teacher). Subclasses implement ``forward_train``."""
+
+    needs_teacher = True
+
+    def __init__(self, student: nn.Module, teacher: Optional[nn.Module] = None):
+        super().__init__()
+        self.student = student
+        object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.teacher is not None:
+            self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, images, targets=None, epoch: int = 1):
+        """Training: ``(student_logits, {name: loss})``; eval: the student's logits only."""
+        if self.training:
+            return self.forward_train(images, targets, epoch)
+        return self.forward_test(images)
+
+    def forward_train(self, images, targets, epoch: int) -> Tuple[torch.Tensor, Losses]:
+        raise NotImplementedError
+
+    def forward_test(self, images):
+        return self.student(images)
+
+    @torch.no_grad()
+    def teacher_forward(self, images) -> torch.Tensor:
+        return self.teacher(images)
+
+    # --- what the trainer saves and restores -------------------------------------------------
+    def checkpoint_state(self) -> Dict[str, dict]:
+        """``model``: the student alone, in the released checkpoints' format (loads into a bare
+        student with ``strict=True``); ``distiller``: the method's own learnable modules."""
+        extra = {k: v for k, v in self.state_dict().items() if not k.startswith("student.")}
+        return {"model": self.student.state_dict(), "distiller": extra}
+
+    def load_checkpoint_state(self, state: Dict[str, dict]) -> None:
+        full = {f"student.{k}": v for k, v in state["model"].items()}
+        full.update(state.get("distiller", {}))
+        self.load_state_dict(full, strict=True)
+
+    def describe(self) -> str:
+        """The loss exactly as it is computed, for the start-up summary."""
+        return type(self).__name__
+
+
+class LogitDistiller(Distiller):
+    """Shared pre-process of every logit-based loss: the optional Z-score standardization.
+
+    Logit standardization (Sun et al., CVPR 2024, Eq. 9) replaces each side's logits by their
+    Z-score and uses ``base_temperature`` as the loss temperature; it is one switch here, so no
+    loss is ever copied to gain it.
+    """
+
+    def __init__(self, student, teacher, *, temperature: float,
+                 logit_standardization: bool, base_temperature: float):
+        super().__init__(student, teacher)
+        self.temperature = float(temperature)
+        self.logit_standardization = bool(logit_standardization)
+        self.base_temperature = float(base_temperature)
+
+    def prepare_logits(self, student_logits, teacher_logits):
+        """Return ``(student, teacher, temperature)`` as the loss must see them."""
+        from distillers.losses import zscore
+        if self.logit_standardization:
+            return zscore(student_logits), zscore(teacher_logits), self.base_temperature
+        return student_logits, teacher_logits, self.temperature
+
+    def describe_logits(self) -> str:
+        if self.logit_standardization:
+            return f"T={self.base_temperature:g}, z-score both sides"
+        return f"T={self.temperature:g}"

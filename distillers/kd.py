@@ -1,0 +1,31 @@
+"""Hinton KD (Hinton et al., 2015), optionally on Z-score standardized logits (Sun et al., 2024)."""
+import torch.nn.functional as F
+
+from distillers import register_distiller
+from distillers.base import LogitDistiller
+from distillers.losses import kd_loss
+
+
+@register_distiller("kd")
+class KD(LogitDistiller):
+    """loss = ce_weight·CE + kd_weight·KD_T (mdistiller defaults: 0.1, 0.9, T=4)."""
+
+    def __init__(self, student, teacher, *, ce_weight: float = 0.1, kd_weight: float = 0.9,
+                 temperature: float = 4.0, logit_standardization: bool = False,
+                 base_temperature: float = 2.0):
+        super().__init__(student, teacher, temperature=temperature,
+                         logit_standardization=logit_standardization,
+                         base_temperature=base_temperature)
+        self.ce_weight, self.kd_weight = float(ce_weight), float(kd_weight)
+
+    def forward_train(self, images, targets, epoch):
+        logits = self.student(images)
+        teacher_logits = self.teacher_forward(images)
+        student_in, teacher_in, temperature = self.prepare_logits(logits, teacher_logits.to(logits.dtype))
+        return logits, {
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, targets),
+            "loss_kd": self.kd_weight * kd_loss(student_in, teacher_in, temperature),
+        }
+
+    def describe(self) -> str:
+        return f"loss = {self.ce_weight:g}·CE + {self.kd_weight:g}·KD({self.describe_logits()})"

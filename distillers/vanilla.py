@@ -1,0 +1,20 @@
+"""Plain cross-entropy training: teachers and the no-distillation baselines."""
+import torch.nn.functional as F
+
+from distillers import register_distiller
+from distillers.base import Distiller
+
+
+@register_distiller("vanilla")
+class Vanilla(Distiller):
+    needs_teacher = False
+
+    def __init__(self, student, teacher=None):
+        super().__init__(student, None)
+
+    def forward_train(self, images, targets, epoch):
+        logits = self.student(images)
+        return logits, {"loss_ce": F.cross_entropy(logits, targets)}
+
+    def describe(self) -> str:
+        return "loss = 1·CE"
