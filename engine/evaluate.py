@@ -1,0 +1,71 @@
+"""Validation: top-1, top-5 and cross-entropy over a whole val set, exactly once per sample.
+
+Counts and sums are accumulated on the device and read once at the end (no host sync per
+batch); under torch.distributed the val loader shards without padding and the sums are
+all-reduced, so N processes report exactly what one process would. A module may return a dict
+of named logits (e.g. ONE's first branch and ensemble): every entry is scored, the first is the
+headline.
+"""
+from contextlib import nullcontext
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+from engine.distributed import all_reduce_sum
+
+
+def autocast_context(device: torch.device, amp: str):
+    if amp == "off":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _named_logits(output) -> Dict[str, torch.Tensor]:
+    return output if isinstance(output, dict) else {"": output}
+
+
+def _prefix(name: str) -> str:
+    return f"{name}/" if name else ""
+
+
+@torch.no_grad()
+def evaluate(module, loader, device: torch.device, amp: str = "off",
+             channels_last: bool = False) -> Dict[str, float]:
+    """``{"top1", "top5", "loss", "samples"}`` (plus ``<name>/top1`` ... for named outputs)."""
+    was_training = module.training
+    module.eval()
+    sums = None  # per output: [correct@1, correct@5, summed CE]; plus the sample count
+    names = None
+    for images, targets, *_ in loader:
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, amp):
+            outputs = _named_logits(module(images))
+        if sums is None:
+            names = list(outputs)
+            sums = torch.zeros(len(names) * 3 + 1, dtype=torch.float64, device=device)
+        for i, name in enumerate(names):
+            logits = outputs[name].float()
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top5 == targets[:, None]
+            sums[3 * i] += hits[:, 0].sum()
+            sums[3 * i + 1] += hits.any(dim=1).sum()
+            sums[3 * i + 2] += F.cross_entropy(logits, targets, reduction="sum").double()
+        sums[-1] += targets.numel()
+    module.train(was_training)
+    if sums is None:
+        raise RuntimeError("the validation loader yielded no batch")
+    values = all_reduce_sum(sums).tolist()
+    count = values[-1]
+    result = {"samples": int(count)}
+    for i, name in enumerate(names):
+        result[f"{_prefix(name)}top1"] = 100.0 * values[3 * i] / count
+        result[f"{_prefix(name)}top5"] = 100.0 * values[3 * i + 1] / count
+        result[f"{_prefix(name)}loss"] = values[3 * i + 2] / count
+    if names[0]:
+        for metric in ("top1", "top5", "loss"):
+            result[metric] = result[f"{names[0]}/{metric}"]
+    return result

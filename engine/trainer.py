@@ -1,0 +1,204 @@
+"""The epoch loop: train, evaluate, checkpoint, log — for any module, on 1..N processes.
+
+The module's training forward is ``module(images, targets, epoch) -> (logits, {name: loss})``
+with 1-based epochs; its eval forward returns logits (or named logits). Running sums stay on the
+device and are read every ``print_freq`` steps, which is also when a non-finite loss is caught:
+the run stops before anything is saved, so the last good checkpoint stays intact.
+
+Exact resume: everything that decides the future is in ``last.pth`` (weights, method modules,
+optimizer, scheduler, scaler, epoch, step, RNG states, best metric), and each epoch's data order
+and augmentation depend only on (seed, epoch) through ``loaders.set_epoch``; a run restarted from
+the end of epoch e therefore repeats epoch e+1 exactly as an uninterrupted run computes it.
+"""
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.distributed import DistInfo, all_reduce_sum
+from engine.evaluate import autocast_context, evaluate
+from engine.rng import get_rng_state, set_rng_state
+from engine.schedule import build_optimizer, build_scheduler
+from utils.errors import UserError
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0          # completed epochs
+    step: int = 0           # optimizer steps taken
+    best_top1: float = float("-inf")
+    best_epoch: int = 0
+
+
+def checkpoint_state_of(module) -> Dict[str, Any]:
+    if hasattr(module, "checkpoint_state"):
+        return module.checkpoint_state()
+    return {"model": module.state_dict()}
+
+
+def load_state_into(module, state: Dict[str, Any]) -> None:
+    if hasattr(module, "load_checkpoint_state"):
+        module.load_checkpoint_state(state)
+    else:
+        module.load_state_dict(state["model"])
+
+
+class Trainer:
+    def __init__(self, module, loaders, cfg, device: torch.device, logger,
+                 dist_info: DistInfo = DistInfo(), record: Optional[Dict[str, Any]] = None):
+        self.cfg, self.loaders, self.device, self.logger = cfg, loaders, device, logger
+        self.dist, self.record = dist_info, record or {}
+        self.run_dir = cfg.run_dir
+        runtime = cfg.runtime
+        self.amp, self.channels_last = runtime.amp, runtime.channels_last
+        self.module = module.to(device)
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.module.parameters(), cfg.solver,
+                                         fused=device.type == "cuda")
+        self.steps_per_epoch = len(loaders.train)
+        self.scheduler = build_scheduler(self.optimizer, cfg.solver, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+        self.train_module = self._wrap(self.module, runtime)
+        self.state = TrainState()
+
+    def _wrap(self, module, runtime):
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids)
+        if runtime.compile:
+            module = torch.compile(module)
+        return module
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint(self, metrics: Dict[str, float]) -> Dict[str, Any]:
+        return {**checkpoint_state_of(self.module),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.state.epoch,
+                "step": self.state.step, "best_top1": self.state.best_top1,
+                "best_epoch": self.state.best_epoch, "rng": get_rng_state(),
+                "metrics": metrics, "config": self.cfg.to_dict(), "record": self.record}
+
+    def resume(self, path: str) -> None:
+        state = load_checkpoint(path)
+        missing = [k for k in ("optimizer", "scheduler", "epoch", "step") if k not in state]
+        if missing:
+            raise UserError(f"{path} cannot be resumed from: it has no {', '.join(missing)} "
+                            "(a released or exported checkpoint?); use it as teacher or for eval.py")
+        load_state_into(self.module, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(state["epoch"], state["step"], state["best_top1"], state["best_epoch"])
+        set_rng_state(state["rng"])
+        self.logger.truncate_metrics(self.state.epoch)
+        self.logger.info(f"resumed from {path} at epoch {self.state.epoch}")
+
+    def _save(self, metrics: Dict[str, float], is_best: bool) -> None:
+        if not self.dist.is_main:
+            return
+        state = self._checkpoint(metrics)
+        save_checkpoint(state, os.path.join(self.run_dir, "last.pth"))
+        if is_best:
+            save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
+
+    # --- the loop ------------------------------------------------------------------------------
+    def fit(self) -> Dict[str, Any]:
+        epochs = self.cfg.solver.epochs
+        started, images_seen, train_time = time.time(), 0, 0.0
+        metrics: Dict[str, float] = {}
+        for epoch in range(self.state.epoch + 1, epochs + 1):
+            t0 = time.time()
+            train_stats = self.train_epoch(epoch)
+            train_time += time.time() - t0
+            images_seen += train_stats["images"]
+            metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last)
+            self.state.epoch = epoch
+            is_best = metrics["top1"] > self.state.best_top1
+            if is_best:
+                self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
+            self._log_epoch(epoch, train_stats, metrics, time.time() - t0)
+            self._save(metrics, is_best)
+        summary = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
+                   "last_top1": metrics.get("top1"), "epochs": epochs,
+                   "time_s": time.time() - started,
+                   "images_per_s": images_seen / train_time if train_time else None}
+        return summary
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        self.loaders.set_epoch(epoch)
+        self.train_module.train()
+        bar = self.logger.progress(self.steps_per_epoch, f"epoch {epoch}/{self.cfg.solver.epochs}")
+        sums, names, t0 = None, None, time.time()
+        lr = self.optimizer.param_groups[0]["lr"]
+        for i, (images, targets, *_) in enumerate(self.loaders.train):
+            images = images.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            logits, losses = self._step(images, targets, epoch)
+            if sums is None:
+                names = ["loss", *losses]
+                sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.device)
+            n = targets.numel()
+            values = torch.stack([sum(losses.values()).detach(), *[v.detach() for v in losses.values()]])
+            sums[:-2] += values.double() * n
+            sums[-2] += (logits.detach().argmax(dim=1) == targets).sum()
+            sums[-1] += n
+            if (i + 1) % self.cfg.log.print_freq == 0 or i + 1 == self.steps_per_epoch:
+                self._report_progress(epoch, i + 1, sums, names, bar)
+        if bar is not None:
+            bar.close()
+        totals = all_reduce_sum(sums.clone()).tolist()
+        count = totals[-1]
+        stats = {name: totals[j] / count for j, name in enumerate(names)}
+        stats["top1"] = 100.0 * totals[-2] / count
+        stats["images"] = count
+        stats["lr"] = lr
+        stats["images_per_s"] = count / max(time.time() - t0, 1e-9)
+        return stats
+
+    def _step(self, images, targets, epoch: int):
+        with autocast_context(self.device, self.amp):
+            logits, losses = self.train_module(images, targets, epoch)
+        loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.state.step += 1
+        return logits, losses
+
+    def _report_progress(self, epoch: int, step: int, sums, names, bar) -> None:
+        values = sums.tolist()  # the one host sync every print_freq steps
+        mean_loss = values[0] / values[-1]
+        if not all(torch.isfinite(torch.tensor(values[:-2]))):
+            last = os.path.join(self.run_dir, "last.pth")
+            kept = f"the last good checkpoint is {last} (epoch {self.state.epoch})" \
+                if os.path.exists(last) else "no checkpoint was written yet"
+            raise UserError(f"loss became {mean_loss} at epoch {epoch}, step {step}: stopped; "
+                            f"{kept}; lower solver.lr or check the data")
+        lr = self.optimizer.param_groups[0]["lr"]
+        text = f"loss {mean_loss:.4f} lr {lr:.4g}"
+        if bar is not None:
+            bar.update(step - bar.n)
+            bar.set_postfix_str(text)
+        else:
+            self.logger.info(f"epoch {epoch} [{step}/{self.steps_per_epoch}] {text}")
+
+    def _log_epoch(self, epoch, train_stats, metrics, seconds) -> None:
+        scalars = {f"train/{k}": v for k, v in train_stats.items() if k != "images"}
+        scalars.update({f"val/{k}": v for k, v in metrics.items() if k != "samples"})
+        self.logger.scalars(scalars, epoch)
+        self.logger.metrics({"epoch": epoch, **scalars, "best_top1": self.state.best_top1,
+                             "best_epoch": self.state.best_epoch, "epoch_time_s": seconds})
+        self.logger.info(
+            f"epoch {epoch}/{self.cfg.solver.epochs}: train loss {train_stats['loss']:.4f} "
+            f"top1 {train_stats['top1']:.2f} | val top1 {metrics['top1']:.2f} "
+            f"top5 {metrics['top5']:.2f} loss {metrics['loss']:.4f} | best {self.state.best_top1:.2f} "
+            f"(epoch {self.state.best_epoch}) | {train_stats['images_per_s']:.0f} img/s")

@@ -1,0 +1,40 @@
+"""Evaluate a checkpoint on the validation set: ours (best.pth / last.pth) or a released teacher.
+
+    python eval.py --checkpoint checkpoints/<run>/best.pth [key=value ...] [--json]
+    python eval.py --checkpoint cifar_teachers/resnet32x4_vanilla/ckpt_epoch_240.pth --arch resnet32x4
+"""
+import argparse
+import json
+import sys
+
+from utils.errors import EXIT_USER_ERROR, UserError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .pth file (ours or released format)")
+    parser.add_argument("--config", help="config for data and model (default: the one stored in the checkpoint)")
+    parser.add_argument("--arch", help="model name, for checkpoints that carry no config")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from launch.evaluation import evaluate_checkpoint
+        result = evaluate_checkpoint(args.checkpoint, args.config, args.arch, args.overrides)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        m = result["metrics"]
+        print(f"top1={m['top1']:.2f} top5={m['top5']:.2f} loss={m['loss']:.4f} ({m['samples']} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

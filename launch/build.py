@@ -1,0 +1,125 @@
+"""Assemble a run from its Config: data, student, teacher, distiller — the glue the CLIs share.
+
+``train.py``, ``eval.py`` and ``tools/`` call these; the engine never does (it trains whatever
+module it is handed). Every user mistake found here is a one-line ``UserError``.
+"""
+import dataclasses
+import os
+from typing import List, Optional, Tuple
+
+import torch
+
+import datasets
+import models
+from distillers import build_distiller, get_distiller_class, resolve_distiller_section
+from utils.config import Config, load_config, replace_section
+from utils.errors import UserError
+
+SMOKE_OVERRIDES = ["data.dataset=synthetic", "solver.epochs=1", "teacher.allow_random=true",
+                   "data.num_workers=0", "log.print_freq=10"]
+
+
+def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: bool = False) -> Config:
+    """The resolved config of a run: file(s) + overrides + the distiller's own defaults.
+
+    ``smoke`` turns any config into a seconds-long offline check of the whole pipeline
+    (synthetic data, one epoch, random teacher weights when the checkpoint is absent).
+    """
+    overrides = list(overrides or [])
+    if smoke:
+        overrides = SMOKE_OVERRIDES + overrides
+    cfg = load_config(path, overrides)
+    where = f"{path} (distiller section)"
+    section = resolve_distiller_section(cfg.distiller, where)
+    cfg = replace_section(cfg, "distiller", **section)
+    if smoke:
+        cfg = replace_section(cfg, "experiment", output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
+    if get_distiller_class(section["name"]).needs_teacher and not cfg.teacher.arch:
+        raise UserError(f"distiller '{section['name']}' needs a teacher: set teacher.arch in {path}")
+    return cfg
+
+
+def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
+    wanted = cfg.runtime.device
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"runtime.device is '{cfg.runtime.device}' but no CUDA device is available; "
+                        "use runtime.device=cpu")
+    if wanted == "cuda":
+        wanted = f"cuda:{local_rank}"
+    return torch.device(wanted)
+
+
+def model_dataset(cfg: Config) -> str:
+    """Which model family a dataset uses: 224-pixel ImageNet models or the 32-pixel CIFAR ones."""
+    if cfg.data.dataset == "imagenet":
+        return "imagenet"
+    if cfg.data.dataset in ("imagefolder", "synthetic") and (cfg.data.image_size or 32) > 64:
+        return "imagenet"
+    return "cifar100"
+
+
+def build_student(cfg: Config, num_classes: int) -> torch.nn.Module:
+    return models.build_model(cfg.student.arch, num_classes=num_classes, dataset=model_dataset(cfg))
+
+
+def build_teacher(cfg: Config, num_classes: int) -> Optional[torch.nn.Module]:
+    """The teacher with its checkpoint loaded, or None for methods without one."""
+    if not get_distiller_class(cfg.distiller["name"]).needs_teacher:
+        return None
+    teacher = models.build_model(cfg.teacher.arch, num_classes=num_classes, dataset=model_dataset(cfg))
+    path = cfg.teacher.checkpoint
+    if path and (path == "torchvision" or os.path.isfile(path)):
+        models.load_weights(teacher, path, arch=cfg.teacher.arch)
+    elif cfg.teacher.allow_random:
+        pass  # smoke runs only: random weights stand in for a checkpoint that is not there
+    elif not path:
+        raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
+                        "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
+    else:
+        raise UserError(f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
+                        "released teachers or train one with configs/cifar100/vanilla/")
+    return teacher
+
+
+def teacher_run_config(cfg: Config) -> Config:
+    """The vanilla run that trains a missing teacher first (``teacher.train_epochs > 0``).
+
+    Its run directory is the checkpoint's directory, so the file appears where the distillation
+    run expects it.
+    """
+    path = cfg.teacher.checkpoint or ""
+    if os.path.basename(path) not in ("best.pth", "last.pth"):
+        raise UserError(f"teacher.train_epochs needs teacher.checkpoint to end in best.pth or "
+                        f"last.pth (the files a run writes), got '{path}'")
+    run_dir = os.path.dirname(path)
+    cfg = replace_section(cfg, "experiment", output_dir=os.path.dirname(run_dir) or ".",
+                          name=os.path.basename(run_dir))
+    cfg = replace_section(cfg, "student", arch=cfg.teacher.arch)
+    cfg = replace_section(cfg, "solver", epochs=cfg.teacher.train_epochs)
+    cfg = replace_section(cfg, "teacher", arch=None, checkpoint=None, train_epochs=0)
+    return cfg.__class__(**{**cfg.__dict__, "distiller": {"name": "vanilla"}})
+
+
+def per_process_data(cfg: Config, world_size: int):
+    """The data section one process uses: the config's batch sizes are global."""
+    data = cfg.data
+    for key in ("batch_size", "val_batch_size"):
+        value = getattr(data, key)
+        if value is not None and value % world_size:
+            raise UserError(f"data.{key}={value} is the global batch and must divide evenly over "
+                            f"{world_size} processes")
+    val = data.val_batch_size // world_size if data.val_batch_size else None
+    return dataclasses.replace(data, batch_size=data.batch_size // world_size, val_batch_size=val)
+
+
+def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
+              device: torch.device = torch.device("cpu")) -> Tuple[object, torch.nn.Module]:
+    """Loaders and the distiller (student + teacher) of a run."""
+    loaders = datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
+                                     world_size=world_size, device=device)
+    student = build_student(cfg, loaders.num_classes)
+    teacher = build_teacher(cfg, loaders.num_classes)
+    distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape)
+    return loaders, distiller

@@ -1,0 +1,49 @@
+"""Checkpoint evaluation for ``eval.py``: rebuild the model a checkpoint belongs to, score it.
+
+A checkpoint of ours carries its resolved config, so ``eval.py --checkpoint`` alone rebuilds the
+same data pipeline and student; a released teacher (``{"model": state_dict}``) needs ``--arch``
+and takes its data settings from ``--config`` or the CIFAR-100 defaults.
+"""
+from typing import Any, Dict, List, Optional
+
+import datasets
+import models
+from engine.checkpoint import load_checkpoint
+from engine.evaluate import evaluate
+from launch.build import build_student, per_process_data, resolve_device
+from utils.config import apply_overrides, config_from_dict, load_config, replace_section
+from utils.errors import UserError
+
+
+def _config_for(checkpoint: Dict[str, Any], path: str, config_path: Optional[str],
+                arch: Optional[str], overrides: List[str]):
+    if config_path:
+        cfg = load_config(config_path, overrides)
+    elif isinstance(checkpoint.get("config"), dict):
+        tree = checkpoint["config"]
+        apply_overrides(tree, overrides, {})
+        cfg = config_from_dict(tree, where=f"{path} (stored config)")
+    else:
+        tree: Dict[str, Any] = {}
+        apply_overrides(tree, overrides, {})
+        cfg = config_from_dict(tree, where="the command-line overrides")
+    if arch:
+        cfg = replace_section(cfg, "student", arch=arch)
+    elif not config_path and "config" not in checkpoint:
+        raise UserError(f"{path} carries no config: pass --arch (e.g. --arch resnet32x4) "
+                        "and, for data other than CIFAR-100 under data/, --config or overrides")
+    return cfg
+
+
+def evaluate_checkpoint(path: str, config_path: Optional[str] = None, arch: Optional[str] = None,
+                        overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+    checkpoint = load_checkpoint(path)
+    cfg = _config_for(checkpoint, path, config_path, arch, list(overrides or []))
+    device = resolve_device(cfg)
+    loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
+    model = build_student(cfg, loaders.num_classes)
+    models.load_state_dict_checked(model, models.extract_state_dict(checkpoint, path),
+                                   path, cfg.student.arch)
+    metrics = evaluate(model.to(device), loaders.val, device, cfg.runtime.amp, False)
+    return {"checkpoint": path, "arch": cfg.student.arch, "metrics": metrics,
+            "epoch": checkpoint.get("epoch"), "record": checkpoint.get("record")}

@@ -1,0 +1,43 @@
+"""Train a student (or a teacher) from a YAML config.
+
+    python train.py --config configs/cifar100/kd/res32x4_res8x4.yaml [key.sub=value ...]
+    torchrun --nproc_per_node 4 train.py --config ...        # several GPUs / machines
+"""
+import argparse
+import sys
+
+from utils.errors import EXIT_USER_ERROR, UserError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, values parsed as YAML")
+    parser.add_argument("--resume", metavar="PATH|auto",
+                        help="continue a run from its checkpoint ('auto': the run's last.pth if present)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved, validated config as YAML and exit")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one epoch on synthetic data (random teacher if its checkpoint is absent)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from launch.build import load_run_config
+        cfg = load_run_config(args.config, args.overrides, smoke=args.smoke)
+        if args.print_config:
+            print(cfg.to_yaml(), end="")
+            return 0
+        from launch.run import run_training
+        run_training(cfg, resume=args.resume, argv=sys.argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

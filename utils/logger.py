@@ -1,0 +1,62 @@
+"""Where a run's numbers go: TensorBoard scalars, ``metrics.jsonl`` and the console.
+
+Only the main process (rank 0) writes; other ranks get a logger that drops everything, so the
+trainer never branches on the rank. Console output is a tqdm bar per epoch on a terminal and
+plain periodic lines otherwise (log files and job schedulers).
+"""
+import json
+import os
+import sys
+from typing import Dict, Optional
+
+from tqdm import tqdm
+
+
+class RunLogger:
+    def __init__(self, run_dir: Optional[str], tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled and run_dir is not None
+        self.run_dir = run_dir
+        self.writer = None
+        self.interactive = sys.stdout.isatty()
+        if self.enabled:
+            os.makedirs(run_dir, exist_ok=True)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(os.path.join(run_dir, "tb"))
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            tqdm.write(message, file=sys.stdout)
+            sys.stdout.flush()
+
+    def scalars(self, values: Dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, step)
+
+    def metrics(self, record: Dict) -> None:
+        """One JSON object per epoch, appended; scripts read this, not the event files."""
+        if self.enabled:
+            with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """On resume: drop lines of epochs after the checkpoint, which the run will repeat."""
+        path = os.path.join(self.run_dir or "", "metrics.jsonl")
+        if not self.enabled or not os.path.exists(path):
+            return
+        with open(path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= last_epoch]
+        with open(path, "w") as f:
+            f.writelines(kept)
+
+    def progress(self, total: int, description: str):
+        """A tqdm bar on a terminal; ``None`` otherwise (the trainer prints periodic lines)."""
+        if self.enabled and self.interactive:
+            return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+        return None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
