@@ -11,6 +11,7 @@ from engine.rng import seed_everything
 from engine.trainer import Trainer
 from launch.build import build_run, resolve_device, teacher_run_config
 from launch.record import build_record, write_json
+from launch.teacher_check import check_teacher
 from utils.errors import UserError
 from utils.logger import RunLogger
 
@@ -59,8 +60,12 @@ def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) ->
         distiller = torch.nn.SyncBatchNorm.convert_sync_batchnorm(distiller)
     logger = RunLogger(cfg.run_dir, cfg.log.tensorboard, enabled=dist_info.is_main)
     effective = [distiller.describe(), *describe_schedule(cfg.solver, len(loaders.train))]
-    record = build_record(cfg, device, dist_info.world_size, list(argv),
-                          datasets.dataset_fingerprint(cfg.data), effective)
+    fingerprint = datasets.dataset_fingerprint(cfg.data)
+    record = build_record(cfg, device, dist_info.world_size, list(argv), fingerprint, effective)
+    if getattr(distiller, "teacher", None) is not None:
+        distiller.to(device)
+        record["teacher"]["measured"] = check_teacher(cfg, distiller.teacher, loaders.val, device,
+                                                      fingerprint, logger)
     if dist_info.is_main:
         with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
             f.write(cfg.to_yaml())
