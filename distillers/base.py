@@ -7,7 +7,7 @@ regressors, gates); the trainer optimises ``distiller.parameters()`` and checkpo
 with the student), always in eval mode and run without gradients. ``.to()``/``.double()`` still
 move it, through ``_apply``.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -21,6 +21,22 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+@torch.no_grad()
+def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
+    """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` for one zero image of
+    ``input_shape``: what learnable connectors are sized from. Runs in eval mode (so no
+    BatchNorm statistic moves) and gives the model back in the mode it had."""
+    was_training = model.training
+    first = next(model.parameters())
+    model.eval()
+    try:
+        images = torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype)
+        feats = model.forward_features(images)["feats"]
+    finally:
+        model.train(was_training)
+    return [tuple(f.shape[1:]) for f in feats]
 
 
 class Distiller(nn.Module):
@@ -61,6 +77,11 @@ class Distiller(nn.Module):
     def teacher_forward(self, images) -> torch.Tensor:
         return self.teacher(images)
 
+    @torch.no_grad()
+    def teacher_features(self, images) -> Dict[str, object]:
+        """The teacher's ``forward_features`` (logits and stage maps), without gradients."""
+        return self.teacher.forward_features(images)
+
     # --- what the trainer saves and restores -------------------------------------------------
     def checkpoint_state(self) -> Dict[str, dict]:
         """``model``: the student alone, in the released checkpoints' format (loads into a bare
@@ -82,16 +103,20 @@ class LogitDistiller(Distiller):
     """Shared pre-process of every logit-based loss: the optional Z-score standardization.
 
     Logit standardization (Sun et al., CVPR 2024, Eq. 9) replaces each side's logits by their
-    Z-score and uses ``base_temperature`` as the loss temperature; it is one switch here, so no
-    loss is ever copied to gain it.
+    Z-score; it is one switch here, so no loss is ever copied to gain it. As in that paper's code
+    (``--logit-stand`` with ``--base-temp`` and ``--kd-weight``), the switch also selects the
+    two numbers tuned for standardized logits: ``base_temperature`` replaces ``temperature`` and
+    ``zscore_kd_weight`` replaces ``kd_weight``. So turning the switch on in a plain config gives
+    the paper's recipe (e.g. KD: 0.1·CE + 9·KD at T=2), and ``self.kd_weight`` is the one in use.
     """
 
-    def __init__(self, student, teacher, *, temperature: float,
-                 logit_standardization: bool, base_temperature: float):
+    def __init__(self, student, teacher, *, temperature: float, logit_standardization: bool,
+                 base_temperature: float, kd_weight: float, zscore_kd_weight: float):
         super().__init__(student, teacher)
         self.temperature = float(temperature)
         self.logit_standardization = bool(logit_standardization)
         self.base_temperature = float(base_temperature)
+        self.kd_weight = float(zscore_kd_weight if self.logit_standardization else kd_weight)
 
     def prepare_logits(self, student_logits, teacher_logits):
         """Return ``(student, teacher, temperature)`` as the loss must see them."""
@@ -99,6 +124,13 @@ class LogitDistiller(Distiller):
         if self.logit_standardization:
             return zscore(student_logits), zscore(teacher_logits), self.base_temperature
         return student_logits, teacher_logits, self.temperature
+
+    def logits_and_loss_inputs(self, images):
+        """The student's raw logits (for CE and the prediction) and ``(student, teacher, T)`` as
+        the logit loss must see them, from one forward of each network."""
+        logits = self.student(images)
+        teacher_logits = self.teacher_forward(images).to(logits.dtype)
+        return logits, self.prepare_logits(logits, teacher_logits)
 
     def describe_logits(self) -> str:
         if self.logit_standardization:

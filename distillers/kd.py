@@ -8,20 +8,23 @@ from distillers.losses import kd_loss
 
 @register_distiller("kd")
 class KD(LogitDistiller):
-    """loss = ce_weight·CE + kd_weight·KD_T (mdistiller defaults: 0.1, 0.9, T=4)."""
+    """loss = ce_weight·CE + kd_weight·KD_T.
+
+    Defaults: mdistiller's CIFAR-100 KD (0.1, 0.9, T=4); with ``logit_standardization`` the
+    logit-standardization-KD defaults (base temperature 2, KD weight 9; see LogitDistiller).
+    """
 
     def __init__(self, student, teacher, *, ce_weight: float = 0.1, kd_weight: float = 0.9,
                  temperature: float = 4.0, logit_standardization: bool = False,
-                 base_temperature: float = 2.0):
+                 base_temperature: float = 2.0, zscore_kd_weight: float = 9.0):
         super().__init__(student, teacher, temperature=temperature,
                          logit_standardization=logit_standardization,
-                         base_temperature=base_temperature)
-        self.ce_weight, self.kd_weight = float(ce_weight), float(kd_weight)
+                         base_temperature=base_temperature, kd_weight=kd_weight,
+                         zscore_kd_weight=zscore_kd_weight)
+        self.ce_weight = float(ce_weight)
 
     def forward_train(self, images, targets, epoch):
-        logits = self.student(images)
-        teacher_logits = self.teacher_forward(images)
-        student_in, teacher_in, temperature = self.prepare_logits(logits, teacher_logits.to(logits.dtype))
+        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(images)
         return logits, {
             "loss_ce": self.ce_weight * F.cross_entropy(logits, targets),
             "loss_kd": self.kd_weight * kd_loss(student_in, teacher_in, temperature),

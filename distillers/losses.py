@@ -3,6 +3,8 @@
 Each returns a batch-mean scalar exactly as the reference implementation computes it
 (tests/reference/LOSSES.md); loss weights and warm-up factors belong to the distillers.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +17,13 @@ def zscore(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (logits - mean) / (std + eps)
 
 
+def _require_same_shape(loss: str, student: torch.Tensor, teacher: torch.Tensor, dims=None) -> None:
+    """One-line error for a student/teacher pair whose shapes (or first ``dims`` sizes) differ."""
+    if student.shape[:dims] != teacher.shape[:dims]:
+        raise ValueError(f"{loss}: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
+                         f"must agree in {'shape' if dims is None else f'the first {dims} sizes'}")
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
             temperature: float) -> torch.Tensor:
     """Hinton et al. 2015: ``T² · mean_n KL(softmax(t/T) ‖ softmax(s/T))``."""
@@ -22,3 +31,111 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1).mean()
     return kl * temperature ** 2
+
+
+def _binary_log_probs(logits: torch.Tensor, target_mask: torch.Tensor, temperature: float):
+    """log of (p[target], Σ_{c≠target} p[c]) with p = softmax(z/T): DKD's binary distribution."""
+    p = F.softmax(logits / temperature, dim=1)
+    p_target = (p * target_mask).sum(dim=1)
+    p_rest = (p * (1 - target_mask)).sum(dim=1)
+    return torch.stack([p_target, p_rest], dim=1).log()
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+             alpha: float, beta: float, temperature: float) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022, Eq. 7): ``alpha·TCKD + beta·NCKD``, each T²-scaled.
+
+    TCKD is the KL between the binary (target, non-target) probabilities; NCKD the KL between
+    the distributions over the non-target classes, obtained as the reference does by
+    subtracting 1000 from the target logit (after dividing by T) before the softmax.
+    """
+    _require_same_shape("dkd_loss", student_logits, teacher_logits)
+    num_classes = student_logits.shape[1]
+    if num_classes < 3:
+        raise ValueError(f"dkd_loss needs at least 3 classes (NCKD is over the non-target "
+                         f"classes); got {num_classes}")
+    mask = F.one_hot(target, num_classes).to(student_logits.dtype)
+    log_b_s = _binary_log_probs(student_logits, mask, temperature)
+    log_b_t = _binary_log_probs(teacher_logits, mask, temperature)
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum()
+    log_q_s = F.log_softmax(student_logits / temperature - 1000.0 * mask, dim=1)
+    log_q_t = F.log_softmax(teacher_logits / temperature - 1000.0 * mask, dim=1)
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).sum()
+    return (alpha * tckd + beta * nckd) * temperature ** 2 / target.shape[0]
+
+
+def _mean_pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean over rows of the Pearson correlation of ``a[i]`` and ``b[i]`` (DIST's eps 1e-8)."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return ((a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)).mean()
+
+
+def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              beta: float, gamma: float, tau: float) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022, Eqs. 5-8): ``τ²·(β·inter + γ·intra)``.
+
+    With y = softmax(z/τ): inter = 1 − mean over samples of Pearson(y_s[i], y_t[i]); intra =
+    the same over classes (columns), which is undefined for a batch of one sample.
+    """
+    _require_same_shape("dist_loss", student_logits, teacher_logits)
+    if student_logits.shape[0] < 2:
+        raise ValueError(f"dist_loss needs a batch of at least 2 samples (its intra-class "
+                         f"term correlates each class over the batch); got {student_logits.shape[0]}")
+    y_s = F.softmax(student_logits / tau, dim=1)
+    y_t = F.softmax(teacher_logits / tau, dim=1)
+    inter = 1 - _mean_pearson_rows(y_s, y_t)
+    intra = 1 - _mean_pearson_rows(y_s.t(), y_t.t())
+    return tau ** 2 * (beta * inter + gamma * intra)
+
+
+def fitnet_loss(regressed_student_feature: torch.Tensor,
+                teacher_feature: torch.Tensor) -> torch.Tensor:
+    """FitNets (Romero et al., ICLR 2015, Eq. 3): hint loss, here the mean squared error of
+    the regressed student map and the teacher's map, averaged over all elements (mdistiller)."""
+    _require_same_shape("fitnet_loss", regressed_student_feature, teacher_feature)
+    return F.mse_loss(regressed_student_feature, teacher_feature)
+
+
+def srrl_feature_loss(connected_student_feature: torch.Tensor,
+                      teacher_feature: torch.Tensor) -> torch.Tensor:
+    """SRRL feature matching (Yang et al., ICLR 2021, L_FM of Eq. 8) as the official code's
+    ``statm_loss``: squared gap of the per-channel spatial means, mean over channels and batch.
+    The spatial sizes of the two maps may differ."""
+    _require_same_shape("srrl_feature_loss", connected_student_feature, teacher_feature, dims=2)
+    student_means = connected_student_feature.flatten(2).mean(dim=2)
+    teacher_means = teacher_feature.flatten(2).mean(dim=2)
+    return (student_means - teacher_means).pow(2).mean()
+
+
+def srrl_sr_loss(student_logits_through_teacher_head: torch.Tensor,
+                 teacher_logits: torch.Tensor) -> torch.Tensor:
+    """SRRL softmax regression (Yang et al., ICLR 2021, L_SR of Eq. 8): the teacher's classifier
+    applied to the connected student feature should give the teacher's logits (element MSE)."""
+    _require_same_shape("srrl_sr_loss", student_logits_through_teacher_head, teacher_logits)
+    return F.mse_loss(student_logits_through_teacher_head, teacher_logits)
+
+
+def one_kl_loss(branch_logits: torch.Tensor, ensemble_logits: torch.Tensor,
+                temperature: float) -> torch.Tensor:
+    """ONE (Lan et al., NeurIPS 2018, Eq. 5), summed over the branches as the official code:
+    ``Σ_b T² · Σ_{n,c} q (log q − log_softmax(b/T)) / N`` with ``q = softmax(e/T) + 1e-7``
+    held constant, so the ensemble teaches the branches and is not pulled towards them.
+
+    ``branch_logits`` is ``[B, N, C]`` (B branches), ``ensemble_logits`` ``[N, C]``.
+    """
+    if branch_logits.dim() != 3 or branch_logits.shape[1:] != ensemble_logits.shape:
+        raise ValueError(f"one_kl_loss expects branch logits [B, N, C] and ensemble logits "
+                         f"[N, C]; got {tuple(branch_logits.shape)} and {tuple(ensemble_logits.shape)}")
+    q = (F.softmax(ensemble_logits.detach() / temperature, dim=1) + 1e-7).unsqueeze(0)
+    log_p = F.log_softmax(branch_logits / temperature, dim=2)
+    return temperature ** 2 * (q * (q.log() - log_p)).sum() / ensemble_logits.shape[0]
+
+
+def sigmoid_rampup(epoch: float, length: float) -> float:
+    """ONE's consistency weight (the mean-teacher ramp, Laine & Aila 2017):
+    ``exp(−5 (1 − min(epoch, length)/length)²)``, clipped to [0, length]; 1 when length is 0."""
+    if length <= 0:
+        return 1.0
+    phase = 1.0 - min(max(float(epoch), 0.0), float(length)) / length
+    return math.exp(-5.0 * phase * phase)

@@ -42,8 +42,7 @@ def evaluate_checkpoint(path: str, config_path: Optional[str] = None, arch: Opti
     device = resolve_device(cfg)
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
     model = build_student(cfg, loaders.num_classes)
-    models.load_state_dict_checked(model, models.extract_state_dict(checkpoint, path),
-                                   path, cfg.student.arch)
+    models.load_weights(model, path, arch=cfg.student.arch)
     metrics = evaluate(model.to(device), loaders.val, device, cfg.runtime.amp, False)
     return {"checkpoint": path, "arch": cfg.student.arch, "metrics": metrics,
             "epoch": checkpoint.get("epoch"), "record": checkpoint.get("record")}

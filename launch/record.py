@@ -58,7 +58,7 @@ def build_record(cfg, device: torch.device, world_size: int, argv: List[str],
                  dataset_fingerprint: Dict[str, Any], effective_loss: List[str]) -> Dict[str, Any]:
     config = cfg.to_dict()
     teacher_ckpt = cfg.teacher.checkpoint
-    return {
+    record = {
         "config": config, "config_hash": config_hash(config), "seed": cfg.experiment.seed,
         "command": " ".join([os.path.basename(sys.executable), *argv]), "git": git_state(),
         "environment": environment(device), "world_size": world_size,
@@ -67,6 +67,8 @@ def build_record(cfg, device: torch.device, world_size: int, argv: List[str],
                     "sha256": sha256_of_file(teacher_ckpt) if teacher_ckpt and os.path.isfile(teacher_ckpt) else None},
         "dataset": dataset_fingerprint, "effective_loss": effective_loss,
     }
+    # plain JSON types only: the record goes into checkpoints read with weights_only=True
+    return json.loads(json.dumps(record, default=str))
 
 
 def write_json(path: str, data: Dict[str, Any]) -> None:

@@ -1,0 +1,91 @@
+"""Train and validation loaders for CIFAR-100, ImageNet, image folders and generated data.
+
+``build_loaders(data_cfg, seed=..., rank=..., world_size=..., device=...)`` is the entry point.
+Call ``Loaders.set_epoch(epoch)`` before each epoch: the epoch's order and augmentation then depend
+only on (seed, epoch, rank), so an epoch re-run after a crash sees exactly the same batches
+(datasets/samplers.py says how). ``dataset_fingerprint(data_cfg)`` records which data a run saw.
+"""
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+
+from datasets import cifar, imagenet, synthetic
+from datasets.gpu_loader import GpuCifarLoader
+from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape
+from datasets.torch_loader import build_torch_loaders
+from datasets.transforms import is_small
+from utils.errors import UserError
+
+LOADERS = ("auto", "torch", "gpu")
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """``train`` and ``val`` yield ``(images float32 [N, 3, H, W] normalised, targets int64 [N])``
+    and have ``len()`` (batches on this rank). ``train_size`` and ``val_size`` count the whole
+    dataset, over all ranks; ``input_shape`` is (C, H, W)."""
+    train: Iterable
+    val: Iterable
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    train_size: int
+    val_size: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fixes the coming epoch's shuffle and augmentation; call it before each epoch."""
+        self.train.set_epoch(epoch)
+
+
+def _use_gpu_loader(data_cfg, source: Source, device: torch.device) -> bool:
+    """Loader "auto" is the GPU loader for in-memory 32x32 data on CUDA, the torch one otherwise."""
+    choice = setting(data_cfg, "loader", "auto")
+    if choice not in LOADERS:
+        raise UserError(f"data.loader: unknown loader '{choice}'; "
+                        f"choose one of {', '.join(LOADERS)}")
+    fits = source.arrays is not None and is_small(source.image_size)
+    if choice == "gpu" and not fits:
+        raise UserError(f"data.loader=gpu holds small in-memory datasets (cifar100, synthetic "
+                        f"up to 64 pixels), not {dataset_name(data_cfg)} at {source.image_size} "
+                        f"pixels: set data.loader=torch")
+    if choice == "auto":
+        return fits and device.type == "cuda" and source.image_size == 32
+    return choice == "gpu"
+
+
+def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
+                  device: Union[str, torch.device] = "cpu") -> Loaders:
+    """The data section of a config -> this rank's loaders (``data_cfg.batch_size`` per process)."""
+    device = torch.device(device)
+    source = build_source(data_cfg)
+    batch_size = int(data_cfg.batch_size)
+    val_batch_size = int(setting(data_cfg, "val_batch_size", batch_size))
+    shard = dict(seed=seed, rank=rank, world_size=world_size)
+    if _use_gpu_loader(data_cfg, source, device):
+        statistics = dict(mean=source.mean, std=source.std, device=device)
+        train = GpuCifarLoader(source.arrays[0], batch_size=batch_size, train=True,
+                               **statistics, **shard)
+        val = GpuCifarLoader(source.arrays[1], batch_size=val_batch_size, train=False,
+                             **statistics, **shard)
+    else:
+        train, val = build_torch_loaders(source.train_set, source.val_set, batch_size=batch_size,
+                                         val_batch_size=val_batch_size, device=device,
+                                         num_workers=int(setting(data_cfg, "num_workers", 0)),
+                                         **shard)
+    return Loaders(train, val, source.num_classes, (3, source.image_size, source.image_size),
+                   len(source.train_set), len(source.val_set))
+
+
+def dataset_fingerprint(data_cfg) -> dict:
+    """What identifies the data: CIFAR-100 file md5s against the official ones, a folder tree's
+    counts and file-list hash, or the synthetic set's parameters and content hash."""
+    name, root = dataset_name(data_cfg), setting(data_cfg, "root", "data")
+    if name == "cifar100":
+        return cifar.fingerprint(root)
+    if name == "synthetic":
+        return synthetic.fingerprint(**synthetic_shape(data_cfg))
+    return imagenet.fingerprint(name, root)
+
+
+__all__ = ["Loaders", "build_loaders", "dataset_fingerprint"]

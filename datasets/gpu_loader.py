@@ -1,0 +1,116 @@
+"""A device-resident loader for small uint8 image sets (CIFAR-100, synthetic data).
+
+The whole set lives as one uint8 tensor on the device; a batch is gathered, cropped, flipped and
+normalised there with tensor ops, so no CPU worker sits in the hot loop (airbench's habit). The
+augmentation is the torchvision CIFAR recipe, RandomCrop(size, padding=4) with zero fill, then
+RandomHorizontalFlip, ToTensor, Normalize, with the same distribution: both crop offsets uniform
+in [0, 2·padding] and a flip with probability 1/2. It runs on any device, CPU included.
+
+Determinism: the order is ``DistributedSampler``'s for (seed, epoch, rank), the one the torch
+loader uses too; the views of all samples are drawn per epoch from a generator seeded with
+(seed, epoch), so sample i gets the same view on whichever rank it lands.
+
+Views for a teacher-logit cache: after each batch, ``last_views`` holds its ``BatchViews`` (sample
+indices, crop offsets (top, left) in the padded image, flip flags); with ``return_views=True``
+the loader yields ``(images, targets, views)`` instead of ``(images, targets)``. A validation
+batch reports the unaugmented view: offsets (padding, padding), no flip.
+"""
+import math
+from collections.abc import Iterator
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
+
+from datasets.arrays import ImageArrays
+from datasets.samplers import ShardSampler, derive_seed
+from datasets.transforms import CIFAR_PADDING
+
+
+class BatchViews(NamedTuple):
+    indices: torch.Tensor  # int64 [B], rows of the dataset
+    offsets: torch.Tensor  # int64 [B, 2], (top, left) of the crop in the padded image
+    flips: torch.Tensor    # bool [B], mirrored after the crop
+
+
+def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32, as ToTensor (/255) then Normalize ((x - mean) / std)."""
+    return images.float().div(255).sub(mean.view(1, -1, 1, 1)).div(std.view(1, -1, 1, 1))
+
+
+def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                  mean: torch.Tensor, std: torch.Tensor,
+                  padding: int = CIFAR_PADDING) -> torch.Tensor:
+    """The given views of uint8 images [B, C, H, W]: zero-pad by ``padding``, crop H x W at
+    ``offsets`` (top, left), mirror where ``flips``, normalise. One gather: the flip is folded
+    into the column indices (column j of a mirrored crop is column W-1-j of the crop)."""
+    batch, channels, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets = offsets.to(device)
+    rows = offsets[:, :1] + torch.arange(height, device=device)
+    columns = torch.arange(width, device=device).expand(batch, width)
+    columns = offsets[:, 1:] + torch.where(flips.to(device)[:, None], width - 1 - columns, columns)
+    crops = padded[torch.arange(batch, device=device)[:, None, None, None],
+                   torch.arange(channels, device=device)[None, :, None, None],
+                   rows[:, None, :, None], columns[:, None, None, :]]
+    return normalize_batch(crops, mean, std)
+
+
+class GpuCifarLoader:
+    """Batches of ``(images float32 [B, C, H, W], targets int64 [B])`` from an ``ImageArrays`` held
+    on ``device``. ``train=True``: shuffled, padded to equal shards per rank, augmented (call
+    ``set_epoch`` before each epoch); ``train=False``: in order, shard ``rank::world_size``
+    without padding, normalised only. The last batch may be smaller (no drop_last)."""
+
+    def __init__(self, arrays: ImageArrays, *, batch_size: int, mean: Sequence[float],
+                 std: Sequence[float], device="cpu", train: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, padding: int = CIFAR_PADDING,
+                 return_views: bool = False):
+        self.images = torch.as_tensor(arrays.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.targets = torch.as_tensor(arrays.targets, dtype=torch.int64).to(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device)
+        self.batch_size, self.train, self.seed, self.padding = batch_size, train, seed, padding
+        self.return_views, self.epoch = return_views, 0
+        self.last_views: Optional[BatchViews] = None
+        size = len(self.targets)
+        self.sampler = (DistributedSampler(range(size), num_replicas=world_size, rank=rank,
+                                           shuffle=True, seed=seed) if train
+                        else ShardSampler(size, rank=rank, world_size=world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.train:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def epoch_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop offsets [N, 2] and flips [N] of every sample for the current epoch."""
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "views"))
+        size = len(self.targets)
+        offsets = torch.randint(0, 2 * self.padding + 1, (size, 2), generator=generator)
+        flips = torch.rand(size, generator=generator) < 0.5
+        return offsets.to(self.images.device), flips.to(self.images.device)
+
+    def _views(self, indices: torch.Tensor, epoch_views) -> BatchViews:
+        if epoch_views is not None:
+            return BatchViews(indices, epoch_views[0][indices], epoch_views[1][indices])
+        centre = torch.full((len(indices), 2), self.padding, device=indices.device)
+        return BatchViews(indices, centre, torch.zeros_like(indices, dtype=torch.bool))
+
+    def __iter__(self) -> Iterator[tuple]:
+        order = torch.tensor(list(self.sampler), dtype=torch.int64, device=self.images.device)
+        epoch_views = self.epoch_views() if self.train else None
+        for start in range(0, len(order), self.batch_size):
+            views = self._views(order[start:start + self.batch_size], epoch_views)
+            raw = self.images[views.indices]
+            images = (augment_batch(raw, views.offsets, views.flips, self.mean, self.std,
+                                    self.padding) if self.train
+                      else normalize_batch(raw, self.mean, self.std))
+            self.last_views = views
+            targets = self.targets[views.indices]
+            yield (images, targets, views) if self.return_views else (images, targets)

@@ -1,0 +1,68 @@
+"""What each epoch sees: the shuffled, sharded order of samples and one seed per sample.
+
+Bit-exact resume needs an epoch to be a pure function of (seed, epoch, rank): the order comes from
+``DistributedSampler`` (a ``torch.Generator`` seeded with seed + epoch), and each training sample's
+augmentation from its own seed ``derive_seed(seed, epoch, index)``. Seeding per sample, rather
+than reseeding torch's global RNG once per epoch, keeps the result independent of the number of
+loader workers, of which worker gets which batch, and of the world size (sample i at epoch e is
+cropped the same on any rank), and it never disturbs the trainer's own RNG stream.
+"""
+import hashlib
+from collections.abc import Iterator
+
+from torch.utils.data import DistributedSampler, Sampler
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed that depends only on ``parts`` (run seed, epoch, sample index, a tag).
+
+    A hash, not ``seed + epoch``, so that neighbouring seeds and epochs never share a stream.
+    """
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, sample_seed)``: this rank's share of the epoch's shuffled order (padded as
+    ``DistributedSampler`` pads, so every rank gets the same number of batches), each index with
+    the seed of its augmentation. Call ``set_epoch`` before each epoch."""
+
+    def __init__(self, dataset_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        self.order = DistributedSampler(range(dataset_size), num_replicas=world_size, rank=rank,
+                                        shuffle=True, seed=seed, drop_last=False)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        """This rank's sample indices for the current epoch, in order."""
+        return list(self.order)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.order:
+            yield index, derive_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` in order: disjoint shards without padding, so that
+    counts summed over ranks see every validation sample exactly once (``DistributedSampler``
+    would repeat samples to even the shards out)."""
+
+    def __init__(self, dataset_size: int, *, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside [0, {world_size})")
+        self.shard = range(rank, dataset_size, world_size)
+
+    def indices(self) -> list[int]:
+        return list(self.shard)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.shard)
+
+    def __len__(self) -> int:
+        return len(self.shard)

@@ -1,0 +1,65 @@
+"""``torch.utils.data.DataLoader``s whose epochs depend only on (seed, epoch, rank).
+
+The sampler (``SeededSampler``) decides the order and hands each index over with its sample seed;
+``SeededAugmentation`` runs the dataset's random transforms under that seed. The sampler runs in
+the main process and the seed travels with the index, so persistent workers, which keep the
+dataset object they were started with, still see each new epoch. See datasets/samplers.py for why
+the seed is per sample.
+"""
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datasets.samplers import SeededSampler, ShardSampler, derive_seed
+
+
+class SeededAugmentation(Dataset):
+    """Item ``(index, sample_seed)`` -> ``dataset[index]`` computed with torch's CPU generator
+    seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
+    previous state is restored afterwards, so with ``num_workers=0`` the trainer's RNG stream is
+    left as it was."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, sample_seed = item
+        state = torch.get_rng_state()
+        torch.default_generator.manual_seed(sample_seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(state)
+
+
+class EpochDataLoader(DataLoader):
+    """A training DataLoader with ``set_epoch``: it fixes the epoch's order and augmentation, and
+    gives the loader a generator seeded from (seed, epoch), from which DataLoader draws its
+    worker base seed instead of drawing from (and advancing) torch's global RNG."""
+
+    def __init__(self, dataset: Dataset, *, seed: int, rank: int, world_size: int, **kwargs):
+        sampler = SeededSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
+        super().__init__(SeededAugmentation(dataset), sampler=sampler, **kwargs)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, "workers"))
+
+
+def build_torch_loaders(train_set: Dataset, val_set: Dataset, *, batch_size: int,
+                        val_batch_size: int, num_workers: int, seed: int, rank: int,
+                        world_size: int, device) -> tuple[EpochDataLoader, DataLoader]:
+    """Train: shuffled, DistributedSampler shards, no drop_last (as the reference recipes).
+    Val: in order, disjoint unpadded shards. Pinned memory for CUDA; persistent workers."""
+    common = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
+                  pin_memory=torch.device(device).type == "cuda")
+    train = EpochDataLoader(train_set, seed=seed, rank=rank, world_size=world_size,
+                            batch_size=batch_size, drop_last=False, **common)
+    val = DataLoader(val_set, batch_size=val_batch_size,
+                     sampler=ShardSampler(len(val_set), rank=rank, world_size=world_size),
+                     **common)
+    return train, val

@@ -1,0 +1,73 @@
+"""FitNets (Romero et al., ICLR 2015): a regressor maps a student stage onto the teacher's."""
+from collections import OrderedDict
+
+import torch.nn.functional as F
+from torch import nn
+
+from distillers import register_distiller
+from distillers.base import Distiller, probe_feature_shapes
+from distillers.losses import fitnet_loss
+from utils.errors import UserError
+
+
+def build_regressor(student_shape, teacher_shape) -> nn.Module:
+    """Conv (or transposed conv) + BatchNorm + ReLU from a student map ``(C, H, W)`` to the
+    teacher's, chosen as mdistiller's ``ConvReg`` chooses: 3×3 stride 2 when the student map
+    is twice as large, transposed 4×4 stride 2 when half as large, otherwise a conv whose
+    kernel ``(1+Hs−Ht, 1+Ws−Wt)`` shrinks it to size (1×1 when the sizes match). Its state-dict
+    keys (``conv.*``, ``bn.*``) are the reference's."""
+    (s_channels, s_height, s_width), (t_channels, t_height, t_width) = student_shape, teacher_shape
+    if s_height == 2 * t_height:
+        conv = nn.Conv2d(s_channels, t_channels, kernel_size=3, stride=2, padding=1)
+    elif 2 * s_height == t_height:
+        conv = nn.ConvTranspose2d(s_channels, t_channels, kernel_size=4, stride=2, padding=1)
+    elif s_height >= t_height and s_width >= t_width:
+        conv = nn.Conv2d(s_channels, t_channels,
+                         kernel_size=(1 + s_height - t_height, 1 + s_width - t_width))
+    else:
+        raise ValueError(f"no FitNet regressor maps a student map {tuple(student_shape)} onto a "
+                         f"teacher map {tuple(teacher_shape)}: the student's must be at least as "
+                         f"large, or exactly half as large; choose another hint_layer")
+    return nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(t_channels), relu=nn.ReLU()))
+
+
+@register_distiller("fitnet")
+class FitNet(Distiller):
+    """loss = ce_weight·CE + feat_weight·MSE(regressor(f_s), f_t) on ``feats[hint_layer]``.
+
+    Defaults are mdistiller's CIFAR-100 ones (hint on ``feats[2]``, the second stage's output;
+    CE 1, feature weight 100). The regressor is sized by probing both networks once and is
+    trained and checkpointed with the student.
+    """
+
+    def __init__(self, student, teacher, *, hint_layer: int = 2, ce_weight: float = 1.0,
+                 feat_weight: float = 100.0, input_shape=(3, 32, 32)):
+        super().__init__(student, teacher)
+        student_shapes = probe_feature_shapes(student, input_shape)
+        teacher_shapes = probe_feature_shapes(teacher, input_shape)
+        depth = min(len(student_shapes), len(teacher_shapes))
+        if not -depth <= hint_layer < depth:
+            raise UserError(f"distiller.hint_layer={hint_layer} is out of range: the student has "
+                            f"{len(student_shapes)} and the teacher {len(teacher_shapes)} feature maps")
+        self.hint_layer = hint_layer
+        self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
+        try:
+            self.regressor = build_regressor(student_shapes[hint_layer], teacher_shapes[hint_layer])
+        except ValueError as err:
+            raise UserError(f"distiller.hint_layer={hint_layer}: {err}") from err
+        first = next(student.parameters())
+        self.regressor.to(device=first.device, dtype=first.dtype)
+
+    def forward_train(self, images, targets, epoch):
+        out = self.student.forward_features(images)
+        teacher_feature = self.teacher_features(images)["feats"][self.hint_layer]
+        regressed = self.regressor(out["feats"][self.hint_layer])
+        return out["logits"], {
+            "loss_ce": self.ce_weight * F.cross_entropy(out["logits"], targets),
+            "loss_feat": self.feat_weight * fitnet_loss(regressed, teacher_feature.to(regressed.dtype)),
+        }
+
+    def describe(self) -> str:
+        layer = self.hint_layer
+        return (f"loss = {self.ce_weight:g}·CE + "
+                f"{self.feat_weight:g}·MSE(regressor(feats_s[{layer}]), feats_t[{layer}])")
