@@ -27,6 +27,10 @@ class DKD(LogitDistiller):
                          logit_standardization=logit_standardization,
                          base_temperature=base_temperature, kd_weight=kd_weight,
                          zscore_kd_weight=zscore_kd_weight)
+        classes = getattr(student, "num_classes", 3)
+        if classes < 3:
+            raise UserError(f"DKD needs at least 3 classes (a target and 2+ non-target classes to "
+                            f"decouple); this data has {classes}: use kd instead")
         if warmup <= 0:
             raise UserError(f"distiller.warmup must be a positive number of epochs; got {warmup}")
         self.ce_weight = float(ce_weight)
