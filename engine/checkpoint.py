@@ -6,13 +6,13 @@ atomic on POSIX file systems. Reading uses ``torch.load(weights_only=True)``: a 
 data, and a file that needs arbitrary unpickling is refused with a one-line error.
 """
 import os
-import pickle
 import tempfile
 from typing import Any, Dict
 
 import torch
 
 from utils.errors import UserError
+from utils.safe_load import read_checkpoint
 
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
@@ -31,17 +31,8 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
         raise
 
 
-def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"refusing to load {path}: it holds pickled Python objects, not only "
-                        f"tensors ({first[:120]})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise UserError(f"cannot read checkpoint {path}: {str(err).splitlines()[0][:160]}") from None
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    state = read_checkpoint(path)
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a checkpoint (a dict), it holds a {type(state).__name__}")
     return state

@@ -7,57 +7,19 @@ teachers), ``{"state_dict": ...}`` (ONE's and many others') and a bare state dic
 without DataParallel's ``module.`` prefix. Loading is strict; what does not fit is a one-line
 ``UserError`` that says what differs.
 """
-import os
-import pickle
-import re
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.safe_load import READ_ERRORS, first_line, few, read_checkpoint
 
 TORCHVISION = "torchvision"  # the user-facing spelling of ``teacher.checkpoint``
 # The benchmark's ImageNet teachers are torchvision's original weights (mdistiller's
 # ``pretrained=True`` URLs), served today as IMAGENET1K_V1; DEFAULT is V2 for ResNet50/101.
 TORCHVISION_WEIGHTS = {name: f"{name}_Weights.IMAGENET1K_V1"
                        for name in ("ResNet18", "ResNet34", "ResNet50", "ResNet101")}
-READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
-
-
-def _few(keys: List[str], count: int = 3) -> str:
-    more = f" (+{len(keys) - count} more)" if len(keys) > count else ""
-    return ", ".join(keys[:count]) + more if keys else "none"
-
-
-def _first_line(err: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours some messages
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _unsafe_globals(path: str, err: Exception) -> List[str]:
-    """The pickled globals that ``weights_only`` refused (scanned for zip checkpoints, read from
-    the error message for the legacy format)."""
-    try:
-        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except READ_ERRORS:
-        found = []
-    return found or re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
-
-
-def read_checkpoint(path: str) -> object:
-    """The object stored in ``path``, unpickled with ``weights_only=True``."""
-    if not os.path.isfile(path):
-        raise UserError(f"teacher checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except READ_ERRORS as err:
-        unsafe = _unsafe_globals(path, err)
-        if unsafe:
-            raise UserError(f"refusing to load {path}: it holds pickled Python objects ({_few(unsafe)}) "
-                            "that could run code; if you trust it, re-save only its state dict "
-                            "(torch.save(model.state_dict(), path))") from err
-        raise UserError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(err)}") from err
 
 
 def extract_state_dict(obj: object, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
@@ -68,7 +30,7 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> Dict[str, tor
                 obj = obj[key]
                 break
     if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
-        found = f"a dict with keys {_few([str(k) for k in obj])}" if isinstance(obj, dict) else type(obj).__name__
+        found = f"a dict with keys {few([str(k) for k in obj])}" if isinstance(obj, dict) else type(obj).__name__
         raise UserError(f"{source} holds no state dict under 'model' or 'state_dict' and is not one itself; "
                         f"found {found}")
     if all(key.startswith("module.") for key in obj):
@@ -89,8 +51,8 @@ def check_fits(model: nn.Module, state: Dict[str, torch.Tensor], source: str, ar
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
-        raise UserError(f"{source} does not fit architecture '{arch}': missing keys {_few(missing)}; "
-                        f"unexpected keys {_few(unexpected)}; check the architecture name")
+        raise UserError(f"{source} does not fit architecture '{arch}': missing keys {few(missing)}; "
+                        f"unexpected keys {few(unexpected)}; check the architecture name")
     wrong = [key for key, value in expected.items() if state[key].shape != value.shape]
     if wrong and set(wrong) <= _classifier_keys(model):
         trained_for = state[wrong[0]].shape[0]
@@ -114,7 +76,7 @@ def torchvision_state_dict(arch: Optional[str]) -> Dict[str, torch.Tensor]:
         return torchvision.models.get_weight(name).get_state_dict(
             progress=False, check_hash=True, map_location="cpu", weights_only=True)
     except READ_ERRORS as err:
-        raise UserError(f"cannot fetch torchvision's {name} ({_first_line(err)}); it needs network access "
+        raise UserError(f"cannot fetch torchvision's {name} ({first_line(err)}); it needs network access "
                         "once (then the torch hub cache serves it), or give a checkpoint file") from err
 
 
@@ -125,7 +87,7 @@ def load_weights(model: nn.Module, path: str, arch: Optional[str] = None) -> nn.
     if path == TORCHVISION:
         state, source = torchvision_state_dict(arch), f"torchvision's {TORCHVISION_WEIGHTS[arch]}"
     else:
-        state, source = extract_state_dict(read_checkpoint(path), path), path
+        state, source = extract_state_dict(read_checkpoint(path, "teacher checkpoint"), path), path
     check_fits(model, state, source, arch)
     model.load_state_dict(state, strict=True)
     return model

@@ -1,0 +1,51 @@
+"""Reading checkpoint files without ever running code from them.
+
+``torch.load(weights_only=True)`` only: a file that needs arbitrary unpickling could execute
+code, so it is refused with a one-line ``UserError`` naming what it holds. Shared by the model
+loader (teachers, released weights) and the trainer (resume), so both refuse the same way.
+"""
+import os
+import pickle
+import re
+from typing import List
+
+import torch
+
+from utils.errors import UserError
+
+READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
+
+
+def few(keys: List[str], count: int = 3) -> str:
+    more = f" (+{len(keys) - count} more)" if len(keys) > count else ""
+    return ", ".join(keys[:count]) + more if keys else "none"
+
+
+def first_line(err: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch colours some messages
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _unsafe_globals(path: str, err: Exception) -> List[str]:
+    """The pickled globals that ``weights_only`` refused (scanned for zip checkpoints, read from
+    the error message for the legacy format)."""
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except READ_ERRORS:
+        found = []
+    return found or re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
+
+
+def read_checkpoint(path: str, kind: str = "checkpoint") -> object:
+    """The object stored in ``path``, unpickled with ``weights_only=True``."""
+    if not os.path.isfile(path):
+        raise UserError(f"{kind} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except READ_ERRORS as err:
+        unsafe = _unsafe_globals(path, err)
+        if unsafe:
+            raise UserError(f"refusing to load {path}: it holds pickled Python objects ({few(unsafe)}) "
+                            "that could run code; if you trust it, re-save only its state dict "
+                            "(torch.save(model.state_dict(), path))") from err
+        raise UserError(f"cannot read {path} as a PyTorch checkpoint: {first_line(err)}") from err
