@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 4 train.py --config ...        # several GPUs / machines
 """
 import argparse
+import os
 import sys
 
 from utils.errors import EXIT_USER_ERROR, UserError
@@ -34,7 +35,8 @@ def main(argv=None) -> int:
         from launch.run import run_training
         run_training(cfg, resume=args.resume, argv=sys.argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine under torchrun
+            print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 

@@ -48,6 +48,8 @@ class Distiller(nn.Module):
         super().__init__()
         self.student = student
         object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
+        self.teacher_cache = None   # distillers.teacher_cache.TeacherCache, set by the builder
+        self._batch_views = None    # the views of the batch in forward_train, for the cache
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -61,10 +63,17 @@ class Distiller(nn.Module):
             self.teacher.eval()
         return self
 
-    def forward(self, images, targets=None, epoch: int = 1):
-        """Training: ``(student_logits, {name: loss})``; eval: the student's logits only."""
+    def forward(self, images, targets=None, epoch: int = 1, views=None):
+        """Training: ``(student_logits, {name: loss})``; eval: the student's logits only.
+
+        ``views`` (the GPU loader's ``BatchViews`` of this batch) lets ``teacher_forward`` serve
+        the teacher's logits from ``teacher_cache``; methods never see them."""
         if self.training:
-            return self.forward_train(images, targets, epoch)
+            self._batch_views = views
+            try:
+                return self.forward_train(images, targets, epoch)
+            finally:
+                self._batch_views = None
         return self.forward_test(images)
 
     def forward_train(self, images, targets, epoch: int) -> Tuple[torch.Tensor, Losses]:
@@ -74,7 +83,12 @@ class Distiller(nn.Module):
         return self.student(images)
 
     @torch.no_grad()
-    def teacher_forward(self, images) -> torch.Tensor:
+    def teacher_forward(self, images, views=None) -> torch.Tensor:
+        """The teacher's logits: looked up in the exact cache when there is one and the batch's
+        views are known (``views`` or the batch in ``forward``), else one teacher forward."""
+        views = views if views is not None else self._batch_views
+        if self.teacher_cache is not None and views is not None:
+            return self.teacher_cache(views)
         return self.teacher(images)
 
     @torch.no_grad()

@@ -1,8 +1,15 @@
-"""torch.distributed set-up for ``torchrun`` launches (one process per device).
+"""torch.distributed set-up for ``torchrun`` launches (one process per device, one or more machines).
 
 torchrun exports RANK / WORLD_SIZE / LOCAL_RANK; without them the run is a single process and
 nothing here touches torch.distributed. NCCL on GPUs, gloo on CPU. A finite timeout makes a
-failed or hung rank end the whole job instead of blocking the others for hours.
+failed or hung rank end the whole job instead of blocking the others for hours: 600 s by default,
+``DISTILLERY_DIST_TIMEOUT_S`` overrides it (raise it when rank 0 has long work of its own, such as
+building a teacher cache on a slow file system). When one rank exits non-zero, torchrun stops the
+others and reports the failure.
+
+``runtime.sync_bn`` uses torch's ``SyncBatchNorm`` on GPUs and ``CpuSyncBatchNorm`` (below) on CPU,
+where torch's kernel and DDP refuse it: the same global-batch statistics from autograd-aware
+all-reduces, so a CPU run checks what a GPU run computes.
 """
 import datetime
 import os
@@ -10,6 +17,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+TIMEOUT_ENV = "DISTILLERY_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -27,31 +39,156 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_type: str, timeout_s: float = 600.0) -> DistInfo:
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def timeout_seconds() -> float:
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        from utils.errors import UserError
+        raise UserError(f"{TIMEOUT_ENV}={value!r}: give a positive number of seconds")
+    return seconds
+
+
+def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
+    """This process's place in a torchrun job (``DistInfo()`` when not launched by torchrun);
+    initialises the default process group once (later calls reuse it)."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
                     int(os.environ.get("LOCAL_RANK", "0")))
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
-    if not dist.is_initialized():
+    if not is_initialized():
+        seconds = timeout_seconds() if timeout_s is None else timeout_s
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+                                timeout=datetime.timedelta(seconds=seconds))
     return info
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over processes in place (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each training forward, so after the last step each
+    rank holds statistics updated by its own shard; evaluating with them would not score the
+    checkpoint rank 0 saves. After this call all ranks evaluate exactly that checkpoint.
+    """
+    if not is_initialized():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src)
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.barrier()
 
 
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+def cleanup(failed: bool = False) -> None:
+    """Destroy the default process group. After a failure other ranks may be blocked in a
+    collective, which a graceful NCCL shutdown would wait on: abort it instead."""
+    if not is_initialized():
+        return
+    abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+    if failed and abort is not None and dist.get_backend() == "nccl":
+        abort()
+    else:
         dist.destroy_process_group()
+
+
+# --- SyncBatchNorm, also on CPU / gloo ------------------------------------------------------------
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) with a gradient: each process's input feeds every process's output, so
+    the gradient of an input is the sum of the output gradients over processes."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch, over all processes, for
+    CPU tensors (torch's ``SyncBatchNorm`` kernel and DDP accept only GPU ones). Parameters,
+    buffers and state-dict keys are BatchNorm's; in eval mode, or in a single process, it is plain
+    BatchNorm. Mean and variance come from two autograd-aware all-reduces (sums in float64), so
+    the backward pass is synchronised as well."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or not is_initialized() or dist.get_world_size() < 2:
+            return super().forward(input)
+        self._check_input_dim(input)
+        all_reduce = _SumOverProcesses.apply
+        dims = [0, *range(2, input.dim())]
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        x = input.double()
+        local = torch.cat([x.sum(dims), x.new_tensor([input.numel() // input.size(1)])])
+        total = all_reduce(local)
+        count = total[-1].detach()
+        mean = total[:-1] / count
+        centred = x - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            self.num_batches_tracked.add_(1)
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+            with torch.no_grad():
+                unbiased = var * (count / (count - 1).clamp(min=1))
+                self.running_mean.mul_(1 - factor).add_(factor * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(self.running_var.dtype))
+        out = (centred * torch.rsqrt(var + self.eps).view(shape)).to(input.dtype)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+SYNC_BATCHNORM_TYPES = (nn.SyncBatchNorm, CpuSyncBatchNorm)
+
+
+def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
+    """Every ``BatchNorm*d`` under ``module`` made synchronised: torch's ``SyncBatchNorm`` on
+    GPUs, ``CpuSyncBatchNorm`` on CPU; same parameters, buffers and state-dict keys. Only
+    registered submodules are visited, so a frozen teacher held outside the module tree keeps
+    its plain BatchNorm."""
+    if device_type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if (isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and not isinstance(module, SYNC_BATCHNORM_TYPES)):
+        sync = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                module.track_running_stats)
+        if module.affine:
+            sync.weight, sync.bias = module.weight, module.bias
+        sync.running_mean, sync.running_var = module.running_mean, module.running_var
+        sync.num_batches_tracked = module.num_batches_tracked
+        sync.train(module.training)
+        return sync
+    for name, child in list(module.named_children()):
+        converted = convert_sync_batchnorm(child, device_type)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module

@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.distributed import DistInfo, all_reduce_sum
+from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
 from engine.evaluate import autocast_context, evaluate
 from engine.rng import get_rng_state, set_rng_state
 from engine.schedule import build_optimizer, build_scheduler
@@ -116,6 +116,8 @@ class Trainer:
             train_stats = self.train_epoch(epoch)
             train_time += time.time() - t0
             images_seen += train_stats["images"]
+            if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
+                broadcast_buffers(self.module)
             metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last)
             self.state.epoch = epoch
             is_best = metrics["top1"] > self.state.best_top1
@@ -123,6 +125,7 @@ class Trainer:
                 self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
             self._log_epoch(epoch, train_stats, metrics, time.time() - t0)
             self._save(metrics, is_best)
+        barrier()  # rank 0's last save is complete before any rank returns (and may read it)
         summary = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
                    "last_top1": metrics.get("top1"), "epochs": epochs,
                    "time_s": time.time() - started,
@@ -135,12 +138,12 @@ class Trainer:
         bar = self.logger.progress(self.steps_per_epoch, f"epoch {epoch}/{self.cfg.solver.epochs}")
         sums, names, t0 = None, None, time.time()
         lr = self.optimizer.param_groups[0]["lr"]
-        for i, (images, targets, *_) in enumerate(self.loaders.train):
+        for i, (images, targets, *views) in enumerate(self.loaders.train):
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            logits, losses = self._step(images, targets, epoch)
+            logits, losses = self._step(images, targets, epoch, *views)
             if sums is None:
                 names = ["loss", *losses]
                 sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.device)
@@ -162,9 +165,10 @@ class Trainer:
         stats["images_per_s"] = count / max(time.time() - t0, 1e-9)
         return stats
 
-    def _step(self, images, targets, epoch: int):
+    def _step(self, images, targets, epoch: int, views=None):
+        extra = {} if views is None else {"views": views}  # a loader's BatchViews, for a cache
         with autocast_context(self.device, self.amp):
-            logits, losses = self.train_module(images, targets, epoch)
+            logits, losses = self.train_module(images, targets, epoch, **extra)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

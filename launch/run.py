@@ -1,4 +1,9 @@
-"""One training run from a resolved Config: set up, announce, train, summarise."""
+"""One training run from a resolved Config: set up, announce, train, summarise.
+
+Under ``torchrun`` every process runs all of this: the collectives (teacher check, training,
+evaluation) need every rank, and rank 0 alone writes files (config.yaml, run.json, checkpoints,
+metrics, TensorBoard) and prints. The process group is destroyed at the end, also on error.
+"""
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -6,7 +11,8 @@ import torch
 
 import datasets
 from engine.checkpoint import load_checkpoint
-from engine.distributed import barrier, init_distributed
+from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
+                                init_distributed, is_initialized)
 from engine.rng import seed_everything
 from engine.trainer import Trainer
 from launch.build import build_run, resolve_device, teacher_run_config
@@ -37,27 +43,51 @@ def _resume_path(cfg, resume: Optional[str]) -> Optional[str]:
     return resume
 
 
-def _train_missing_teacher(cfg, argv: Sequence[str]) -> None:
+def _train_missing_teacher(cfg, argv: Sequence[str], is_main: bool) -> None:
+    """Every rank takes part (the teacher trains with DDP like any run); no rank can see the
+    file appear before all have decided, since writing it needs every rank's training steps."""
     path = cfg.teacher.checkpoint
     if cfg.teacher.train_epochs > 0 and path and not os.path.exists(path):
         teacher_cfg = teacher_run_config(cfg)
-        print(f"teacher checkpoint {path} is missing: training {cfg.teacher.arch} for "
-              f"{cfg.teacher.train_epochs} epochs first", flush=True)
+        if is_main:
+            print(f"teacher checkpoint {path} is missing: training {cfg.teacher.arch} for "
+                  f"{cfg.teacher.train_epochs} epochs first", flush=True)
         run_training(teacher_cfg, resume="auto", argv=argv)
 
 
 def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) -> Dict[str, Any]:
+    """Train one run; under torchrun each process calls this (the first call sets up the
+    process group, and the call that set it up destroys it, on success or error)."""
     device = resolve_device(cfg)
+    owns_group = not is_initialized()
     dist_info = init_distributed(device.type)
+    failed = True
+    try:
+        summary = _run(cfg, dist_info, resume, argv)
+        failed = False
+        return summary
+    finally:
+        if owns_group:
+            cleanup(failed=failed)
+
+
+def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str, Any]:
     device = resolve_device(cfg, dist_info.local_rank)
-    if dist_info.is_main:
-        _train_missing_teacher(cfg, argv)
+    _train_missing_teacher(cfg, argv, dist_info.is_main)
     barrier()
     seed_everything(cfg.experiment.seed, cfg.runtime.deterministic)
     resume_path = _resume_path(cfg, resume)
     loaders, distiller = build_run(cfg, dist_info.rank, dist_info.world_size, device)
+    if loaders.val_size < dist_info.world_size:
+        raise UserError(f"the val set has {loaders.val_size} images, fewer than the "
+                        f"{dist_info.world_size} processes: every process needs one to evaluate")
+    sync_bn = ""
     if cfg.runtime.sync_bn and dist_info.enabled:
-        distiller = torch.nn.SyncBatchNorm.convert_sync_batchnorm(distiller)
+        # the distiller's own modules only: the teacher lives outside its module tree and keeps
+        # its frozen, eval-mode BatchNorm
+        distiller = convert_sync_batchnorm(distiller, device.type)
+        layers = sum(isinstance(m, SYNC_BATCHNORM_TYPES) for m in distiller.modules())
+        sync_bn = f", SyncBatchNorm on {layers} layers"
     logger = RunLogger(cfg.run_dir, cfg.log.tensorboard, enabled=dist_info.is_main)
     effective = [distiller.describe(), *describe_schedule(cfg.solver, len(loaders.train))]
     fingerprint = datasets.dataset_fingerprint(cfg.data)
@@ -72,7 +102,8 @@ def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) ->
         write_json(os.path.join(cfg.run_dir, "run.json"), record)
     logger.info(f"run {cfg.run_dir}: {cfg.student.arch} on {cfg.data.dataset} "
                 f"({loaders.train_size} train / {loaders.val_size} val images), device {device}, "
-                f"{dist_info.world_size} process(es), batch {cfg.data.batch_size} per process")
+                f"{dist_info.world_size} process(es), global batch {cfg.data.batch_size} "
+                f"({cfg.data.batch_size // dist_info.world_size} per process){sync_bn}")
     for line in effective:
         logger.info(f"  {line}")
     trainer = Trainer(distiller, loaders, cfg, device, logger, dist_info, record)

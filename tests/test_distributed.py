@@ -1,0 +1,257 @@
+"""DDP through torchrun, for real: CPU, gloo, 2 processes, launched exactly as the README says.
+
+    torchrun --standalone --nproc_per_node 2 train.py --config C                     (one machine)
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 1 --master_addr 127.0.0.1 \\
+             --master_port P train.py --config C                         (two "machines", R = 0, 1)
+
+Tiny synthetic data (10 classes, 256 train images, 201 val images: odd on purpose), resnet8,
+global batch 64. Each run is shared by the tests that inspect it (module-scoped fixtures).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.runs import REPO, load, read_metrics
+
+TIMEOUT = 240  # seconds per launch: a hang fails the test instead of blocking CI
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+DATA = {"dataset": "synthetic", "num_classes": 10, "image_size": 32, "train_size": 256,
+        "val_size": 201, "batch_size": 64, "val_batch_size": 50, "num_workers": 0}
+TEACHER = {"arch": "resnet8", "allow_random": True}   # the same random weights on every rank
+# method: (distiller section, epochs, atol of the 1-process vs 2-process comparison). FitNet's
+# default feat_weight=100 on a random teacher (loss ~50) amplifies float32 rounding step by step
+# (measured: 8e-6 relative after 1 step, ~3e-3 after 8; without SyncBN already 0.17 after 1), so
+# it runs with feat_weight=1 for 4 steps: its regressor and BatchNorm are still synchronised.
+METHODS = {"kd": ({"name": "kd"}, 2, 1e-5),
+           "fitnet": ({"name": "fitnet", "feat_weight": 1.0}, 1, 1e-4)}
+
+
+def torchrun_command():
+    """torchrun from this interpreter's environment (the module is the same program)."""
+    script = Path(sys.executable).with_name("torchrun")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(directory: Path, name: str, distiller: dict, epochs: int = 2, sync_bn: bool = True,
+                 **data) -> Path:
+    config = {"experiment": {"name": name, "output_dir": str(directory / "runs"), "seed": 0},
+              "data": {**DATA, **data}, "student": {"arch": "resnet8"}, "distiller": distiller,
+              "solver": {"epochs": epochs, "lr": 0.05, "milestones": [10], "weight_decay": 5e-4},
+              "runtime": {"device": "cpu", "sync_bn": sync_bn},
+              "log": {"print_freq": 2, "tensorboard": False}}
+    if distiller["name"] != "vanilla":
+        config["teacher"] = dict(TEACHER)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def single(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
+def single_node(*args: str) -> subprocess.CompletedProcess:
+    command = [*torchrun_command(), "--standalone", "--nproc_per_node", "2", "train.py", *args]
+    return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def two_nodes(args_node0, args_node1):
+    """Two torchrun agents, one per simulated machine, started together on loopback."""
+    port = free_port()
+    procs = [subprocess.Popen([*torchrun_command(), "--nnodes", "2", "--node_rank", str(rank),
+                               "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
+                               "--master_port", str(port), "train.py", *args],
+                              cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+             for rank, args in enumerate((args_node0, args_node1))]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=TIMEOUT)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [p.returncode for p in procs], outputs
+
+
+def ok(out: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return out
+
+
+def assert_close(a: dict, b: dict, atol: float, exact: bool = False):
+    assert a.keys() == b.keys()
+    for key in a:
+        if exact:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key].double(), b[key].double(), atol=atol, rtol=0,
+                                       msg=lambda m, key=key: f"{key}: {m}")
+
+
+# --- the runs -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """KD and FitNet, 2 epochs, SyncBN: one process x batch 64 and torchrun 2 x 32."""
+    directory = tmp_path_factory.mktemp("ddp")
+    result = {}
+    for method, (distiller, epochs, _) in METHODS.items():
+        config = write_config(directory, method, distiller, epochs=epochs)
+        ok(single("train.py", "--config", str(config), "experiment.name=" + method + "_single"))
+        result[method, "ddp_out"] = ok(single_node("--config", str(config)))
+        result[method, "single"] = load(directory / "runs" / f"{method}_single" / "last.pth")
+        result[method, "ddp"] = load(directory / "runs" / method / "last.pth")
+    result["dir"], result["kd_config"] = directory, directory / "kd.yaml"
+    return result
+
+
+@pytest.mark.parametrize("method", ["kd", "fitnet"])
+def test_two_processes_equal_one_process_with_the_same_global_batch(runs, method):
+    """2 x 32 with SyncBatchNorm == 1 x 64 after 8 (KD) / 4 (FitNet) SGD steps: the same
+    samples per step (DistributedSampler's shards of one permutation), the same augmentation,
+    gradients averaged over 64, BN statistics over 64. FitNet's regressor (a distiller module
+    with its own BatchNorm) must be synchronised too."""
+    _, epochs, atol = METHODS[method]
+    ddp, one = runs[method, "ddp"], runs[method, "single"]
+    assert ddp["epoch"] == one["epoch"] == epochs and ddp["step"] == one["step"] == 4 * epochs
+    assert not any(k.startswith("module.") for k in [*ddp["model"], *ddp["distiller"]])
+    assert_close(ddp["model"], one["model"], atol=atol)
+    assert_close(ddp["distiller"], one["distiller"], atol=atol)
+    if method == "fitnet":
+        assert ddp["distiller"], "FitNet's regressor is checkpointed with the student"
+    record = json.loads((runs["dir"] / "runs" / method / "run.json").read_text())
+    assert record["world_size"] == 2
+    assert record["batch_size"] == {"global": 64, "per_process": 32}
+    out = runs[method, "ddp_out"].stdout
+    assert out.count("done: best top-1") == 1 and "SyncBatchNorm on" in out   # rank 0 prints
+
+
+def test_checkpoint_written_under_ddp_loads_in_a_bare_student(runs):
+    import models
+    student = models.build_model("resnet8", num_classes=10)
+    student.load_state_dict(runs["kd", "ddp"]["model"], strict=True)
+
+
+def test_ddp_resume_equals_uninterrupted_and_resumes_in_one_process(runs):
+    """DDP epoch 1, then (a) DDP resume to epoch 2: bit-equal to the uninterrupted DDP run;
+    (b) the same epoch-1 checkpoint resumed by a single process: equal to the uninterrupted
+    single-process run within float tolerance (DDP's epoch 1 equals it only to rounding)."""
+    directory = runs["dir"]
+    config = write_config(directory, "kd_resumed", {"name": "kd"}, epochs=1)
+    ok(single_node("--config", str(config)))
+    first = directory / "runs" / "kd_resumed" / "last.pth"
+    assert load(first)["epoch"] == 1
+    (directory / "runs" / "kd_single_resumed").mkdir()
+    shutil.copy(first, directory / "runs" / "kd_single_resumed" / "last.pth")
+    ok(single_node("--config", str(config), "--resume", "auto", "solver.epochs=2"))
+    ok(single("train.py", "--config", str(config), "--resume", "auto", "solver.epochs=2",
+              "experiment.name=kd_single_resumed"))
+    resumed = load(first)
+    assert resumed["epoch"] == 2
+    assert_close(resumed["model"], runs["kd", "ddp"]["model"], atol=0, exact=True)
+    in_one = load(directory / "runs" / "kd_single_resumed" / "last.pth")
+    assert in_one["epoch"] == 2
+    assert_close(in_one["model"], runs["kd", "single"]["model"], atol=1e-5)
+    epochs = [m["epoch"] for m in read_metrics(directory / "runs" / "kd_resumed")]
+    assert epochs == [1, 2]
+
+
+def test_two_machines_equal_one_machine(runs):
+    """Two torchrun agents (--nnodes 2, one process each) on loopback run the same job as
+    --standalone --nproc_per_node 2: bit-equal weights."""
+    config = str(runs["kd_config"])
+    codes, outputs = two_nodes(["--config", config, "experiment.name=kd_nodes"],
+                               ["--config", config, "experiment.name=kd_nodes"])
+    assert codes == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    nodes = load(runs["dir"] / "runs" / "kd_nodes" / "last.pth")
+    assert_close(nodes["model"], runs["kd", "ddp"]["model"], atol=0, exact=True)
+    assert outputs[0].count("done: best top-1") == 1 and "done: best top-1" not in outputs[1]
+
+
+def test_validation_under_ddp_equals_eval_in_one_process(tmp_path):
+    """201 val images over 2 processes (101 + 100, no padding), plain BatchNorm (each rank's
+    running statistics drift apart during training): the logged val top-1 equals eval.py's on
+    the saved checkpoint, exactly, and the sample count is 201."""
+    config = write_config(tmp_path, "vanilla", {"name": "vanilla"}, epochs=2, sync_bn=False)
+    ok(single_node("--config", str(config)))
+    run_dir = tmp_path / "runs" / "vanilla"
+    logged = read_metrics(run_dir)[-1]
+    out = ok(single("eval.py", "--checkpoint", str(run_dir / "last.pth"), "--json"))
+    metrics = json.loads(out.stdout)["metrics"]
+    assert metrics["samples"] == 201
+    assert metrics["top1"] == logged["val/top1"] and metrics["top5"] == logged["val/top5"]
+    # CE is summed in float32 per batch (25 per rank vs 50): equal to float32 rounding
+    assert metrics["loss"] == pytest.approx(logged["val/loss"], rel=1e-6)
+    assert logged["val/top1"] > 10.0   # learnt something: predictions depend on the statistics
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["best.pth", "config.yaml", "last.pth", "metrics.jsonl", "run.json"])
+
+
+def test_user_error_under_torchrun_ends_the_job_promptly(tmp_path):
+    """A global batch that does not divide over the processes: every rank stops with the
+    one-line error and exit code 2; torchrun reports it and returns non-zero."""
+    config = write_config(tmp_path, "bad", {"name": "vanilla"}, epochs=1, batch_size=63)
+    started = time.time()
+    out = single_node("--config", str(config))
+    assert out.returncode != 0
+    assert time.time() - started < 90
+    text = out.stdout + out.stderr
+    assert "data.batch_size=63 is the global batch and must divide evenly over 2 processes" in text
+    assert "exitcode  : 2" in text
+
+
+def test_one_machine_failing_ends_the_other(tmp_path):
+    """Node 1 misses the teacher checkpoint (a real per-machine failure: its file system lacks
+    the file) and stops with a user error while node 0 is already waiting in a collective:
+    node 0 must fail too, promptly, instead of hanging."""
+    good = write_config(tmp_path, "nodes", {"name": "kd"}, epochs=1)
+    bad = yaml.safe_load(good.read_text())
+    bad["teacher"] = {"arch": "resnet8", "checkpoint": str(tmp_path / "missing.pth")}
+    bad_path = tmp_path / "nodes_bad.yaml"
+    bad_path.write_text(yaml.safe_dump(bad))
+    started = time.time()
+    codes, outputs = two_nodes(["--config", str(good)], ["--config", str(bad_path)])
+    assert time.time() - started < 120
+    assert codes[0] != 0 and codes[1] != 0
+    assert "teacher checkpoint not found" in outputs[1]
+    assert not (tmp_path / "runs" / "nodes" / "last.pth").exists()
+
+
+def test_sync_batchnorm_converts_the_distiller_not_the_teacher():
+    """runtime.sync_bn converts the student and connectors (same state-dict keys) and leaves the
+    frozen teacher's BatchNorm alone; in one process CpuSyncBatchNorm is plain BatchNorm."""
+    import models
+    from distillers import build_distiller
+    from engine.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
+    torch.manual_seed(0)
+    student, teacher = models.build_model("resnet8", 10), models.build_model("resnet20", 10)
+    distiller = build_distiller({"name": "fitnet"}, student, teacher, input_shape=(3, 32, 32))
+    keys = list(distiller.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    before = distiller.student(x)
+    converted = convert_sync_batchnorm(distiller, "cpu")
+    assert list(converted.state_dict()) == keys
+    kinds = {type(m) for m in converted.modules()}
+    assert CpuSyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    assert not any(isinstance(m, CpuSyncBatchNorm) for m in converted.teacher.modules())
+    assert not converted.teacher.training
+    torch.testing.assert_close(converted.student(x), before)
