@@ -1,0 +1,178 @@
+"""Every published table: its rows load, build and follow the transcribed recipes; reproduce.py
+plans them; and a tiny table really runs end to end, with a killed run resumed."""
+import functools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import models
+from launch.build import load_run_config, model_dataset
+from tests.runs import REPO, read_metrics, write_config
+from tools.tables import TABLES_DIR, config_path, load_table
+
+TABLES = sorted(p.stem for p in Path(TABLES_DIR).glob("*.yaml"))
+RECIPES = yaml.safe_load((REPO / "tests/reference/recipes.yaml").read_text())
+PAPER = yaml.safe_load((REPO / "tests/reference/paper_tables.yaml").read_text())["rows"]
+CONFIG_ROWS = [(t, r) for t in TABLES for r in load_table(t)["rows"] if r.get("config")]
+
+
+def paper_row(row):
+    matches = [p for p in PAPER if (p["method"], p["teacher"], p["student"], p["top1"]) ==
+               (row["method"], row["teacher"], row["student"], row["top1"])]
+    assert matches, row["name"]
+    return matches[0]
+
+
+@functools.lru_cache(maxsize=None)
+def built(arch, family):
+    return models.build_model(arch, num_classes=1000 if family == "imagenet" else 100, dataset=family)
+
+
+def expected_distiller(method, family, cfg, row):
+    recipe = RECIPES[family]
+    pair = f"{cfg.teacher.arch}/{cfg.student.arch}"
+    expected = dict(recipe.get(method, {}))
+    if method == "one":
+        return dict(recipe["one"]["distiller"])
+    if method.startswith("dkd"):
+        expected.pop("default_beta", None)
+        expected["beta"] = recipe["dkd_beta"].get(pair, recipe["dkd"].get("default_beta"))
+    if method.endswith("zscore"):
+        published = paper_row(row)
+        expected.update(base_temperature=published["base_temperature"], zscore_kd_weight=published["kd_weight"])
+        expected["beta"] = published.get("beta", expected["beta"]) if method == "dkd_zscore" else None
+        expected = {k: v for k, v in expected.items() if v is not None}
+    if row["name"].startswith("kd_t4"):
+        expected["temperature"] = 4.0          # DIST's ImageNet KD row: KD with T = 4
+    return expected
+
+
+def test_every_table_loads_with_a_header_and_unique_rows():
+    for name in TABLES:
+        table = load_table(name)
+        assert table["paper"] and table["source"] and table["reports"] and table["rows"], name
+        for row in table["rows"]:
+            assert row.get("config") or row.get("why"), (name, row["name"])
+            assert row.get("reproducible", True) or row.get("why"), (name, row["name"])
+
+
+@pytest.mark.parametrize("table,row", CONFIG_ROWS, ids=[f"{t}:{r['name']}" for t, r in CONFIG_ROWS])
+def test_row_config_validates_builds_and_matches_recipe(table, row):
+    path = config_path(row)
+    cfg = load_run_config(path)
+    family = model_dataset(cfg)
+    built(cfg.student.arch, family)
+    if cfg.teacher.arch and cfg.distiller["name"] != "vanilla":
+        built(cfg.teacher.arch, family)
+    parts = Path(row["config"]).parts             # configs/<dataset>/<method>/<pair>.yaml
+    method = parts[2]
+    recipe = RECIPES[family]
+    if method in ("vanilla", "srrl") and "teachers" in parts:
+        method = "vanilla"
+    if method == "one":
+        recipe = {**recipe, **recipe["one"]}
+        if row.get("role") == "baseline":
+            method = "vanilla"
+    solver = dict(recipe["solver"])
+    if family == "cifar100" and method != "one" and cfg.student.arch in recipe["small_students"] \
+            and "one" not in parts:
+        solver["lr"] = recipe["small_student_lr"]
+    for key, value in solver.items():
+        assert getattr(cfg.solver, key) == value, (row["name"], key)
+    assert cfg.data.batch_size == recipe["batch_size"]
+    for key in ("val_batch_size", "mean", "std"):
+        if key in recipe:
+            assert getattr(cfg.data, key) == pytest.approx(recipe[key]), key
+    if method != "vanilla":
+        for key, value in expected_distiller(method, family, cfg, row).items():
+            assert cfg.distiller[key] == value, (row["name"], key)
+
+
+def _dry_run(table, *extra):
+    return subprocess.run([sys.executable, "tools/reproduce.py", table, "--dry-run", *extra], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_dry_run_lists_every_reproducible_row_of_every_table(tmp_path, capsys):
+    from tools.reproduce import main
+    for name in TABLES:
+        assert main([name, "--dry-run", "--seeds", "0", "1", "--output-dir", str(tmp_path)]) == 0
+        commands = capsys.readouterr().out.splitlines()
+        for row in load_table(name)["rows"]:
+            if row.get("config") and row.get("reproducible", True):
+                for seed in (0, 1):
+                    run = f"/{name}/{row['name']} experiment.name=seed{seed} "
+                    assert sum(run in c for c in commands) == 1, row["name"]
+
+
+TINY = {"dataset": "synthetic", "num_classes": 10, "image_size": 32, "train_size": 256, "val_size": 128,
+        "batch_size": 64, "val_batch_size": 64, "num_workers": 0}
+
+
+def _run_tool(*args):
+    return subprocess.run([sys.executable, "tools/reproduce.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_reproduce_trains_teacher_first_resumes_killed_run_and_summarises(tmp_path):
+    extra = {"data": TINY, "solver": {"milestones": [2]}, "log": {"print_freq": 1, "tensorboard": False}}
+    teacher_cfg = write_config(tmp_path, "teacher", epochs=2, extra=extra)
+    kd_cfg = write_config(tmp_path, "kd", epochs=2, distiller={"name": "kd"}, extra=extra,
+                          teacher={"arch": "resnet8", "checkpoint": str(tmp_path / "absent/last.pth")})
+    table = tmp_path / "tiny.yaml"
+    table.write_text(yaml.safe_dump({"paper": "tiny", "source": "test", "reports": "best", "runs": 2, "rows": [
+        {"name": "teacher_resnet8", "role": "teacher", "arch": "resnet8", "config": str(teacher_cfg), "top1": 50.0},
+        {"name": "kd_r8_r8", "config": str(kd_cfg), "top1": 40.0},
+        {"name": "kd_other", "top1": 1.0, "reproducible": False, "why": "no such model"}]}))
+    out_dir = tmp_path / "out"
+    common = [str(table), "--seeds", "0", "1", "--output-dir", str(out_dir), "--jobs-per-gpu", "2"]
+    first = _run_tool(*common, "--only", "teacher*")
+    assert first.returncode == 0, first.stderr
+    command = _dry_run(*common, "--only", "kd_r8_r8").stdout.splitlines()[-1]   # kd seed1
+    assert "seed1" in command and "teacher.checkpoint=" in command
+    proc = subprocess.Popen([sys.executable, *command.split()[1:]], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:
+        if line.startswith("epoch 2 ["):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    killed = out_dir / "tiny/kd_r8_r8/seed1"
+    interim = _run_tool(*common, "--summary")
+    assert "seed1 running: epoch 1/2" in interim.stdout and "seed0 missing" in interim.stdout
+    second = _run_tool(*common)
+    assert second.returncode == 0, second.stderr
+    assert "[skip] teacher_resnet8/seed0: finished" in second.stdout
+    assert "resumed from" in (killed / "train.log").read_text()
+    assert [m["epoch"] for m in read_metrics(killed)] == [1, 2]
+    summary = (out_dir / "tiny/summary.md").read_text()
+    for row in ("teacher_resnet8", "kd_r8_r8"):
+        runs = [read_metrics(out_dir / f"tiny/{row}/seed{s}") for s in (0, 1)]
+        best = [max(m["val/top1"] for m in r) for r in runs]
+        last = [r[-1]["val/top1"] for r in runs]
+        line = next(l for l in summary.splitlines() if l.startswith(f"| {row} "))
+        assert f"{statistics.mean(best):.2f} ± {statistics.stdev(best):.2f} (2)" in line
+        assert f"{statistics.mean(last):.2f} ± {statistics.stdev(last):.2f} (2)" in line
+    assert "not reproducible" in summary and "no such model" in summary
+    assert (out_dir / "tiny/summary.csv").read_text().count("\n") == 4
+    record = json.loads((killed / "run.json").read_text())
+    assert record["summary"]["best_top1"] == max(m["val/top1"] for m in read_metrics(killed))
+
+
+def test_failed_run_is_listed_and_exit_code_is_nonzero(tmp_path):
+    bad = write_config(tmp_path, "bad", epochs=1, extra={"data": TINY, "solver": {"milestones": [1]}},
+                       distiller={"name": "kd"}, teacher={"arch": "resnet8", "checkpoint": "torchvision"})
+    table = tmp_path / "bad_table.yaml"
+    table.write_text(yaml.safe_dump({"paper": "p", "source": "s", "reports": "r", "runs": 1,
+                                     "rows": [{"name": "bad_row", "config": str(bad), "top1": 1.0}]}))
+    out = _run_tool(str(table), "--output-dir", str(tmp_path / "out"))
+    assert out.returncode == 1
+    assert "bad_row/seed0: exit code" in out.stderr
+    assert "seed0 failed" in (tmp_path / "out/bad_table/summary.md").read_text()

@@ -1,0 +1,99 @@
+"""Summarise a table's runs against the published numbers (Markdown on stdout, .md and .csv files).
+
+    python tools/summarize.py dkd_cifar100_diff [--seeds 0 1 2] [--output-dir checkpoints/tables]
+
+Per row: the paper's top-1, ours at the best epoch and at the last epoch (mean ± sample std over
+the finished runs, n), best − paper, and every run that is not finished ("missing", "failed",
+"running: epoch k/N"). No row is dropped; rows we cannot reproduce show why.
+"""
+import argparse
+import csv
+import os
+import re
+import statistics
+import sys
+from typing import Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tools.tables import load_table, read_metrics, run_dir, run_status  # noqa: E402
+from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+
+COLUMNS = ["row", "paper top-1", "ours best epoch", "ours last epoch", "best − paper", "runs"]
+
+
+def mean_std(values: List[float]) -> str:
+    """``mean ± sample std (n)``; ``—`` for the std of a single run."""
+    if not values:
+        return "—"
+    spread = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "—"
+    return f"{statistics.mean(values):.2f} ± {spread} ({len(values)})"
+
+
+def row_seeds(table_dir: str, row: str, seeds: Optional[List[int]]) -> List[int]:
+    """The seeds asked for, plus any seed directory already on disk."""
+    found = set()
+    if os.path.isdir(os.path.join(table_dir, row)):
+        found = {int(m.group(1)) for d in os.listdir(os.path.join(table_dir, row))
+                 if (m := re.fullmatch(r"seed(\d+)", d))}
+    return sorted(found | set(seeds or ([] if found else [0])))
+
+
+def summarize_row(row: Dict, output_dir: str, table_name: str, seeds: Optional[List[int]]) -> Dict[str, str]:
+    paper = row.get("top1")
+    cells = {"row": row["name"], "paper top-1": "—" if paper is None else f"{paper:.2f}"}
+    if not row.get("reproducible", True) or not row.get("config"):
+        why = row.get("why", "no config")
+        return {**cells, "ours best epoch": "not reproducible", "ours last epoch": "—",
+                "best − paper": "—", "runs": why}
+    best, last, states = [], [], []
+    for seed in row_seeds(os.path.join(output_dir, table_name), row["name"], seeds):
+        directory = run_dir(output_dir, table_name, row["name"], seed)
+        status = run_status(directory)
+        if status == "finished":
+            metrics = read_metrics(directory)
+            best.append(max(m["val/top1"] for m in metrics))
+            last.append(metrics[-1]["val/top1"])
+        else:
+            states.append(f"seed{seed} {status}")
+    diff = f"{statistics.mean(best) - paper:+.2f}" if best and paper is not None else "—"
+    done = f"{len(best)} finished"
+    return {**cells, "ours best epoch": mean_std(best), "ours last epoch": mean_std(last),
+            "best − paper": diff, "runs": "; ".join([done, *states])}
+
+
+def summarize(table: Dict, output_dir: str, seeds: Optional[List[int]] = None) -> str:
+    """The Markdown summary; also written to ``<output_dir>/<table>/summary.{md,csv}``."""
+    rows = [summarize_row(r, output_dir, table["name"], seeds) for r in table["rows"]]
+    lines = [f"# {table['name']}: {table.get('paper', '')}", "",
+             f"Paper reports: {table.get('reports', 'not stated')}.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    directory = os.path.join(output_dir, table["name"])
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "summary.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(directory, "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", help="a file, or a name of configs/tables/")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds expected (default: those on disk)")
+    parser.add_argument("--output-dir", default="checkpoints/tables")
+    args = parser.parse_args(argv)
+    try:
+        print(summarize(load_table(args.table), os.path.abspath(args.output_dir), args.seeds), end="")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Published tables (``configs/tables/<name>.yaml``) and the run directories that reproduce them.
+
+A table file lists rows ``{name, config, top1, source, reproducible, why?}``; teacher rows carry
+``role: teacher`` and ``arch``. One run of a row with seed k lives in
+``<output_dir>/<table>/<row>/seed<k>``; its state is read from what ``train.py`` writes there.
+"""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from utils.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES_DIR = os.path.join(REPO, "configs", "tables")
+FAILED_MARKER = "reproduce_failed.txt"
+
+
+def find_table(table: str) -> str:
+    """A table file from a path or a name of ``configs/tables/``."""
+    for path in (table, os.path.join(TABLES_DIR, f"{table}.yaml"), os.path.join(TABLES_DIR, table)):
+        if os.path.isfile(path):
+            return path
+    names = sorted(f[:-5] for f in os.listdir(TABLES_DIR) if f.endswith(".yaml"))
+    raise UserError(f"table not found: {table}; known tables: {', '.join(names)}")
+
+
+def load_table(table: str) -> Dict[str, Any]:
+    """The table's mapping plus ``name`` (file stem) and ``path``; row names must be unique."""
+    path = find_table(table)
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    names = [row["name"] for row in doc["rows"]]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise UserError(f"{path}: duplicate row names {', '.join(duplicated)}")
+    return {**doc, "name": os.path.splitext(os.path.basename(path))[0], "path": path}
+
+
+def config_path(row: Dict[str, Any]) -> Optional[str]:
+    """The row's config as a path usable from the current directory (table paths are repo-relative)."""
+    config = row.get("config")
+    if not config or os.path.isabs(config) or os.path.exists(config):
+        return config
+    return os.path.join(REPO, config)
+
+
+def run_dir(output_dir: str, table_name: str, row_name: str, seed: int) -> str:
+    return os.path.join(output_dir, table_name, row_name, f"seed{seed}")
+
+
+def read_metrics(directory: str) -> List[Dict[str, Any]]:
+    path = os.path.join(directory, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def is_finished(directory: str) -> bool:
+    path = os.path.join(directory, "run.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return "summary" in json.load(f)
+
+
+def run_status(directory: str) -> str:
+    """``finished``, ``failed``, ``running: epoch k/N`` or ``missing``."""
+    if is_finished(directory):
+        return "finished"
+    if os.path.isfile(os.path.join(directory, FAILED_MARKER)):
+        return "failed"
+    metrics = read_metrics(directory)
+    if os.path.isfile(os.path.join(directory, "config.yaml")):
+        with open(os.path.join(directory, "config.yaml")) as f:
+            epochs = yaml.safe_load(f)["solver"]["epochs"]
+        return f"running: epoch {metrics[-1]['epoch'] if metrics else 0}/{epochs}"
+    return "missing"
