@@ -122,4 +122,32 @@ def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
     student = build_student(cfg, loaders.num_classes)
     teacher = build_teacher(cfg, loaders.num_classes)
     distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape)
+    attach_teacher_cache(cfg, loaders, distiller, device, is_main=rank == 0)
     return loaders, distiller
+
+
+def attach_teacher_cache(cfg: Config, loaders, distiller, device: torch.device,
+                         is_main: bool = True) -> None:
+    """``teacher.cache: auto``: serve a logit distiller's teacher from the exact view cache
+    (distillers/teacher_cache.py) when the train loader reports each batch's views (the GPU
+    loader); otherwise the teacher runs as usual and one line says why."""
+    from datasets.gpu_loader import GpuCifarLoader, augment_batch
+    from distillers.base import LogitDistiller
+    from distillers.teacher_cache import TeacherCache, weights_sha256
+    if cfg.teacher.cache == "off" or distiller.teacher is None:
+        return
+    train = loaders.train
+    reason = (f"distiller '{cfg.distiller['name']}' needs more than the teacher's logits"
+              if not isinstance(distiller, LogitDistiller) else
+              "the train loader does not report views (use data.loader=gpu)"
+              if not isinstance(train, GpuCifarLoader) else None)
+    if reason:
+        if is_main:
+            print(f"teacher.cache=auto: not used, {reason}")
+        return
+    teacher = distiller.teacher.to(device)
+    distiller.teacher_cache = TeacherCache.load_or_build(
+        teacher, train.images, train.mean, train.std, padding=train.padding, augment=augment_batch,
+        directory=os.path.join(cfg.experiment.output_dir, "teacher_cache"),
+        teacher_sha256=weights_sha256(teacher, cfg.teacher.checkpoint), is_main=is_main)
+    train.return_views = True

@@ -51,6 +51,11 @@ def test_overrides_are_parsed_as_yaml_and_win(tree):
     assert cfg.runtime.channels_last is True and cfg.experiment.name == "x"
 
 
+def test_bare_off_on_the_command_line_means_off(tree):
+    cfg = load_config(str(write(tree / "r.yaml", "runtime: {amp: bf16}\n")), ["runtime.amp=off", "teacher.cache=off"])
+    assert cfg.runtime.amp == "off" and cfg.teacher.cache == "off"
+
+
 def test_int_is_accepted_where_float_expected(tree):
     cfg = load_config(str(write(tree / "r.yaml", "solver: {lr: 1}\n")))
     assert isinstance(cfg.solver.lr, float)

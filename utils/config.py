@@ -193,6 +193,8 @@ def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
             return type(None) in args, None
         return _type_ok(value, next(a for a in args if a is not type(None)))
     if origin is Literal:
+        if value is False and "off" in args:  # YAML 1.1 reads a bare `off` as false
+            value = "off"
         return value in args, value
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):

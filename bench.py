@@ -1,0 +1,306 @@
+"""Time a config's training step, or its input pipeline, on CPU or CUDA.
+
+    python bench.py --config configs/cifar100/kd/res32x4_res8x4.yaml [key.sub=value ...]
+    python bench.py --config CFG --steps 20 --warmup 3 --repeats 3 --json
+    python bench.py --config CFG --loader                       # the train loader alone
+    python bench.py --config CFG --compare "runtime.compile=false" "runtime.compile=true"
+
+The step timed is the Trainer's own ``_step`` (forward of student and teacher, losses, backward,
+optimizer and scheduler step) on generated inputs of the run's shapes: random normal images,
+random integer targets and, with a teacher cache, random views. The teacher has random weights
+when its checkpoint is absent (``teacher.allow_random=true``), and the data are synthetic with
+the real dataset's image size and class count unless ``--real-data`` is given, so no download
+or checkpoint is needed. FLOPs are counted once, on the eager module, by
+``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls, 2 per multiply-add).
+``--compare A B`` builds both variants in this process and alternates their timed repeats, so a
+busy machine slows both alike; it prints both and the ratio B/A.
+"""
+import argparse
+import json
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from utils.errors import EXIT_USER_ERROR, UserError
+
+BENCH_OVERRIDES = ["teacher.allow_random=true", "log.tensorboard=false"]
+REAL_SHAPES = {"cifar100": (100, 32), "imagenet": (1000, 224)}   # classes, image size
+# Dense peak FLOP/s from NVIDIA's data sheets (SXM unless named); the first name that matches wins.
+PEAK_FLOPS = [
+    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51e12}),
+    ("H100", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}),
+    ("H200", {"bf16": 989e12, "fp16": 989e12, "tf32": 495e12, "fp32": 67e12}),
+    ("A100", {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
+    ("V100", {"fp16": 125e12, "fp32": 15.7e12}),
+]
+
+
+@dataclass
+class Variant:
+    """One configuration ready to time: its config, its step function and what to report."""
+    label: str
+    cfg: Any
+    device: torch.device
+    run: Callable[[], None]
+    info: Dict[str, Any]
+    memory_base: int = 0
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median, min, max)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--loader", action="store_true", help="time the train loader alone")
+    parser.add_argument("--real-data", action="store_true",
+                        help="use the config's dataset instead of synthetic data of its shapes")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="two strings of space-separated overrides; prints both and B/A")
+    return parser.parse_intermixed_args(argv)
+
+
+# --- configuration -------------------------------------------------------------------------------
+def data_overrides(cfg, batches: int, user: List[str], real_data: bool) -> List[str]:
+    """Synthetic data with the real dataset's shapes, ``batches`` train batches long."""
+    if real_data or any(o.startswith("data.dataset=") for o in user):
+        return []
+    classes, size = REAL_SHAPES.get(cfg.data.dataset, (cfg.data.num_classes or 100,
+                                                       cfg.data.image_size or 32))
+    batch = cfg.data.batch_size
+    return ["data.dataset=synthetic", f"data.num_classes={classes}", f"data.image_size={size}",
+            f"data.train_size={batch * batches}", f"data.val_size={batch}"]
+
+
+def bench_config(path: str, overrides: List[str], batches: int, real_data: bool,
+                 loader: bool = False):
+    """The config to time; the step alone never iterates a loader, so it gets no workers."""
+    from launch.build import load_run_config
+    first = load_run_config(path, BENCH_OVERRIDES + overrides)
+    extra = data_overrides(first, batches, overrides, real_data)
+    extra += [] if loader else ["data.num_workers=0"]
+    return load_run_config(path, BENCH_OVERRIDES + extra + overrides)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def peak_flops(device: torch.device, amp: str) -> Optional[float]:
+    """The device's dense peak for the step's precision; None when unknown (CPUs)."""
+    if device.type != "cuda":
+        return None
+    precision = amp if amp != "off" else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32")
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in PEAK_FLOPS:
+        if key in name:
+            return peaks.get(precision, peaks["fp32"])
+    return None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- the two things timed --------------------------------------------------------------------------
+def step_variant(label: str, cfg) -> Variant:
+    """The Trainer's step on one generated batch, repeated."""
+    from datasets.gpu_loader import BatchViews
+    from engine.trainer import Trainer
+    from launch.build import build_run, resolve_device
+    device = resolve_device(cfg)
+    memory_base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    torch.manual_seed(cfg.experiment.seed)
+    loaders, distiller = build_run(cfg, device=device)
+    trainer = Trainer(distiller, loaders, cfg, device, logger=None)
+    batch = cfg.data.batch_size
+    images = torch.randn(batch, *loaders.input_shape, device=device)
+    if cfg.runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = torch.randint(0, loaders.num_classes, (batch,), device=device)
+    cache = getattr(distiller, "teacher_cache", None)
+    views = None
+    if cache is not None:
+        side = 2 * cache.padding + 1
+        views = BatchViews(torch.randint(0, loaders.train_size, (batch,), device=device),
+                           torch.randint(0, side, (batch, 2), device=device),
+                           torch.rand(batch, device=device) < 0.5)
+    info = {"distiller": cfg.distiller["name"], "student": cfg.student.arch,
+            "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
+            "teacher_cache": cache is not None, "amp": cfg.runtime.amp,
+            "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
+    variant = Variant(label, cfg, device, lambda: trainer._step(images, targets, 1, views), info,
+                      memory_base)
+    variant.info["trainer"] = trainer
+    return variant
+
+
+def loader_variant(label: str, cfg) -> Variant:
+    """One train batch from the loader, moved to the device as the trainer moves it."""
+    import datasets
+    from launch.build import per_process_data, resolve_device
+    device = resolve_device(cfg)
+    loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
+    state = {"epoch": 0, "batches": iter(())}
+
+    def next_batch() -> None:
+        try:
+            images, targets, *_ = next(state["batches"])
+        except StopIteration:
+            state["epoch"] += 1
+            loaders.set_epoch(state["epoch"])
+            state["batches"] = iter(loaders.train)
+            images, targets, *_ = next(state["batches"])
+        images.to(device, non_blocking=True)
+        targets.to(device, non_blocking=True)
+
+    info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,
+            "dataset": cfg.data.dataset}
+    return Variant(label, cfg, device, next_batch, info)
+
+
+def count_step_flops(variant: Variant) -> Optional[int]:
+    """FLOPs of one step, counted on the eager module (a compiled one hides its ops)."""
+    trainer = variant.info.get("trainer")
+    if trainer is None:
+        return None
+    compiled, trainer.train_module = trainer.train_module, trainer.module
+    try:
+        with FlopCounterMode(display=False) as counter:
+            variant.run()
+    finally:
+        trainer.train_module = compiled
+    return counter.get_total_flops()
+
+
+def warm_up(variant: Variant, steps: int) -> None:
+    if variant.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(variant.device)
+    for _ in range(steps):
+        variant.run()
+    variant.info["flops_per_step"] = count_step_flops(variant)
+    synchronize(variant.device)
+    if variant.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(variant.device) - variant.memory_base
+        variant.info.update(peak_memory_mb=peak / 2**20, memory="CUDA max_memory_allocated")
+    else:
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        variant.info.update(peak_memory_mb=rss_mb, memory="process max RSS (whole run)")
+
+
+def time_once(variant: Variant, steps: int) -> float:
+    """Milliseconds per step over ``steps`` steps."""
+    synchronize(variant.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        variant.run()
+    synchronize(variant.device)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
+def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
+    median = statistics.median(times_ms)
+    batch = variant.cfg.data.batch_size
+    result = {"label": variant.label, "device": device_name(variant.device),
+              "batch_size": batch, "images_per_s": 1000 * batch / median,
+              "ms_per_step_median": median, "ms_per_step_min": min(times_ms),
+              "ms_per_step_max": max(times_ms), "ms_per_step_all": times_ms,
+              "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
+    result.update({k: v for k, v in variant.info.items() if k != "trainer"})
+    flops = result.get("flops_per_step")
+    if flops is not None:
+        achieved = flops / (median / 1000)
+        peak = peak_flops(variant.device, variant.cfg.runtime.amp)
+        result.update(achieved_flops_per_s=achieved, peak_flops_per_s=peak,
+                      share_of_peak=achieved / peak if peak else "n/a")
+    return result
+
+
+def measure(variants: List[Variant], args) -> List[Dict[str, Any]]:
+    for variant in variants:
+        warm_up(variant, args.warmup)
+    times: List[List[float]] = [[] for _ in variants]
+    for _ in range(args.repeats):       # alternate, so a busy machine slows every variant alike
+        for j, variant in enumerate(variants):
+            times[j].append(time_once(variant, args.steps))
+    return [summarise(v, t, args) for v, t in zip(variants, times)]
+
+
+# --- output --------------------------------------------------------------------------------------
+def format_result(result: Dict[str, Any]) -> str:
+    what = "batch" if "loader" in result else "step"
+    lines = [f"[{result['label']}] {result['device']}, batch {result['batch_size']}",
+             f"  {result['images_per_s']:.1f} images/s, {result['ms_per_step_median']:.2f} ms/{what} "
+             f"median (min {result['ms_per_step_min']:.2f}, max {result['ms_per_step_max']:.2f}, "
+             f"{result['repeats']} repeats of {result['steps']})"]
+    if result.get("flops_per_step") is not None:
+        share = result["share_of_peak"]
+        share = f"{100 * share:.1f}% of peak" if isinstance(share, float) else "share of peak n/a"
+        lines.append(f"  {result['flops_per_step'] / 1e9:.2f} GFLOP/step, "
+                     f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved, {share}")
+    lines.append(f"  peak memory {result['peak_memory_mb']:.0f} MB ({result['memory']})")
+    details = {k: result[k] for k in ("loader", "num_workers", "distiller", "student", "teacher",
+                                      "teacher_cache", "amp", "compile", "channels_last") if k in result}
+    lines.append("  " + ", ".join(f"{k}={v}" for k, v in details.items()))
+    return "\n".join(lines)
+
+
+def run(args) -> Dict[str, Any]:
+    batches = args.warmup + args.steps
+    make = loader_variant if args.loader else step_variant
+    pairs = [("A", shlex.split(args.compare[0])), ("B", shlex.split(args.compare[1]))] \
+        if args.compare else [("run", [])]
+    variants = []
+    for label, extra in pairs:
+        overrides = args.overrides + extra
+        cfg = bench_config(args.config, overrides, batches, args.real_data, args.loader)
+        variant = make(label, cfg)
+        variant.info.update(config=args.config, overrides=overrides)
+        variants.append(variant)
+    results = measure(variants, args)
+    if not args.compare:
+        return results[0]
+    a, b = results
+    return {"a": a, "b": b, "ratio_b_over_a": {
+        "images_per_s": b["images_per_s"] / a["images_per_s"],
+        "ms_per_step_median": b["ms_per_step_median"] / a["ms_per_step_median"]}}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if min(args.steps, args.repeats) < 1 or args.warmup < 0:
+        print("error: --steps and --repeats must be at least 1, --warmup at least 0", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        output = run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args.json:
+        print(json.dumps(output))
+    elif args.compare:
+        print(format_result(output["a"]))
+        print(format_result(output["b"]))
+        ratio = output["ratio_b_over_a"]
+        print(f"ratio B/A: images/s {ratio['images_per_s']:.3f}, "
+              f"ms/step {ratio['ms_per_step_median']:.3f}")
+    else:
+        print(format_result(output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

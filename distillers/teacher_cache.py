@@ -1,0 +1,141 @@
+"""Exact teacher-logit cache: every augmented view of every training image, computed once.
+
+The CIFAR training augmentation (random crop with 4-pixel zero padding, horizontal flip) has a
+finite view space: (2·padding+1)² crop offsets × 2 flips = 162 views per image. A frozen
+teacher's logits are a function of the view alone, so they are computed once per (teacher
+weights, training images, normalisation) and looked up by ``(index, offset, flip)`` during
+training: no teacher forward at all, for any number of students. The views come from the GPU
+loader (``BatchViews``), which applies exactly these views to the images the student sees.
+
+Size: N × 162 × C values; CIFAR-100 (50,000 × 162 × 100) is 1.62 GB in fp16, 3.24 GB in fp32.
+The file is ``<output_dir>/teacher_cache/<key>.pt``; the key hashes the teacher's sha256, the
+images' sha256, mean, std, padding and the storage dtype, so any change gives a new file.
+Logits are computed in fp32 (no autocast) in eval mode; fp16 storage rounds them to fp16.
+
+Layering: distillers import neither datasets nor engine, so the builder hands in the loader's
+``augment(images_uint8, offsets, flips, mean, std, padding)`` (``datasets.gpu_loader.augment_batch``).
+"""
+import hashlib
+import json
+import os
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from utils.errors import UserError
+
+CACHE_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+def view_slot(offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+    """Column of a view in the cache: ((top · side) + left) · 2 + flip, side = 2·padding+1."""
+    side = 2 * padding + 1
+    return (offsets[:, 0] * side + offsets[:, 1]) * 2 + flips.long()
+
+
+def all_views(padding: int):
+    """Offsets [V, 2] and flips [V] of the V = 2·(2·padding+1)² views, in slot order."""
+    side = 2 * padding + 1
+    slots = torch.arange(2 * side * side)
+    view = slots // 2
+    return torch.stack([view // side, view % side], dim=1), (slots % 2).bool()
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def weights_sha256(teacher: torch.nn.Module, checkpoint: Optional[str] = None) -> str:
+    """sha256 of the checkpoint file when there is one, else of the weights themselves
+    (random teachers of smoke runs and benchmarks)."""
+    if checkpoint and os.path.isfile(checkpoint):
+        with open(checkpoint, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for name, value in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(teacher_sha256: str, images_sha256: str, mean, std, padding: int, dtype: str) -> str:
+    fields = {"teacher": teacher_sha256, "images": images_sha256, "padding": padding,
+              "mean": [round(float(m), 8) for m in mean], "std": [round(float(s), 8) for s in std],
+              "dtype": dtype}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def compute_view_logits(teacher, images: torch.Tensor, mean, std, padding: int, augment,
+                        dtype: torch.dtype = torch.float16, batch_size: int = 1024,
+                        progress: bool = True) -> torch.Tensor:
+    """Teacher logits [N, V, C] of every view of uint8 ``images`` [N, C, H, W], stored in
+    ``dtype`` on the CPU. The teacher runs in eval mode on the images' device."""
+    teacher.eval()
+    device = images.device
+    offsets, flips = (t.to(device) for t in all_views(padding))
+    views = len(flips)
+    images_per_batch = max(1, batch_size // views)
+    chunks = []
+    for start in tqdm(range(0, len(images), images_per_batch), desc="teacher cache",
+                      unit="batch", disable=not progress):
+        raw = images[start:start + images_per_batch]
+        count = len(raw)
+        batch = augment(raw.repeat_interleave(views, dim=0), offsets.repeat(count, 1),
+                              flips.repeat(count), mean.to(device), std.to(device), padding)
+        logits = teacher(batch).float()
+        chunks.append(logits.view(count, views, -1).to("cpu", dtype))
+    return torch.cat(chunks)
+
+
+class TeacherCache:
+    """Teacher logits [N, V, C] looked up by a batch's views; moved to the views' device on
+    first use. ``lookup`` returns float32 [B, C]."""
+
+    def __init__(self, logits: torch.Tensor, padding: int, path: Optional[str] = None):
+        self.logits, self.padding, self.path = logits, padding, path
+
+    def __call__(self, views) -> torch.Tensor:
+        """``views``: a ``BatchViews`` (indices [B], offsets [B, 2], flips [B])."""
+        indices = views.indices
+        if self.logits.device != indices.device:
+            self.logits = self.logits.to(indices.device)
+        slots = view_slot(views.offsets.to(indices.device), views.flips.to(indices.device),
+                          self.padding)
+        return self.logits[indices, slots].float()
+
+    @classmethod
+    def load_or_build(cls, teacher, images: torch.Tensor, mean, std, *, padding: int, augment,
+                      directory: str, teacher_sha256: str, dtype: str = "fp16",
+                      batch_size: int = 1024, is_main: bool = True) -> "TeacherCache":
+        """The cache file for this teacher and these images, computed and written (atomically)
+        when missing. Under torch.distributed only the main process builds; the others wait."""
+        if dtype not in CACHE_DTYPES:
+            raise UserError(f"teacher cache dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype}")
+        key = cache_key(teacher_sha256, tensor_sha256(images), mean.tolist(), std.tolist(),
+                        padding, dtype)
+        path = os.path.join(directory, f"{key}.pt")
+        if not os.path.isfile(path) and is_main:
+            logits = compute_view_logits(teacher, images, mean, std, padding, augment,
+                                         CACHE_DTYPES[dtype], batch_size)
+            _write_atomically({"logits": logits, "padding": padding, "key": key}, path)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if tuple(state["logits"].shape[:2]) != (len(images), len(all_views(padding)[1])):
+            raise UserError(f"teacher cache {path} does not match the data; delete it")
+        return cls(state["logits"], padding, path)
+
+
+def _write_atomically(state: dict, path: str) -> None:
+    """Save under a temporary name beside ``path``, then rename: readers never see half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)

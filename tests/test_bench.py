@@ -1,0 +1,86 @@
+"""bench.py: one JSON object with every field for several methods, --compare prints a ratio,
+--loader times the input pipeline, and compilation does not change the loss."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench
+import models
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "cifar100"
+FAST = ["--steps", "2", "--warmup", "1", "--repeats", "1", "--json"]
+STEP_FIELDS = ("images_per_s", "ms_per_step_median", "ms_per_step_min", "ms_per_step_max",
+               "device", "batch_size", "flops_per_step", "achieved_flops_per_s",
+               "share_of_peak", "peak_memory_mb", "distiller", "teacher_cache")
+
+
+def first_config(*patterns: str):
+    """The first config matching a pattern, or None: the method folders grow over time."""
+    for pattern in patterns:
+        found = sorted(CONFIGS.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def method_cases():
+    kd = CONFIGS / "kd" / "res32x4_res8x4.yaml"
+    dkd_or_dist = first_config("dkd/*.yaml", "dist/*.yaml")
+    fitnet = first_config("fitnet/*.yaml")
+    return [
+        (kd, []),
+        (dkd_or_dist, []) if dkd_or_dist else (CONFIGS / "kd" / "res56_res20.yaml", ["distiller.name=dkd"]),
+        (fitnet, []) if fitnet else (CONFIGS / "vanilla" / "resnet8x4.yaml", []),
+    ]
+
+
+def run_bench(capsys, *argv: str) -> dict:
+    assert bench.main([*argv, "runtime.device=cpu", "data.batch_size=4", *FAST]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("config, overrides", method_cases(),
+                         ids=lambda c: f"{c.parent.name}/{c.stem}" if isinstance(c, Path) else "")
+def test_json_reports_every_field_of_a_step(capsys, config, overrides):
+    result = run_bench(capsys, "--config", str(config), *overrides)
+    for field in STEP_FIELDS:
+        assert field in result, field
+    assert result["batch_size"] == 4 and result["images_per_s"] > 0
+    assert result["flops_per_step"] > 0 and result["share_of_peak"] == "n/a"
+
+
+def test_compare_prints_both_variants_and_the_ratio(capsys):
+    result = run_bench(capsys, "--config", str(CONFIGS / "vanilla" / "resnet8x4.yaml"),
+                       "--compare", "runtime.channels_last=false", "runtime.channels_last=true")
+    assert result["a"]["channels_last"] is False and result["b"]["channels_last"] is True
+    expected = result["b"]["images_per_s"] / result["a"]["images_per_s"]
+    assert result["ratio_b_over_a"]["images_per_s"] == pytest.approx(expected)
+
+
+def test_loader_times_the_torch_and_the_gpu_loader(capsys):
+    result = run_bench(capsys, "--config", str(CONFIGS / "vanilla" / "resnet8x4.yaml"), "--loader",
+                       "data.num_workers=0", "--compare", "data.loader=torch", "data.loader=gpu")
+    assert (result["a"]["loader"], result["b"]["loader"]) == ("EpochDataLoader", "GpuCifarLoader")
+    assert result["a"]["images_per_s"] > 0 and result["ratio_b_over_a"]["images_per_s"] > 0
+
+
+def test_text_output_names_throughput_and_memory(capsys):
+    argv = ["--config", str(CONFIGS / "vanilla" / "resnet8x4.yaml"), "runtime.device=cpu",
+            "data.batch_size=4", "--steps", "1", "--warmup", "0", "--repeats", "1"]
+    assert bench.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "images/s" in text and "ms/step" in text and "peak memory" in text and "n/a" in text
+
+
+def test_compiled_student_forward_gives_the_eager_loss():
+    """Compiling a whole distillation step takes ~2 minutes on 2 CPU cores, so only the
+    student forward of resnet8 is compiled here (the full KD step was checked by hand, see
+    docs/benchmarks.md)."""
+    torch.manual_seed(0)
+    student = models.build_model("resnet8", num_classes=10, dataset="cifar100")
+    images, targets = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    eager = torch.nn.functional.cross_entropy(student(images), targets)
+    compiled = torch.nn.functional.cross_entropy(torch.compile(student)(images), targets)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,114 @@
+"""The exact teacher-logit cache: lookups equal the teacher on the same views, KD's loss is
+unchanged by it, and its file is rebuilt exactly when the teacher's weights change."""
+import pytest
+import torch
+
+import models
+from datasets.gpu_loader import BatchViews, augment_batch
+from datasets.synthetic import generate
+from distillers import build_distiller
+from distillers.teacher_cache import TeacherCache, weights_sha256
+from launch.build import build_run, load_run_config
+from tests.runs import write_config
+
+CLASSES, IMAGES, PADDING = 10, 16, 4
+MEAN, STD = torch.tensor([0.5, 0.48, 0.44]), torch.tensor([0.27, 0.26, 0.28])
+
+
+@pytest.fixture(scope="module")
+def images():
+    train, _ = generate(CLASSES, 32, IMAGES, 2)
+    return torch.as_tensor(train.images).permute(0, 3, 1, 2).contiguous()
+
+
+def make_teacher(seed: int = 0):
+    torch.manual_seed(seed)
+    return models.build_model("resnet8", num_classes=CLASSES, dataset="cifar100").eval()
+
+
+def build(teacher, images, directory, dtype="fp32", checkpoint=None):
+    return TeacherCache.load_or_build(teacher, images, MEAN, STD, padding=PADDING,
+                                      augment=augment_batch, directory=str(directory),
+                                      teacher_sha256=weights_sha256(teacher, checkpoint),
+                                      dtype=dtype, batch_size=512)
+
+
+def random_views(batch: int = 24, seed: int = 1) -> BatchViews:
+    generator = torch.Generator().manual_seed(seed)
+    return BatchViews(torch.randint(0, IMAGES, (batch,), generator=generator),
+                      torch.randint(0, 2 * PADDING + 1, (batch, 2), generator=generator),
+                      torch.rand(batch, generator=generator) < 0.5)
+
+
+def teacher_on_views(teacher, images, views):
+    with torch.no_grad():
+        return teacher(augment_batch(images[views.indices], views.offsets, views.flips, MEAN, STD))
+
+
+@pytest.fixture(scope="module")
+def fp32_cache(images, tmp_path_factory):
+    return build(make_teacher(), images, tmp_path_factory.mktemp("cache"), "fp32")
+
+
+def test_fp32_lookup_equals_the_teacher_on_the_same_views(images, fp32_cache):
+    views = random_views()
+    torch.testing.assert_close(fp32_cache(views), teacher_on_views(make_teacher(), images, views),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_lookup_equals_the_teacher_within_fp16_rounding(images, tmp_path):
+    teacher = make_teacher()
+    cache = build(teacher, images, tmp_path, "fp16")
+    assert cache.logits.dtype == torch.float16
+    views = random_views(seed=2)
+    torch.testing.assert_close(cache(views), teacher_on_views(teacher, images, views),
+                               rtol=2 ** -10, atol=1e-4)
+
+
+def test_kd_loss_with_the_cache_equals_kd_without_it(images, fp32_cache):
+    torch.manual_seed(3)
+    student = models.build_model("resnet8", num_classes=CLASSES, dataset="cifar100")
+    kd = build_distiller({"name": "kd"}, student, make_teacher()).train()
+    views = random_views(seed=4)
+    batch = augment_batch(images[views.indices], views.offsets, views.flips, MEAN, STD)
+    targets = torch.randint(0, CLASSES, (len(batch),))
+    _, without = kd(batch, targets, 1)
+    kd.teacher_cache = fp32_cache
+    kd.teacher.register_forward_pre_hook(lambda *_: pytest.fail("the teacher ran despite the cache"))
+    _, with_cache = kd(batch, targets, 1, views=views)
+    for name in without:
+        torch.testing.assert_close(with_cache[name], without[name], rtol=1e-5, atol=1e-6)
+
+
+def test_cache_is_reused_for_the_same_teacher_file_and_rebuilt_when_it_changes(
+        images, tmp_path, monkeypatch):
+    few = images[:2]
+    checkpoint = tmp_path / "teacher.pth"
+    teacher = make_teacher(0)
+    torch.save(teacher.state_dict(), checkpoint)
+    first = build(teacher, few, tmp_path / "cache", checkpoint=str(checkpoint))
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cache was rebuilt for an unchanged teacher")
+    with monkeypatch.context() as patch:
+        patch.setattr("distillers.teacher_cache.compute_view_logits", no_build)
+        again = build(teacher, few, tmp_path / "cache", checkpoint=str(checkpoint))
+    assert again.path == first.path
+    changed = make_teacher(1)
+    torch.save(changed.state_dict(), checkpoint)
+    rebuilt = build(changed, few, tmp_path / "cache", checkpoint=str(checkpoint))
+    assert rebuilt.path != first.path
+    views = random_views(batch=8, seed=5)._replace(indices=torch.randint(0, 2, (8,)))
+    torch.testing.assert_close(rebuilt(views), teacher_on_views(changed, few, views),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, loader, used", [
+    ("kd", "gpu", True), ("kd", "torch", False), ("fitnet", "gpu", False)])
+def test_auto_cache_serves_logit_distillers_whose_loader_reports_views(tmp_path, method, loader, used):
+    config = write_config(tmp_path, f"{method}_{loader}", distiller={"name": method},
+                          teacher={"arch": "resnet8", "allow_random": True, "cache": "auto"},
+                          extra={"data": {"train_size": 4, "loader": loader}})
+    loaders, distiller = build_run(load_run_config(str(config)))
+    assert (distiller.teacher_cache is not None) == used
+    assert len(next(iter(loaders.train))) == (3 if used else 2)
