@@ -1,0 +1,36 @@
+"""Resume restores a method's own learnable modules: FitNet's regressor, SRRL's connector, ONE's
+branches and gate. A run stopped after epoch 1 and resumed equals the uninterrupted run, bit for
+bit (CPU, deterministic data order and augmentation)."""
+import pytest
+import torch
+
+from tests.runs import load, run_script, write_config
+
+METHODS = {
+    "fitnet": dict(student="resnet8", distiller={"name": "fitnet"},
+                   teacher={"arch": "resnet20", "allow_random": True}),
+    "srrl": dict(student="resnet8", distiller={"name": "srrl"},
+                 teacher={"arch": "resnet20", "allow_random": True}),
+    "one": dict(student="one_resnet32", distiller={"name": "one"}),
+}
+SMALL = {"data": {"train_size": 128, "val_size": 64}}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_resumed_run_equals_uninterrupted_run(method, tmp_path):
+    spec = METHODS[method]
+    full = write_config(tmp_path, "full", epochs=2, extra=SMALL, **spec)
+    assert run_script("train.py", "--config", str(full)).returncode == 0
+    part = write_config(tmp_path, "part", epochs=2, extra=SMALL, **spec)
+    first = run_script("train.py", "--config", str(part), "solver.epochs=1")
+    assert first.returncode == 0, first.stderr
+    resumed = run_script("train.py", "--config", str(part), "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load(tmp_path / "runs/full/last.pth"), load(tmp_path / "runs/part/last.pth")
+    assert a["epoch"] == b["epoch"] == 2
+    for section in ("model", "distiller"):
+        assert a[section].keys() == b[section].keys()
+        for key in a[section]:
+            assert torch.equal(a[section][key], b[section][key]), f"{section}.{key}"
+    if method != "one":
+        assert a["distiller"], "the method's learnable modules are checkpointed"
