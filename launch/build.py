@@ -64,8 +64,12 @@ def build_student(cfg: Config, num_classes: int) -> torch.nn.Module:
     return models.build_model(cfg.student.arch, num_classes=num_classes, dataset=model_dataset(cfg))
 
 
-def build_teacher(cfg: Config, num_classes: int) -> Optional[torch.nn.Module]:
-    """The teacher with its checkpoint loaded, or None for methods without one."""
+def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[torch.nn.Module]:
+    """The teacher with its checkpoint loaded, or None for methods without one.
+
+    A random stand-in (``teacher.allow_random``, smoke runs) gets batch-norm statistics
+    estimated on noise of ``input_shape`` so its logits have a trained teacher's scale.
+    """
     if not get_distiller_class(cfg.distiller["name"]).needs_teacher:
         return None
     teacher = models.build_model(cfg.teacher.arch, num_classes=num_classes, dataset=model_dataset(cfg))
@@ -73,7 +77,8 @@ def build_teacher(cfg: Config, num_classes: int) -> Optional[torch.nn.Module]:
     if path and (path == "torchvision" or os.path.isfile(path)):
         models.load_weights(teacher, path, arch=cfg.teacher.arch)
     elif cfg.teacher.allow_random:
-        pass  # smoke runs only: random weights stand in for a checkpoint that is not there
+        # smoke runs only: random weights stand in for a checkpoint that is not there
+        models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
     elif not path:
         raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
                         "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
@@ -120,7 +125,7 @@ def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
     loaders = datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
                                      world_size=world_size, device=device)
     student = build_student(cfg, loaders.num_classes)
-    teacher = build_teacher(cfg, loaders.num_classes)
+    teacher = build_teacher(cfg, loaders.num_classes, loaders.input_shape)
     distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape)
     attach_teacher_cache(cfg, loaders, distiller, device, is_main=rank == 0)
     return loaders, distiller

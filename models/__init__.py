@@ -14,10 +14,12 @@ import models.imagenet  # noqa: F401  (registers the 224×224 family)
 import models.one  # noqa: F401  (registers ONE's multi-branch ResNets in the 32×32 family)
 from models.base import CIFAR_MODELS, IMAGENET_MODELS
 from models.loading import extract_state_dict, load_weights
+from models.calibrate import recalibrate_batchnorm
 from utils.errors import UserError
 from utils.registry import Registry
 
-__all__ = ["build_model", "list_models", "load_weights", "extract_state_dict", "input_size"]
+__all__ = ["build_model", "list_models", "load_weights", "extract_state_dict", "input_size",
+           "recalibrate_batchnorm"]
 
 
 def _family(dataset: str) -> Registry:

@@ -372,3 +372,17 @@ def test_checkpoint_torchvision_offline_or_unknown_arch_is_a_user_error(monkeypa
         models.load_weights(model, "torchvision", arch="ResNet34")
     with pytest.raises(UserError, match="not for 'MobileNetV1'"):
         models.load_weights(models.build_model("MobileNetV1", 1000, "imagenet"), "torchvision", arch="MobileNetV1")
+
+
+def test_batchnorm_recalibration_gives_a_random_deep_network_a_trained_networks_logit_scale():
+    """A random ResNet-110 in eval mode (BN stats at 0/1) explodes; smoke runs recalibrate it."""
+    torch.manual_seed(0)
+    model = models.build_model("resnet110").eval()
+    images = torch.randn(8, 3, 32, 32)
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        assert model(images).abs().max() > 1e4
+        models.recalibrate_batchnorm(model, (3, 32, 32))
+        assert model(images).abs().max() < 50
+    assert not model.training and model.layer1[0].bn1.momentum == 0.1
+    assert all(torch.equal(weights[k], v) for k, v in model.named_parameters())
