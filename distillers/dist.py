@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import dist_loss
+from engine.distributed import gather_batch
 
 
 @register_distiller("dist")
@@ -15,6 +16,11 @@ class DIST(LogitDistiller):
     replaces ``tau`` and ``zscore_kd_weight`` replaces ``kd_weight`` (the logit-standardization
     paper's switch; it did not tune DIST, so the base temperature keeps that paper's default 2
     and the KD weight DIST's own 2).
+
+    The intra-class term correlates each class over the batch, so under DDP the relations are
+    computed on the global batch (gathered from every process): N processes x B/N train as one
+    process x B, the recipe's batch on any number of GPUs. (The official ImageNet runs computed
+    them per GPU; that grouping is not reproduced.)
     """
 
     def __init__(self, student, teacher, *, ce_weight: float = 1.0, kd_weight: float = 2.0,
@@ -32,7 +38,8 @@ class DIST(LogitDistiller):
         logits, (student_in, teacher_in, tau) = self.logits_and_loss_inputs(images)
         return logits, {
             "loss_ce": self.ce_weight * F.cross_entropy(logits, targets),
-            "loss_kd": self.kd_weight * dist_loss(student_in, teacher_in, self.beta, self.gamma, tau),
+            "loss_kd": self.kd_weight * dist_loss(gather_batch(student_in), gather_batch(teacher_in),
+                                                  self.beta, self.gamma, tau),
         }
 
     def describe(self) -> str:
