@@ -71,7 +71,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
         if runtime.compile:
-            module = torch.compile(module)
+            module = torch.compile(module, mode=None if runtime.compile is True else runtime.compile)
         return module
 
     # --- checkpoints ---------------------------------------------------------------------------

@@ -112,3 +112,15 @@ def test_auto_cache_serves_logit_distillers_whose_loader_reports_views(tmp_path,
     loaders, distiller = build_run(load_run_config(str(config)))
     assert (distiller.teacher_cache is not None) == used
     assert len(next(iter(loaders.train))) == (3 if used else 2)
+
+
+@pytest.mark.parametrize("setting, dtype", [("auto", torch.float16), ("fp16", torch.float16),
+                                            ("fp32", torch.float32)])
+def test_cache_storage_precision_is_chosen_by_the_config(tmp_path, setting, dtype):
+    """``teacher.cache: fp32`` stores exact float32 logits (twice the size of auto/fp16)."""
+    config = write_config(tmp_path, f"kd_{setting}", distiller={"name": "kd"},
+                          teacher={"arch": "resnet8", "allow_random": True, "cache": setting},
+                          extra={"data": {"train_size": 2, "loader": "gpu"}})
+    _, distiller = build_run(load_run_config(str(config)))
+    assert distiller.teacher_cache.logits.dtype == dtype
+    assert distiller.teacher_cache.logits.shape == (2, 162, 10)

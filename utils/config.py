@@ -52,7 +52,7 @@ class TeacherConfig:
     arch: Optional[str] = None
     checkpoint: Optional[str] = None
     min_top1: Optional[float] = None     # stop when the measured teacher top-1 is below this
-    cache: Literal["auto", "off"] = "off"
+    cache: Literal["auto", "fp16", "fp32", "off"] = "off"   # auto = fp16 storage
     train_epochs: int = 0                # >0: train the teacher first when its checkpoint is missing
     allow_random: bool = False           # smoke runs only: a missing checkpoint gives random weights
 
@@ -74,7 +74,9 @@ class RuntimeConfig:
     device: str = "auto"
     amp: Literal["off", "fp16", "bf16"] = "off"
     channels_last: bool = False
-    compile: bool = False
+    # torch.compile the training module: true (default mode), "reduce-overhead" (CUDA graphs:
+    # the whole step replayed as one launch where shapes are static), "max-autotune"; false = eager
+    compile: Literal[False, True, "reduce-overhead", "max-autotune"] = False
     sync_bn: bool = False
     deterministic: bool = False
 
@@ -195,7 +197,8 @@ def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
     if origin is Literal:
         if value is False and "off" in args:  # YAML 1.1 reads a bare `off` as false
             value = "off"
-        return value in args, value
+        # type-strict: 1 must not pass for True, nor 0 for False
+        return any(type(value) is type(a) and value == a for a in args), value
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
             return False, value
