@@ -4,6 +4,7 @@
     python bench.py --config CFG --steps 20 --warmup 3 --repeats 3 --json
     python bench.py --config CFG --loader                       # the train loader alone
     python bench.py --config CFG --compare "runtime.compile=false" "runtime.compile=true"
+    python bench.py --config CFG --pipeline --peer              # loader + step vs a plain loop
 
 The step timed is the Trainer's own ``_step`` (forward of student and teacher, losses, backward,
 optimizer and scheduler step) on generated inputs of the run's shapes: random normal images,
@@ -14,6 +15,12 @@ or checkpoint is needed. FLOPs are counted once, on the eager module, by
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls, 2 per multiply-add).
 ``--compare A B`` builds both variants in this process and alternates their timed repeats, so a
 busy machine slows both alike; it prints both and the ratio B/A.
+
+``--pipeline`` times what an epoch does per batch: the train loader's next batch, then the step.
+``--peer`` adds the loop the common trainers run (mdistiller, RepDistiller): torchvision
+transforms on PIL images in a ``DataLoader`` with ``data.num_workers`` workers, the same
+distiller eager in fp32, a plain ``torch.optim.SGD``, and the loss and accuracy read to the host every
+step; it is timed alternately with ours and the ratio ours/peer is printed.
 """
 import argparse
 import json
@@ -63,6 +70,11 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median, min, max)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--loader", action="store_true", help="time the train loader alone")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="time loader + step per batch (what an epoch does)")
+    parser.add_argument("--peer", action="store_true",
+                        help="also time a common trainer's loop (PIL DataLoader, eager, sync per "
+                             "step) on the same data and distiller; implies --pipeline")
     parser.add_argument("--real-data", action="store_true",
                         help="use the config's dataset instead of synthetic data of its shapes")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
@@ -154,22 +166,95 @@ def loader_variant(label: str, cfg) -> Variant:
     from launch.build import per_process_data, resolve_device
     device = resolve_device(cfg)
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
+    next_batch = next_batch_fn(loaders, device)
+
+    info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,
+            "dataset": cfg.data.dataset}
+    return Variant(label, cfg, device, lambda: next_batch() and None, info)
+
+
+def next_batch_fn(loaders, device: torch.device):
+    """Returns a function giving the train loader's next batch on ``device``, epoch after epoch."""
     state = {"epoch": 0, "batches": iter(())}
 
-    def next_batch() -> None:
+    def next_batch():
         try:
-            images, targets, *_ = next(state["batches"])
+            batch = next(state["batches"])
         except StopIteration:
             state["epoch"] += 1
             loaders.set_epoch(state["epoch"])
             state["batches"] = iter(loaders.train)
-            images, targets, *_ = next(state["batches"])
-        images.to(device, non_blocking=True)
-        targets.to(device, non_blocking=True)
+            batch = next(state["batches"])
+        return [t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in batch]
 
-    info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,
-            "dataset": cfg.data.dataset}
-    return Variant(label, cfg, device, next_batch, info)
+    return next_batch
+
+
+def pipeline_variant(label: str, cfg) -> Variant:
+    """Ours, per batch: the configured train loader's next batch, then the Trainer's step."""
+    variant = step_variant(label, cfg)
+    trainer = variant.info["trainer"]
+    next_batch = next_batch_fn(trainer.loaders, variant.device)
+
+    def run() -> None:
+        images, targets, *views = next_batch()
+        if cfg.runtime.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        trainer._step(images, targets, 1, views[0] if views else None)
+
+    variant.run = run
+    variant.info.update(loader=type(trainer.loaders.train).__name__,
+                        num_workers=cfg.data.num_workers)
+    return variant
+
+
+def peer_variant(label: str, cfg) -> Variant:
+    """A common trainer's loop on the same data, models and loss (see the module docstring)."""
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+    from datasets.arrays import ArrayDataset
+    from datasets.sources import build_source
+    from launch.build import build_student, build_teacher, resolve_device
+    from distillers import build_distiller
+    device = resolve_device(cfg)
+    source = build_source(cfg.data)
+    if source.arrays is None or source.image_size != 32:
+        raise UserError("--peer models the CIFAR trainers' loop: it needs 32-pixel in-memory data")
+    size = source.image_size
+    augment = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(),
+                                  transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
+    loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size,
+                        shuffle=True, num_workers=cfg.data.num_workers, drop_last=True,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
+    torch.manual_seed(cfg.experiment.seed)
+    student = build_student(cfg, source.num_classes)
+    teacher = build_teacher(cfg, source.num_classes, (3, size, size))
+    distiller = build_distiller(cfg.distiller, student, teacher, input_shape=(3, size, size)).to(device)
+    distiller.train()
+    solver = cfg.solver
+    optimizer = torch.optim.SGD(distiller.parameters(), lr=solver.lr, momentum=solver.momentum,
+                                weight_decay=solver.weight_decay)
+    state = {"batches": iter(())}
+
+    def run() -> None:
+        try:
+            images, targets = next(state["batches"])
+        except StopIteration:
+            state["batches"] = iter(loader)
+            images, targets = next(state["batches"])
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        logits, losses = distiller(images, targets, 1)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()                                                   # meters read every step
+        (logits.argmax(1) == targets).float().mean().item()
+
+    info = {"loader": "torch DataLoader + PIL transforms (peer)", "num_workers": cfg.data.num_workers,
+            "distiller": cfg.distiller["name"], "student": cfg.student.arch,
+            "teacher": cfg.teacher.arch if teacher is not None else None}
+    return Variant(label, cfg, device, run, info)
 
 
 def count_step_flops(variant: Variant) -> Optional[int]:
@@ -260,13 +345,15 @@ def format_result(result: Dict[str, Any]) -> str:
 
 def run(args) -> Dict[str, Any]:
     batches = args.warmup + args.steps
-    make = loader_variant if args.loader else step_variant
+    if args.peer:
+        return run_against_peer(args, batches)
+    make = loader_variant if args.loader else pipeline_variant if args.pipeline else step_variant
     pairs = [("A", shlex.split(args.compare[0])), ("B", shlex.split(args.compare[1]))] \
         if args.compare else [("run", [])]
     variants = []
     for label, extra in pairs:
         overrides = args.overrides + extra
-        cfg = bench_config(args.config, overrides, batches, args.real_data, args.loader)
+        cfg = bench_config(args.config, overrides, batches, args.real_data, args.loader or args.pipeline)
         variant = make(label, cfg)
         variant.info.update(config=args.config, overrides=overrides)
         variants.append(variant)
@@ -279,10 +366,26 @@ def run(args) -> Dict[str, Any]:
         "ms_per_step_median": b["ms_per_step_median"] / a["ms_per_step_median"]}}
 
 
+def run_against_peer(args, batches: int) -> Dict[str, Any]:
+    """Ours (loader + step) and the peer loop, alternated; the ratio is ours/peer."""
+    cfg = bench_config(args.config, args.overrides, batches, args.real_data, loader=True)
+    ours, peer = pipeline_variant("ours", cfg), peer_variant("peer", cfg)
+    for variant in (ours, peer):
+        variant.info.update(config=args.config, overrides=args.overrides)
+    a, b = measure([ours, peer], args)
+    return {"a": a, "b": b, "ratio_ours_over_peer": {
+        "images_per_s": a["images_per_s"] / b["images_per_s"],
+        "ms_per_step_median": a["ms_per_step_median"] / b["ms_per_step_median"]}}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
         print("error: --steps and --repeats must be at least 1, --warmup at least 0", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if args.peer and (args.compare or args.loader):
+        print("error: --peer compares ours with the peer loop: it takes neither --compare nor --loader",
+              file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         output = run(args)
@@ -291,11 +394,12 @@ def main(argv=None) -> int:
         return EXIT_USER_ERROR
     if args.json:
         print(json.dumps(output))
-    elif args.compare:
+    elif "a" in output:
         print(format_result(output["a"]))
         print(format_result(output["b"]))
-        ratio = output["ratio_b_over_a"]
-        print(f"ratio B/A: images/s {ratio['images_per_s']:.3f}, "
+        name = "ratio_b_over_a" if "ratio_b_over_a" in output else "ratio_ours_over_peer"
+        ratio = output[name]
+        print(f"{'ratio B/A' if args.compare else 'ratio ours/peer'}: images/s {ratio['images_per_s']:.3f}, "
               f"ms/step {ratio['ms_per_step_median']:.3f}")
     else:
         print(format_result(output))

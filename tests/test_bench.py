@@ -66,6 +66,24 @@ def test_loader_times_the_torch_and_the_gpu_loader(capsys):
     assert result["a"]["images_per_s"] > 0 and result["ratio_b_over_a"]["images_per_s"] > 0
 
 
+def test_pipeline_against_the_peer_loop_reports_both_and_the_ratio(capsys):
+    """--peer: ours (loader + step) and a common trainer's loop (PIL DataLoader, eager, a host
+    read every step) on the same KD pair, with the ratio ours/peer."""
+    result = run_bench(capsys, "--config", str(CONFIGS / "kd" / "res32x4_res8x4.yaml"), "--peer",
+                       "student.arch=resnet8", "teacher.arch=resnet8", "data.num_workers=0")
+    ours, peer = result["a"], result["b"]
+    assert ours["loader"] == "EpochDataLoader" and "peer" in peer["loader"]
+    assert ours["teacher"] == peer["teacher"] == "resnet8" and ours["batch_size"] == peer["batch_size"] == 4
+    expected = ours["images_per_s"] / peer["images_per_s"]
+    assert result["ratio_ours_over_peer"]["images_per_s"] == pytest.approx(expected)
+
+
+def test_peer_refuses_compare(capsys):
+    assert bench.main(["--config", str(CONFIGS / "kd" / "res32x4_res8x4.yaml"), "--peer",
+                       "--compare", "", ""]) == 2
+    assert "--peer" in capsys.readouterr().err
+
+
 def test_text_output_names_throughput_and_memory(capsys):
     argv = ["--config", str(CONFIGS / "vanilla" / "resnet8x4.yaml"), "runtime.device=cpu",
             "data.batch_size=4", "--steps", "1", "--warmup", "0", "--repeats", "1"]
