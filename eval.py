@@ -17,6 +17,8 @@ def parse_args(argv=None):
     parser.add_argument("--arch", help="model name, for checkpoints that carry no config")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--output", help="multi-output models (ONE): the headline output, e.g. "
+                                         "ensemble or branch2 (default branch1); all are reported")
     return parser.parse_args(argv)
 
 
@@ -24,7 +26,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         from launch.evaluation import evaluate_checkpoint
-        result = evaluate_checkpoint(args.checkpoint, args.config, args.arch, args.overrides)
+        result = evaluate_checkpoint(args.checkpoint, args.config, args.arch, args.overrides,
+                                     output=args.output)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -33,6 +36,9 @@ def main(argv=None) -> int:
     else:
         m = result["metrics"]
         print(f"top1={m['top1']:.2f} top5={m['top5']:.2f} loss={m['loss']:.4f} ({m['samples']} images)")
+        for name in sorted({key.split("/")[0] for key in m if "/" in key}):
+            print(f"  {name}: top1={m[name + '/top1']:.2f} top5={m[name + '/top5']:.2f} "
+                  f"loss={m[name + '/loss']:.4f}")
     return 0
 
 

@@ -39,10 +39,7 @@ class ONE(Distiller):
         }
 
     def forward_test(self, images):
-        out = self.student.forward_features(images)
-        named = {f"branch{i + 1}": logits for i, logits in enumerate(out["branch_logits"])}
-        named["ensemble"] = out["ensemble_logits"]
-        return named
+        return self.student.named_outputs(images)
 
     def describe(self) -> str:
         return (f"loss = {self.ce_weight:g}·(Σ_b CE(branch_b) + CE(ensemble)) + "

@@ -6,6 +6,8 @@ and takes its data settings from ``--config`` or the CIFAR-100 defaults.
 """
 from typing import Any, Dict, List, Optional
 
+import torch
+
 import datasets
 import models
 from engine.checkpoint import load_checkpoint
@@ -35,14 +37,39 @@ def _config_for(checkpoint: Dict[str, Any], path: str, config_path: Optional[str
     return cfg
 
 
+class NamedOutputs(torch.nn.Module):
+    """A multi-output model (ONE) scored on all its outputs, ``headline`` first."""
+
+    def __init__(self, model: torch.nn.Module, headline: str):
+        super().__init__()
+        self.model, self.headline = model, headline
+
+    def forward(self, images):
+        return self.model.named_outputs(images, self.headline)
+
+
+def scored_model(model: torch.nn.Module, output: Optional[str]) -> torch.nn.Module:
+    """What evaluation runs: a ONE network reports every branch and the ensemble, with branch 1
+    (or ``output``) as the headline top-1; other models have a single output."""
+    if not hasattr(model, "named_outputs"):
+        if output:
+            raise UserError(f"--output picks one output of a multi-output model (ONE); "
+                            f"{type(model).__name__} has one")
+        return model
+    names = model.output_names()
+    if output and output not in names:
+        raise UserError(f"--output {output}: this ONE network's outputs are {', '.join(names)}")
+    return NamedOutputs(model, output or names[0])
+
+
 def evaluate_checkpoint(path: str, config_path: Optional[str] = None, arch: Optional[str] = None,
-                        overrides: Optional[List[str]] = None) -> Dict[str, Any]:
+                        overrides: Optional[List[str]] = None, output: Optional[str] = None) -> Dict[str, Any]:
     checkpoint = load_checkpoint(path)
     cfg = _config_for(checkpoint, path, config_path, arch, list(overrides or []))
     device = resolve_device(cfg)
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
     model = build_student(cfg, loaders.num_classes)
     models.load_weights(model, path, arch=cfg.student.arch)
-    metrics = evaluate(model.to(device), loaders.val, device, cfg.runtime.amp, False)
+    metrics = evaluate(scored_model(model, output).to(device), loaders.val, device, cfg.runtime.amp, False)
     return {"checkpoint": path, "arch": cfg.student.arch, "metrics": metrics,
             "epoch": checkpoint.get("epoch"), "record": checkpoint.get("record")}

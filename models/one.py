@@ -104,6 +104,21 @@ class ONEResNet(ZooModel):
                 "branch_feats": [feat for feat, _ in branch_maps], "pooled_feat": pooled[0]}
 
 
+    def output_names(self) -> List[str]:
+        """``branch1`` ... ``branchN``, ``ensemble``: the keys of ``named_outputs``."""
+        return [f"branch{b}" for b in range(1, self.branches + 1)] + ["ensemble"]
+
+    def named_outputs(self, x: torch.Tensor, headline: str = "branch1") -> Dict[str, torch.Tensor]:
+        """Every branch's logits and the ensemble's, keyed by ``output_names()``, ``headline``
+        first (what evaluation reports as top-1; the reference's is branch 1)."""
+        if headline not in self.output_names():
+            raise ValueError(f"ONE output must be one of {', '.join(self.output_names())}, "
+                             f"not {headline!r}")
+        out = self.forward_features(x)
+        named = dict(zip(self.output_names(), [*out["branch_logits"], out["ensemble_logits"]]))
+        return {headline: named.pop(headline), **named}
+
+
 @CIFAR_MODELS.register("one_resnet32")
 def one_resnet32(num_classes: int = 100, output: str = "branch") -> ONEResNet:
     return ONEResNet(32, num_classes, output=output)

@@ -135,3 +135,51 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     kept = load(tmp_path / "runs/nan/last.pth")
     assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values()
                                       if v.is_floating_point())
+
+
+def test_eval_of_a_one_checkpoint_reports_every_branch_and_the_ensemble(tmp_path, capsys):
+    """eval.py on a ONE run: branch 1 is the headline (as training logs it), every branch and
+    the ensemble are reported and equal the logged values; --output ensemble makes the ensemble
+    the headline; a wrong --output is a one-line error."""
+    import eval as eval_cli
+    config = write_config(tmp_path, "one", student="one_resnet32", epochs=1,
+                          distiller={"name": "one"}, extra={"data": {"train_size": 64, "val_size": 40}})
+    out = run_script("train.py", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / "runs" / "one"
+    logged = read_metrics(run_dir)[-1]
+    checkpoint = str(run_dir / "last.pth")
+    for headline in (None, "ensemble"):
+        argv = ["--checkpoint", checkpoint, "--json"] + (["--output", headline] if headline else [])
+        assert eval_cli.main(argv) == 0
+        metrics = json.loads(capsys.readouterr().out)["metrics"]
+        for name in ("branch1", "branch2", "branch3", "ensemble"):
+            assert metrics[f"{name}/top1"] == logged[f"val/{name}/top1"], name
+        assert metrics["top1"] == metrics[f"{headline or 'branch1'}/top1"]
+    assert eval_cli.main(["--checkpoint", checkpoint, "--output", "branch9"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_export_keeps_the_student_alone_and_scores_as_the_run_logged(tmp_path):
+    """tools/export.py on a FitNet run: no regressor, optimizer or RNG state in the file; it
+    loads strictly into a bare student and eval.py scores it exactly as training logged."""
+    config = write_config(tmp_path, "fitnet", epochs=1, distiller={"name": "fitnet"},
+                          teacher={"arch": "resnet20", "allow_random": True},
+                          extra={"data": {"train_size": 64, "val_size": 40}})
+    assert run_script("train.py", "--config", str(config)).returncode == 0
+    run_dir = tmp_path / "runs" / "fitnet"
+    assert load(run_dir / "last.pth")["distiller"], "the run checkpoints FitNet's regressor"
+    exported = tmp_path / "export" / "resnet8_fitnet.pth"
+    out = run_script("tools/export.py", "--checkpoint", str(run_dir / "last.pth"), "--out", str(exported))
+    assert out.returncode == 0, out.stderr
+    assert "exported resnet8 (epoch 1)" in out.stdout
+    state = load(exported)
+    assert set(state) == {"model", "arch", "epoch", "record"} and state["arch"] == "resnet8"
+    import models
+    models.load_weights(models.build_model("resnet8", num_classes=10), str(exported), arch="resnet8")
+    scored = run_script("eval.py", "--checkpoint", str(exported), "--arch", "resnet8",
+                        "--config", str(run_dir / "config.yaml"), "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["metrics"]["top1"] == read_metrics(run_dir)[-1]["val/top1"]
+    again = run_script("tools/export.py", "--checkpoint", str(exported), "--out", str(exported))
+    assert again.returncode == 2 and again.stderr.startswith("error: ")
