@@ -13,9 +13,10 @@ import torch
 
 from datasets import cifar, imagenet, synthetic
 from datasets.gpu_loader import GpuCifarLoader
+from datasets.jpeg_loader import DeviceJpegLoader
 from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape
 from datasets.torch_loader import build_torch_loaders
-from datasets.transforms import is_small
+from datasets.transforms import SMALL_IMAGE_MAX, is_small
 from utils.errors import UserError
 
 LOADERS = ("auto", "torch", "gpu")
@@ -39,7 +40,8 @@ class Loaders:
 
 
 def _use_gpu_loader(data_cfg, source: Source, device: torch.device) -> bool:
-    """Loader "auto" is the GPU loader for in-memory 32x32 data on CUDA, the torch one otherwise."""
+    """Loader "auto" is the GPU loader for in-memory 32x32 data on CUDA, the torch one otherwise.
+    For image folders "gpu" means decoding on the device (``_use_device_jpeg``)."""
     choice = setting(data_cfg, "loader", "auto")
     if choice not in LOADERS:
         raise UserError(f"data.loader: unknown loader '{choice}'; "
@@ -47,11 +49,18 @@ def _use_gpu_loader(data_cfg, source: Source, device: torch.device) -> bool:
     fits = source.arrays is not None and is_small(source.image_size)
     if choice == "gpu" and not fits:
         raise UserError(f"data.loader=gpu holds small in-memory datasets (cifar100, synthetic "
-                        f"up to 64 pixels), not {dataset_name(data_cfg)} at {source.image_size} "
-                        f"pixels: set data.loader=torch")
+                        f"up to 64 pixels) or decodes image folders of the ImageNet recipe "
+                        f"(image_size > {SMALL_IMAGE_MAX}), not {dataset_name(data_cfg)} at "
+                        f"{source.image_size} pixels: set data.loader=torch")
     if choice == "auto":
         return fits and device.type == "cuda" and source.image_size == 32
     return choice == "gpu"
+
+
+def _use_device_jpeg(data_cfg, source: Source) -> bool:
+    """``data.loader: gpu`` on an image folder with the ImageNet recipe: decode on the device."""
+    return (setting(data_cfg, "loader", "auto") == "gpu" and source.arrays is None
+            and hasattr(source.train_set, "samples") and not is_small(source.image_size))
 
 
 def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
@@ -62,7 +71,12 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
     batch_size = int(data_cfg.batch_size)
     val_batch_size = int(setting(data_cfg, "val_batch_size", batch_size))
     shard = dict(seed=seed, rank=rank, world_size=world_size)
-    if _use_gpu_loader(data_cfg, source, device):
+    if _use_device_jpeg(data_cfg, source):
+        files = dict(size=source.image_size, mean=source.mean, std=source.std,
+                     num_workers=int(setting(data_cfg, "num_workers", 0)), device=device, **shard)
+        train = DeviceJpegLoader(source.train_set, train=True, batch_size=batch_size, **files)
+        val = DeviceJpegLoader(source.val_set, train=False, batch_size=val_batch_size, **files)
+    elif _use_gpu_loader(data_cfg, source, device):
         statistics = dict(mean=source.mean, std=source.std, device=device)
         train = GpuCifarLoader(source.arrays[0], batch_size=batch_size, train=True,
                                **statistics, **shard)

@@ -338,12 +338,50 @@ def test_gpu_loader_draws_views_as_torchvision_does():
     assert abs(flips.float().mean().item() - 0.5) < 0.03
 
 
-def test_auto_loader_is_the_torch_loader_on_cpu_and_gpu_refuses_folders(folder_root):
+def test_auto_loader_is_the_torch_loader_on_cpu_and_gpu_refuses_small_folders(folder_root):
     loaders = build_loaders(data_cfg(dataset="synthetic", loader="auto"), seed=0, device="cpu")
     assert not isinstance(loaders.train, GpuCifarLoader)
     with pytest.raises(UserError) as error:
-        build_loaders(data_cfg(dataset="imagenet", root=str(folder_root), loader="gpu"), seed=0)
+        build_loaders(data_cfg(dataset="imagefolder", root=str(folder_root), image_size=32,
+                               loader="gpu"), seed=0)
     assert_one_line_error(error, "data.loader=gpu", "data.loader=torch")
+
+
+@pytest.fixture(scope="module")
+def photo_root(tmp_path_factory):
+    """JPEGs of unequal sizes, plus one PNG per split (ImageNet holds one too)."""
+    root = tmp_path_factory.mktemp("photos")
+    datagen.write_image_folder(root, classes=3, per_class=3, size=(120, 90), seed=1)
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        pixels = rng.integers(0, 256, size=(70, 100, 3)).astype(np.uint8)
+        Image.fromarray(pixels).save(root / split / "class_001" / "extra.png")
+    return root
+
+
+def one_batch_per_split(root, loader, epoch):
+    loaders = build_loaders(data_cfg(dataset="imagefolder", root=str(root), image_size=96,
+                                     loader=loader, batch_size=10, val_batch_size=10), seed=5)
+    loaders.set_epoch(epoch)
+    (train, train_targets), (val, val_targets) = next(iter(loaders.train)), next(iter(loaders.val))
+    return type(loaders.train).__name__, train, train_targets, val, val_targets
+
+
+def test_device_jpeg_loader_takes_the_torch_loaders_windows_and_flips(photo_root):
+    """data.loader=gpu on an image folder decodes on the device (here the CPU) and draws each
+    sample's RandomResizedCrop window and flip as the PIL pipeline does: same samples, pixels
+    equal to within decoder/resampling rounding (one 8-bit level); a different epoch differs."""
+    name, train, train_targets, val, val_targets = one_batch_per_split(photo_root, "gpu", 1)
+    torch_name, ref_train, ref_targets, ref_val, ref_val_targets = one_batch_per_split(photo_root, "torch", 1)
+    assert (name, torch_name) == ("DeviceJpegLoader", "EpochDataLoader")
+    assert train.shape == ref_train.shape == (10, 3, 96, 96) and train.dtype == torch.float32
+    assert torch.equal(train_targets, ref_targets) and torch.equal(val_targets, ref_val_targets)
+    level = 1 / 255 / min(IMAGENET_STD)
+    for ours, reference in ((train, ref_train), (val, ref_val)):
+        assert (ours - reference).abs().max() <= 1.01 * level
+        assert (ours - reference).abs().mean() < 0.01 * level
+    other_epoch = one_batch_per_split(photo_root, "gpu", 2)[1]
+    assert (other_epoch - train).abs().mean() > 10 * level
 
 
 # --- fingerprints and config mistakes -----------------------------------------------------------

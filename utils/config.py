@@ -33,7 +33,7 @@ class DataConfig:
     batch_size: int = 64          # GLOBAL batch, split evenly over the processes
     val_batch_size: Optional[int] = None
     num_workers: int = 4
-    loader: Literal["auto", "torch", "gpu"] = "auto"
+    loader: Literal["auto", "torch", "gpu"] = "auto"   # gpu: CIFAR on the device; folders decoded there
     num_classes: Optional[int] = None   # synthetic only; other datasets know their own
     image_size: Optional[int] = None    # synthetic / imagefolder only
     train_size: int = 512               # synthetic only

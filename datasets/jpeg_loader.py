@@ -1,0 +1,136 @@
+"""ImageNet-style folders decoded on the training device (``data.loader: gpu`` for image folders).
+
+A CPU that cannot decode and RandomResizedCrop ~10k JPEGs a second starves a GPU that trains at
+that rate. Here the loader's workers only read each file's bytes; the main process decodes the
+batch with ``torchvision.io.decode_jpeg(..., device=device)`` (nvJPEG on CUDA) and crops,
+resizes, flips and normalises on the device.
+
+Same recipe, same draws: each training sample's RandomResizedCrop window and flip come from
+torchvision's own ``RandomResizedCrop.get_params`` and ``torch.rand(1) < 0.5``, drawn from torch's
+CPU generator seeded with the sample's seed ``derive_seed(seed, epoch, index)``, exactly as the
+torch loader (``SeededAugmentation``) draws them for the PIL pipeline: both loaders pick the same
+window and flip for every sample. Pixels differ only by decoder and resampling rounding (the
+tensor resize with antialias against PIL's). Validation: shorter side resized to 256/224 of the
+size, centre crop, as the torch loader.
+
+Files that are not JPEG, or that the device decoder rejects (ImageNet holds a few CMYK JPEGs and
+one PNG), are decoded on the CPU by ``decode_image`` and moved; nothing is skipped.
+"""
+from typing import Callable, List, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms.v2 import functional as F2
+
+from datasets.gpu_loader import normalize_batch
+from datasets.samplers import ShardSampler, derive_seed
+from datasets.torch_loader import EpochDataLoader
+
+JPEG_MAGIC = b"\xff\xd8"
+
+
+class FileBytes(Dataset):
+    """``(file bytes, target, index)`` of an ImageFolder's samples: what the workers do is read,
+    nothing else. Plain ``bytes`` travel through the worker pipe; a tensor per file would be
+    shared through one file descriptor each, which runs out under prefetching."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]]):
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        with open(path, "rb") as f:
+            return f.read(), target, index
+
+
+def collate_files(items):
+    data, targets, indices = zip(*items)
+    return list(data), torch.tensor(targets), torch.tensor(indices)
+
+
+def decode_batch(files: List[bytes], device: torch.device) -> List[torch.Tensor]:
+    """uint8 RGB [3, H, W] per file, on ``device``: JPEGs batched through the device decoder, the
+    rest (and any the device decoder refuses) one by one on the CPU."""
+    data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
+    jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
+    images: List[torch.Tensor] = [None] * len(data)
+    try:
+        decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device) if jpeg else []
+        for i, image in zip(jpeg, decoded):
+            images[i] = image
+    except RuntimeError:
+        pass   # one bad file fails the whole batch: fall back to the CPU for every file
+    for i, image in enumerate(images):
+        if image is None:
+            images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+    return images
+
+
+def train_view(image: torch.Tensor, sample_seed: int, size: int, scale, ratio) -> torch.Tensor:
+    """RandomResizedCrop(size) + RandomHorizontalFlip of one uint8 image, with the window and
+    flip torchvision draws under ``sample_seed`` (the torch loader's draws for this sample)."""
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(sample_seed)
+    try:
+        top, left, height, width = T.RandomResizedCrop.get_params(image, scale, ratio)
+        flip = bool(torch.rand(1) < 0.5)
+    finally:
+        torch.set_rng_state(state)
+    view = F2.resized_crop(image, top, left, height, width, [size, size], antialias=True)
+    return view.flip(-1) if flip else view
+
+
+def val_view(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to 256/224 of ``size``, centre-crop ``size`` (the torch loader's)."""
+    resized = F2.resize(image, [round(size * 256 / 224)], antialias=True)
+    return F2.center_crop(resized, [size, size])
+
+
+class DeviceJpegLoader:
+    """Batches ``(images float32 [B, 3, size, size] on device, targets [B])`` of an ImageFolder;
+    ``set_epoch`` and ``len`` as the torch loader, whose order and sharding it shares."""
+
+    def __init__(self, folder, *, size: int, mean: Sequence[float], std: Sequence[float],
+                 train: bool, batch_size: int, num_workers: int, seed: int, rank: int,
+                 world_size: int, device):
+        self.device, self.size, self.train, self.seed = torch.device(device), size, train, seed
+        self.mean = torch.tensor(mean, device=self.device)
+        self.std = torch.tensor(std, device=self.device)
+        self.epoch = 0
+        files = FileBytes(folder.samples)
+        common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
+                      persistent_workers=num_workers > 0)
+        if train:
+            self.batches = EpochDataLoader(files, seed=seed, rank=rank, world_size=world_size,
+                                           drop_last=False, **common)
+        else:
+            self.batches = DataLoader(files, sampler=ShardSampler(len(files), rank=rank,
+                                                                  world_size=world_size), **common)
+        crop = T.RandomResizedCrop(size)
+        self.scale, self.ratio = crop.scale, crop.ratio
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.train:
+            self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _view(self) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        if self.train:
+            return lambda image, index: train_view(image, derive_seed(self.seed, self.epoch, index),
+                                                   self.size, self.scale, self.ratio)
+        return lambda image, index: val_view(image, self.size)
+
+    def __iter__(self):
+        view = self._view()
+        for data, targets, indices in self.batches:
+            images = decode_batch(data, self.device)
+            batch = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
+            yield normalize_batch(batch, self.mean, self.std), targets.to(self.device, non_blocking=True)
