@@ -10,6 +10,10 @@ ensemble (the teacher of the branches) is Σ_b gate_b · logits_b, nothing detac
 The reference follows bearpaw's convention: BasicBlocks below depth 44, Bottlenecks (×4) from
 44 on, (depth − 2) / 6 blocks per stage; so ONE's "ResNet-110" is a 164-layer Bottleneck
 network, not the benchmark's ``resnet110``. Blocks are the shared ones of ``models.resnet``.
+
+``one_ResNet18`` (ImageNet family) applies the same split to torchvision's ResNet-18: stem and
+layer1-3 shared, ``layer4_b`` + ``classfier4_b`` per branch, the gate on layer3's pooled output.
+The reference has no ImageNet code; this is the natural reading of the paper's ImageNet ResNet-18.
 """
 from typing import Dict, List
 
@@ -17,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import CIFAR_MODELS, StageMaps, ZooModel, global_pool, kaiming_init_, run_stages
+from models.base import CIFAR_MODELS, IMAGENET_MODELS, StageMaps, ZooModel, global_pool, kaiming_init_, run_stages
 from models.resnet import BasicBlock, Bottleneck, conv3x3, make_stage
 
 OUTPUTS = ("branch", "ensemble")
@@ -26,30 +30,38 @@ OUTPUTS = ("branch", "ensemble")
 class ONEResNet(ZooModel):
     """``model(x)``: branch 1's logits (``output="branch"``, the reference's headline model,
     computed without the other branches) or the gated ensemble's (``output="ensemble"``); the
-    ``output`` attribute can be switched at any time. ``forward_features`` gives everything."""
+    ``output`` attribute can be switched at any time. ``forward_features`` gives everything.
 
-    classifier_name = "classfier3_1"
+    Built from a ResNet's stage layout: every stage but the last is the shared trunk, the last
+    stage (``layerK_b``) and a classifier (``classfierK_b``) are copied per branch. The CIFAR
+    networks are the reference's (K = 3); ``imagenet_stem`` gives the torchvision-style ImageNet
+    ResNets the same split (K = 4), the natural one the paper's ImageNet ResNet-18 describes.
+    """
 
-    def __init__(self, depth: int, num_classes: int = 100, branches: int = 3, output: str = "branch"):
+    def __init__(self, block, depths, planes, stem_width: int, num_classes: int = 100,
+                 branches: int = 3, output: str = "branch", imagenet_stem: bool = False):
         super().__init__(num_classes)
-        if (depth - 2) % 6:
-            raise ValueError(f"a ONE ResNet has depth 6n + 2, not {depth}")
-        n = (depth - 2) // 6
-        block = Bottleneck if depth >= 44 else BasicBlock
-        trunk_width = 32 * block.expansion
         self.output = output
         self.branches = branches
-        self.conv1 = conv3x3(3, 16)
-        self.bn1 = nn.BatchNorm2d(16)
-        self.layer1 = make_stage(block, 16, 16, n, 1)
-        self.layer2 = make_stage(block, 16 * block.expansion, 32, n, 2)
+        self.last = len(depths)
+        if imagenet_stem:
+            self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(3, stem_width)
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
+        width = stem_width
+        for i, (num_blocks, stage_planes) in enumerate(zip(depths[:-1], planes[:-1])):
+            setattr(self, f"layer{i + 1}", make_stage(block, width, stage_planes, num_blocks, 1 if i == 0 else 2))
+            width = stage_planes * block.expansion
         for b in range(1, branches + 1):
-            setattr(self, f"layer3_{b}", make_stage(block, trunk_width, 64, n, 2))
-        self.control_v1 = nn.Linear(trunk_width, branches)
+            setattr(self, f"layer{self.last}_{b}", make_stage(block, width, planes[-1], depths[-1], 2))
+        self.control_v1 = nn.Linear(width, branches)
         self.bn_v1 = nn.BatchNorm1d(branches)
         for b in range(1, branches + 1):
-            setattr(self, f"classfier3_{b}", nn.Linear(64 * block.expansion, num_classes))
-        self.stage_channels = [16, 16 * block.expansion, trunk_width, 64 * block.expansion]
+            setattr(self, f"classfier{self.last}_{b}", nn.Linear(planes[-1] * block.expansion, num_classes))
+        self.classifier_name = f"classfier{self.last}_1"
+        self.stage_channels = [stem_width] + [p * block.expansion for p in planes]
         kaiming_init_(self)
 
     @property
@@ -63,20 +75,23 @@ class ONEResNet(ZooModel):
         self._output = value
 
     def _branch(self, b: int, name: str) -> nn.Module:
-        return getattr(self, f"{name}_{b}")
+        """Branch ``b``'s copy of ``name``: ``"layer"`` (the last stage) or ``"classfier"``."""
+        return getattr(self, f"{name}{self.last}_{b}")
 
     def _trunk(self, x: torch.Tensor) -> StageMaps:
-        """The shared trunk: stem, layer1, layer2."""
+        """The shared trunk: stem (and max-pool), every stage but the last."""
         x = F.relu(self.bn1(self.conv1(x)))
         yield x, x
-        yield from run_stages(x, (self.layer1, self.layer2))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        yield from run_stages(x, [getattr(self, f"layer{i}") for i in range(1, self.last)])
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
         """The trunk, then branch 1's last stage: what ``model(x)`` needs for branch 1."""
         feat = x
         for feat, preact in self._trunk(x):
             yield feat, preact
-        yield from run_stages(feat, [self.layer3_1])
+        yield from run_stages(feat, [self._branch(1, "layer")])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.output == "ensemble":
@@ -86,16 +101,16 @@ class ONEResNet(ZooModel):
     def forward_features(self, x: torch.Tensor) -> Dict[str, object]:
         """``logits`` (branch 1), ``branch_logits`` [B, N, C], ``ensemble_logits``, ``gate``
         [N, B] and ``gate_preact`` (the ``bn_v1`` output), ``feats`` / ``preact_feats`` (stem,
-        layer1, layer2 = trunk, branch 1's layer3), ``branch_feats`` (every branch's layer3
+        the trunk's stages, branch 1's last stage), ``branch_feats`` (every branch's last-stage
         output) and ``pooled_feat`` (branch 1's)."""
         stages = list(self._trunk(x))
         trunk = stages[-1][0]
         gate_preact = self.bn_v1(self.control_v1(global_pool(trunk)))
         gate = F.softmax(F.relu(gate_preact), dim=1)
-        branch_maps = [next(run_stages(trunk, [self._branch(b, "layer3")]))
+        branch_maps = [next(run_stages(trunk, [self._branch(b, "layer")]))
                        for b in range(1, self.branches + 1)]
         pooled = [global_pool(feat) for feat, _ in branch_maps]
-        branch_logits = torch.stack([self._branch(b, "classfier3")(p) for b, p in enumerate(pooled, 1)])
+        branch_logits = torch.stack([self._branch(b, "classfier")(p) for b, p in enumerate(pooled, 1)])
         ensemble = (gate.t().unsqueeze(-1) * branch_logits).sum(0)
         feats: List[torch.Tensor] = [feat for feat, _ in stages] + [branch_maps[0][0]]
         return {"logits": branch_logits[0], "branch_logits": branch_logits, "ensemble_logits": ensemble,
@@ -119,11 +134,27 @@ class ONEResNet(ZooModel):
         return {headline: named.pop(headline), **named}
 
 
+def one_cifar_resnet(depth: int, num_classes: int, output: str) -> ONEResNet:
+    """The reference's ``one_resnet(depth)``: BasicBlocks below depth 44, Bottlenecks from 44."""
+    if (depth - 2) % 6:
+        raise ValueError(f"a ONE ResNet has depth 6n + 2, not {depth}")
+    n = (depth - 2) // 6
+    block = Bottleneck if depth >= 44 else BasicBlock
+    return ONEResNet(block, [n, n, n], [16, 32, 64], 16, num_classes, output=output)
+
+
 @CIFAR_MODELS.register("one_resnet32")
 def one_resnet32(num_classes: int = 100, output: str = "branch") -> ONEResNet:
-    return ONEResNet(32, num_classes, output=output)
+    return one_cifar_resnet(32, num_classes, output)
 
 
 @CIFAR_MODELS.register("one_resnet110")
 def one_resnet110(num_classes: int = 100, output: str = "branch") -> ONEResNet:
-    return ONEResNet(110, num_classes, output=output)
+    return one_cifar_resnet(110, num_classes, output)
+
+
+@IMAGENET_MODELS.register("one_ResNet18")
+def one_imagenet_resnet18(num_classes: int = 1000, output: str = "branch") -> ONEResNet:
+    """ResNet-18 (torchvision's layout) with ``layer4`` and the classifier in 3 branches."""
+    return ONEResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], 64, num_classes,
+                     output=output, imagenet_stem=True)

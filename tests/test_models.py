@@ -386,3 +386,32 @@ def test_batchnorm_recalibration_gives_a_random_deep_network_a_trained_networks_
         assert model(images).abs().max() < 50
     assert not model.training and model.layer1[0].bn1.momentum == 0.1
     assert all(torch.equal(weights[k], v) for k, v in model.named_parameters())
+
+
+def test_one_imagenet_resnet18_is_resnet18_with_layer4_and_fc_per_branch():
+    """one_ResNet18 (no reference network exists): trunk = ResNet-18's stem and layer1-3, each
+    branch = its layer4 + fc. Loaded with one ResNet-18's weights in every branch, each branch
+    and the ensemble (gate weights sum to 1) give that ResNet-18's logits."""
+    torch.manual_seed(0)
+    plain = models.build_model("ResNet18", num_classes=10, dataset="imagenet").eval()
+    one = models.build_model("one_ResNet18", num_classes=10, dataset="imagenet").eval()
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    gate = count(one.control_v1) + count(one.bn_v1)
+    assert count(one) == count(plain) + 2 * (count(plain.layer4) + count(plain.fc)) + gate
+    state = {}
+    for key, value in plain.state_dict().items():
+        head, _, rest = key.partition(".")
+        if head in ("layer4", "fc"):
+            name = "layer4" if head == "layer4" else "classfier4"
+            for b in (1, 2, 3):
+                state[f"{name}_{b}.{rest}"] = value
+        else:
+            state[key] = value
+    state.update({k: v for k, v in one.state_dict().items() if k.split(".")[0] in ("control_v1", "bn_v1")})
+    one.load_state_dict(state, strict=True)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = plain(images)
+        outputs = one.named_outputs(images)
+    for name, logits in outputs.items():
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5, msg=name)
