@@ -80,6 +80,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_floats(values, device: torch.device, src: int = 0) -> list:
+    """Rank ``src``'s list of numbers on every process (itself in one process): for decisions
+    one process takes (e.g. from a file) that all must follow, or their collectives diverge."""
+    if not is_initialized():
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src)
+    return tensor.tolist()
+
+
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     """Give every process rank ``src``'s buffers (BatchNorm running statistics).
 

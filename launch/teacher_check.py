@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from engine.distributed import broadcast_floats
 from engine.evaluate import evaluate
 from launch.record import config_hash, sha256_of_file, write_json
 from utils.errors import UserError
@@ -40,15 +41,22 @@ def _cache_key(cfg, fingerprint: Dict[str, Any]) -> Optional[str]:
 
 
 def check_teacher(cfg, teacher, val_loader, device, fingerprint: Dict[str, Any], logger) -> Dict[str, Any]:
-    """The teacher's val metrics (measured or cached); raises when below ``teacher.min_top1``."""
+    """The teacher's val metrics (measured or cached); raises when below ``teacher.min_top1``.
+
+    Under torch.distributed the main process alone reads the cache file and every process takes
+    its answer: had each read the file itself, a write by another job in between could leave
+    one process measuring (a collective) while the others skip it, and the job would hang."""
     key = _cache_key(cfg, fingerprint)
     cache_file = _cache_path(cfg)
     cache = {}
-    if key and os.path.exists(cache_file):
+    if key and logger.enabled and os.path.exists(cache_file):
         with open(cache_file) as f:
             cache = json.load(f)
-    if key in cache:
-        result = dict(cache[key], cached=True)
+    hit = cache.get(key) if key else None
+    hit, top1, top5, samples = broadcast_floats(
+        [1.0, hit["top1"], hit["top5"], hit["samples"]] if hit else [0.0, 0.0, 0.0, 0.0], device)
+    if hit:
+        result = {"top1": top1, "top5": top5, "samples": int(samples), "cached": True}
     else:
         metrics = evaluate(teacher, val_loader, device, cfg.runtime.amp, cfg.runtime.channels_last)
         result = {"top1": metrics["top1"], "top5": metrics["top5"], "samples": metrics["samples"]}

@@ -329,3 +329,48 @@ def test_sync_batchnorm_and_gathered_batch_equal_one_process_in_float64(tmp_path
     # each process's rows got 2x the one-process gradient (both processes computed the whole
     # loss); DDP's average over the 2 processes halves it back
     torch.testing.assert_close(torch.cat([p["dist_grad"] for p in parts]) / 2, s.grad, **close)
+
+
+class _Logger:
+    def __init__(self, enabled):
+        self.enabled, self.lines = enabled, []
+
+    def info(self, line):
+        self.lines.append(line)
+
+    def scalars(self, *_):
+        pass
+
+
+def _teacher_check_worker(rank: int, world_size: int, init_file: str, directory: str):
+    """Rank 0 finds the teacher's result in teacher_checks.json; rank 1 would not (its output
+    directory has none: what a write by another job between two reads looks like) and must
+    take rank 0's answer (it has no val loader here: measuring would fail, and in a real job
+    would wait in a collective rank 0 never joins)."""
+    import torch.distributed as dist
+    from launch.teacher_check import check_teacher
+    from utils.config import load_config
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        output_dir = directory if rank == 0 else f"{directory}/elsewhere"
+        cfg = load_config(str(REPO / "configs" / "demo.yaml"), [
+            f"experiment.output_dir={output_dir}", f"teacher.checkpoint={directory}/teacher.pth"])
+        result = check_teacher(cfg, teacher=None, val_loader=None, device=torch.device("cpu"),
+                               fingerprint={"data": "x"}, logger=_Logger(enabled=rank == 0))
+        (Path(directory) / f"result{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_process_follows_the_main_process_teacher_check_cache(tmp_path):
+    import torch.multiprocessing as mp
+    from launch.record import config_hash, sha256_of_file
+    (tmp_path / "teacher.pth").write_bytes(b"weights")
+    key = f"{sha256_of_file(str(tmp_path / 'teacher.pth'))}:{config_hash({'data': 'x'})}"
+    (tmp_path / "teacher_checks.json").write_text(json.dumps(
+        {key: {"top1": 79.42, "top5": 95.0, "samples": 10000}}))
+    mp.spawn(_teacher_check_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+             join=True)
+    results = [json.loads((tmp_path / f"result{rank}.json").read_text()) for rank in range(2)]
+    assert results[0] == results[1]
+    assert results[0]["cached"] and results[0]["top1"] == 79.42 and results[0]["samples"] == 10000
