@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import dist_loss
-from engine.distributed import gather_batch
+from utils.collectives import gather_batch
 
 
 @register_distiller("dist")

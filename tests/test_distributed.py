@@ -273,7 +273,8 @@ def _float64_worker(rank: int, world_size: int, init_file: str, result_file: str
     """Each process holds half of a float64 batch; it returns its rows' outputs and gradients."""
     import torch.distributed as dist
     from distillers.losses import dist_loss
-    from engine.distributed import CpuSyncBatchNorm, gather_batch
+    from engine.distributed import CpuSyncBatchNorm
+    from utils.collectives import gather_batch
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world_size)
     try:
