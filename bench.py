@@ -152,7 +152,7 @@ def step_variant(label: str, cfg) -> Variant:
                            torch.rand(batch, device=device) < 0.5)
     info = {"distiller": cfg.distiller["name"], "student": cfg.student.arch,
             "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
-            "teacher_cache": cache is not None, "amp": cfg.runtime.amp,
+            "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
             "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
     variant = Variant(label, cfg, device, lambda: trainer._step(images, targets, 1, views), info,
                       memory_base)
@@ -338,7 +338,8 @@ def format_result(result: Dict[str, Any]) -> str:
                      f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved, {share}")
     lines.append(f"  peak memory {result['peak_memory_mb']:.0f} MB ({result['memory']})")
     details = {k: result[k] for k in ("loader", "num_workers", "distiller", "student", "teacher",
-                                      "teacher_cache", "amp", "compile", "channels_last") if k in result}
+                                      "teacher_cache", "amp", "teacher_amp", "compile", "channels_last")
+               if k in result}
     lines.append("  " + ", ".join(f"{k}={v}" for k, v in details.items()))
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ regressors, gates); the trainer optimises ``distiller.parameters()`` and checkpo
 with the student), always in eval mode and run without gradients. ``.to()``/``.double()`` still
 move it, through ``_apply``.
 """
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -39,6 +40,20 @@ def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]
     return [tuple(f.shape[1:]) for f in feats]
 
 
+def _as_float32(outputs, teacher_amp: Optional[str]):
+    """A reduced-precision teacher's outputs (tensors, lists, dicts of them) back in float32, so
+    the losses compute as with an fp32 teacher; unchanged when the step's context rules."""
+    if teacher_amp in (None, "off"):
+        return outputs
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _as_float32(v, teacher_amp) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_as_float32(v, teacher_amp) for v in outputs)
+    return outputs
+
+
 class Distiller(nn.Module):
     """Student (+ frozen teacher). Subclasses implement ``forward_train``."""
 
@@ -49,6 +64,7 @@ class Distiller(nn.Module):
         self.student = student
         object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
         self.teacher_cache = None   # distillers.teacher_cache.TeacherCache, set by the builder
+        self.teacher_amp = None     # None: the step's autocast; "off" | "bf16" | "fp16" (teacher.amp)
         self._batch_views = None    # the views of the batch in forward_train, for the cache
 
     def _apply(self, fn, *args, **kwargs):
@@ -89,12 +105,25 @@ class Distiller(nn.Module):
         views = views if views is not None else self._batch_views
         if self.teacher_cache is not None and views is not None:
             return self.teacher_cache(views)
-        return self.teacher(images)
+        with self._teacher_precision():
+            return _as_float32(self.teacher(images), self.teacher_amp)
 
     @torch.no_grad()
     def teacher_features(self, images) -> Dict[str, object]:
         """The teacher's ``forward_features`` (logits and stage maps), without gradients."""
-        return self.teacher.forward_features(images)
+        with self._teacher_precision():
+            return _as_float32(self.teacher.forward_features(images), self.teacher_amp)
+
+    def _teacher_precision(self):
+        """``teacher_amp``: fp32 (``off``, even inside the step's autocast) or an autocast of
+        the teacher alone; None leaves the step's context as it is."""
+        if self.teacher_amp is None:
+            return nullcontext()
+        device_type = next(self.teacher.parameters()).device.type
+        if self.teacher_amp == "off":
+            return torch.autocast(device_type, enabled=False)
+        dtype = torch.bfloat16 if self.teacher_amp == "bf16" else torch.float16
+        return torch.autocast(device_type, dtype=dtype)
 
     # --- what the trainer saves and restores -------------------------------------------------
     def checkpoint_state(self) -> Dict[str, dict]:

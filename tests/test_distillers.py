@@ -204,3 +204,34 @@ def test_one_consistency_weight_counts_epochs_from_zero_by_default():
     assert distiller.consistency_weight(1) == pytest.approx(torch.tensor(-5.0).exp().item())
     assert distiller.consistency_weight(81) == 1.0
     assert build("one", epoch_offset=0).consistency_weight(80) == 1.0
+
+
+def test_teacher_precision_follows_the_step_or_teacher_amp():
+    """teacher.amp: None follows the step's autocast; "off" keeps the teacher in fp32 even inside
+    a bf16 step; "bf16" runs the teacher alone in bf16 and hands float32 outputs to the loss."""
+    distiller = build("kd")
+    torch.manual_seed(1)
+    images = torch.randn(4, 3, 32, 32)
+    fp32 = distiller.teacher_forward(images)
+    distiller.teacher_amp = "bf16"
+    bf16 = distiller.teacher_forward(images)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.05)
+    features = distiller.teacher_features(images)
+    assert all(f.dtype == torch.float32 for f in features["feats"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        distiller.teacher_amp = "off"
+        assert torch.equal(distiller.teacher_forward(images), fp32)
+        distiller.teacher_amp = None
+        assert torch.equal(distiller.teacher_forward(images).float(), bf16)
+
+
+def test_teacher_amp_is_set_from_the_config(tmp_path):
+    from launch.build import build_run, load_run_config
+    from tests.runs import write_config
+    for value, expected in (("auto", None), ("bf16", "bf16"), ("off", "off")):
+        config = write_config(tmp_path, f"kd_{value}", distiller={"name": "kd"},
+                              teacher={"arch": "resnet8", "allow_random": True, "amp": value},
+                              extra={"data": {"train_size": 4}})
+        _, distiller = build_run(load_run_config(str(config)))
+        assert distiller.teacher_amp == expected

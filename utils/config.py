@@ -53,6 +53,9 @@ class TeacherConfig:
     checkpoint: Optional[str] = None
     min_top1: Optional[float] = None     # stop when the measured teacher top-1 is below this
     cache: Literal["auto", "fp16", "fp32", "off"] = "off"   # auto = fp16 storage
+    # the teacher forward's precision: auto = the step's (runtime.amp); off = fp32 even under
+    # runtime.amp; bf16/fp16 = autocast for the teacher alone (faster, logits rounded)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     train_epochs: int = 0                # >0: train the teacher first when its checkpoint is missing
     allow_random: bool = False           # smoke runs only: a missing checkpoint gives random weights
 
