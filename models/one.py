@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import CIFAR_MODELS, IMAGENET_MODELS, StageMaps, ZooModel, global_pool, kaiming_init_, run_stages
-from models.resnet import BasicBlock, Bottleneck, conv3x3, make_stage
+from models.resnet import BasicBlock, Bottleneck, add_stem, make_stage, run_stem
 
 OUTPUTS = ("branch", "ensemble")
 
@@ -44,12 +44,7 @@ class ONEResNet(ZooModel):
         self.output = output
         self.branches = branches
         self.last = len(depths)
-        if imagenet_stem:
-            self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
-        else:
-            self.conv1 = conv3x3(3, stem_width)
-        self.bn1 = nn.BatchNorm2d(stem_width)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
+        add_stem(self, stem_width, imagenet_stem)
         width = stem_width
         for i, (num_blocks, stage_planes) in enumerate(zip(depths[:-1], planes[:-1])):
             setattr(self, f"layer{i + 1}", make_stage(block, width, stage_planes, num_blocks, 1 if i == 0 else 2))
@@ -80,10 +75,8 @@ class ONEResNet(ZooModel):
 
     def _trunk(self, x: torch.Tensor) -> StageMaps:
         """The shared trunk: stem (and max-pool), every stage but the last."""
-        x = F.relu(self.bn1(self.conv1(x)))
-        yield x, x
-        if self.maxpool is not None:
-            x = self.maxpool(x)
+        feat, x = run_stem(self, x)
+        yield feat, feat
         yield from run_stages(x, [getattr(self, f"layer{i}") for i in range(1, self.last)])
 
     def _stages(self, x: torch.Tensor) -> StageMaps:

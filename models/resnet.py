@@ -89,6 +89,23 @@ def make_stage(block: Type[ResidualBlock], in_planes: int, planes: int, num_bloc
     return Stage(*blocks)
 
 
+def add_stem(model: nn.Module, stem_width: int, imagenet_stem: bool) -> None:
+    """``conv1``, ``bn1`` and ``maxpool`` on ``model``: the CIFAR stem (3×3/1 conv, BN, ReLU; no
+    pool) or torchvision's ImageNet stem (7×7/2 conv, BN, ReLU, 3×3/2 max-pool)."""
+    if imagenet_stem:
+        model.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
+    else:
+        model.conv1 = conv3x3(3, stem_width)
+    model.bn1 = nn.BatchNorm2d(stem_width)
+    model.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
+
+
+def run_stem(model: nn.Module, x: torch.Tensor):
+    """``(stem feature, input of the first stage)``: the ReLU output, then max-pooled if any."""
+    feat = F.relu(model.bn1(model.conv1(x)))
+    return feat, (model.maxpool(feat) if model.maxpool is not None else feat)
+
+
 class ResNet(ZooModel):
     """Stem, stages ``layer1 … layerK`` (strides 1, 2, 2, ...), global pooling, classifier.
 
@@ -102,12 +119,7 @@ class ResNet(ZooModel):
                  stem_width: int, num_classes: int, *, imagenet_stem: bool = False,
                  shortcut: str = "downsample", classifier: str = "fc"):
         super().__init__(num_classes)
-        if imagenet_stem:
-            self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
-        else:
-            self.conv1 = conv3x3(3, stem_width)
-        self.bn1 = nn.BatchNorm2d(stem_width)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
+        add_stem(self, stem_width, imagenet_stem)
         in_planes = stem_width
         for i, (num_blocks, width) in enumerate(zip(depths, planes)):
             stage = make_stage(block, in_planes, width, num_blocks, 1 if i == 0 else 2, shortcut)
@@ -122,8 +134,6 @@ class ResNet(ZooModel):
         return [getattr(self, f"layer{i}") for i in range(1, len(self.stage_channels))]
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
-        x = F.relu(self.bn1(self.conv1(x)))
-        yield x, x
-        if self.maxpool is not None:
-            x = self.maxpool(x)
+        feat, x = run_stem(self, x)
+        yield feat, feat
         yield from run_stages(x, self._layers())
