@@ -12,11 +12,12 @@ from typing import Union
 import torch
 
 from datasets import cifar, imagenet, synthetic
+from datasets.arrays import ArrayViews
 from datasets.gpu_loader import GpuCifarLoader
 from datasets.jpeg_loader import DeviceJpegLoader
 from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape
 from datasets.torch_loader import build_torch_loaders
-from datasets.transforms import SMALL_IMAGE_MAX, is_small
+from datasets.transforms import CIFAR_PADDING, SMALL_IMAGE_MAX, is_small
 from utils.errors import UserError
 
 LOADERS = ("auto", "torch", "gpu")
@@ -83,10 +84,15 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
         val = GpuCifarLoader(source.arrays[1], batch_size=val_batch_size, train=False,
                              **statistics, **shard)
     else:
-        train, val = build_torch_loaders(source.train_set, source.val_set, batch_size=batch_size,
+        train_set, view_padding = source.train_set, None
+        if source.arrays is not None and is_small(source.image_size):
+            # the CIFAR recipe with the epoch's view table, the GPU loader's: same views
+            train_set = ArrayViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING)
+            view_padding = CIFAR_PADDING
+        train, val = build_torch_loaders(train_set, source.val_set, batch_size=batch_size,
                                          val_batch_size=val_batch_size, device=device,
                                          num_workers=int(setting(data_cfg, "num_workers", 0)),
-                                         **shard)
+                                         view_padding=view_padding, **shard)
     return Loaders(train, val, source.num_classes, (3, source.image_size, source.image_size),
                    len(source.train_set), len(source.val_set))
 

@@ -3,11 +3,13 @@
 Both loaders read this one form: the torch loader through ``ArrayDataset`` (PIL images, as
 torchvision's CIFAR classes hand them to the transforms) and the GPU loader as one tensor.
 """
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+
+from datasets.transforms import CIFAR_PADDING, cifar_view
 
 
 class ImageArrays(NamedTuple):
@@ -28,4 +30,23 @@ class ArrayDataset(Dataset):
         image = Image.fromarray(self.arrays.images[index])
         if self.transform is not None:
             image = self.transform(image)
+        return image, int(self.arrays.targets[index])
+
+
+class ArrayViews(Dataset):
+    """Training items of the CIFAR recipe with the view given: item ``(index, top, left, flip)``
+    -> ``(normalised view [C, H, W], label)``. The sampler (``samplers.ViewSampler``) hands
+    each index its view from the epoch's table, the one the GPU loader applies too."""
+
+    def __init__(self, arrays: ImageArrays, mean: Sequence[float], std: Sequence[float],
+                 padding: int = CIFAR_PADDING):
+        self.arrays, self.mean, self.std, self.padding = arrays, mean, std, padding
+
+    def __len__(self) -> int:
+        return len(self.arrays.targets)
+
+    def __getitem__(self, item: tuple[int, int, int, bool]):
+        index, top, left, flip = item
+        image = cifar_view(Image.fromarray(self.arrays.images[index]), top, left, flip,
+                           self.mean, self.std, self.padding)
         return image, int(self.arrays.targets[index])

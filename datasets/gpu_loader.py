@@ -7,8 +7,9 @@ RandomHorizontalFlip, ToTensor, Normalize, with the same distribution: both crop
 in [0, 2·padding] and a flip with probability 1/2. It runs on any device, CPU included.
 
 Determinism: the order is ``DistributedSampler``'s for (seed, epoch, rank), the one the torch
-loader uses too; the views of all samples are drawn per epoch from a generator seeded with
-(seed, epoch), so sample i gets the same view on whichever rank it lands.
+loader uses too; the views of all samples are the epoch's table ``samplers.epoch_views(seed,
+epoch)``, which the torch loader applies too: sample i gets the same view, pixel for pixel, from
+either loader and on whichever rank it lands.
 
 Views for a teacher-logit cache: after each batch, ``last_views`` holds its ``BatchViews`` (sample
 indices, crop offsets (top, left) in the padded image, flip flags); with ``return_views=True``
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from datasets.arrays import ImageArrays
-from datasets.samplers import ShardSampler, derive_seed
+from datasets.samplers import ShardSampler, epoch_views
 from datasets.transforms import CIFAR_PADDING
 
 
@@ -90,10 +91,7 @@ class GpuCifarLoader:
 
     def epoch_views(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop offsets [N, 2] and flips [N] of every sample for the current epoch."""
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, "views"))
-        size = len(self.targets)
-        offsets = torch.randint(0, 2 * self.padding + 1, (size, 2), generator=generator)
-        flips = torch.rand(size, generator=generator) < 0.5
+        offsets, flips = epoch_views(self.seed, self.epoch, len(self.targets), self.padding)
         return offsets.to(self.images.device), flips.to(self.images.device)
 
     def _views(self, indices: torch.Tensor, epoch_views) -> BatchViews:

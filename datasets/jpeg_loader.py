@@ -16,7 +16,8 @@ size, centre crop, as the torch loader.
 Files that are not JPEG, or that the device decoder rejects (ImageNet holds a few CMYK JPEGs and
 one PNG), are decoded on the CPU by ``decode_image`` and moved; nothing is skipped.
 """
-from typing import Callable, List, Sequence
+import sys
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -53,22 +54,24 @@ def collate_files(items):
     return list(data), torch.tensor(targets), torch.tensor(indices)
 
 
-def decode_batch(files: List[bytes], device: torch.device) -> List[torch.Tensor]:
+def decode_batch(files: List[bytes], device: torch.device) -> Tuple[List[torch.Tensor], bool]:
     """uint8 RGB [3, H, W] per file, on ``device``: JPEGs batched through the device decoder, the
-    rest (and any the device decoder refuses) one by one on the CPU."""
+    rest (and any the device decoder refuses) one by one on the CPU. The flag says whether the
+    device decoder refused the batch's JPEGs (they were decoded on the CPU instead)."""
     data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
     images: List[torch.Tensor] = [None] * len(data)
+    refused = False
     try:
         decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device) if jpeg else []
         for i, image in zip(jpeg, decoded):
             images[i] = image
     except RuntimeError:
-        pass   # one bad file fails the whole batch: fall back to the CPU for every file
+        refused = True   # one file fails the whole batch: the CPU decodes every file of it
     for i, image in enumerate(images):
         if image is None:
             images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
-    return images
+    return images, refused
 
 
 def train_view(image: torch.Tensor, sample_seed: int, size: int, scale, ratio) -> torch.Tensor:
@@ -102,6 +105,7 @@ class DeviceJpegLoader:
         self.mean = torch.tensor(mean, device=self.device)
         self.std = torch.tensor(std, device=self.device)
         self.epoch = 0
+        self.fallback_reported = False   # the CPU fallback is said once per loader
         files = FileBytes(folder.samples)
         common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
                       persistent_workers=num_workers > 0)
@@ -131,6 +135,11 @@ class DeviceJpegLoader:
     def __iter__(self):
         view = self._view()
         for data, targets, indices in self.batches:
-            images = decode_batch(data, self.device)
+            images, refused = decode_batch(data, self.device)
+            if refused and not self.fallback_reported:
+                self.fallback_reported = True
+                print(f"data.loader=gpu: the {self.device.type} JPEG decoder refused a batch "
+                      f"(e.g. a CMYK or damaged JPEG); such batches are decoded on the CPU, "
+                      f"same pixels, slower", file=sys.stderr)
             batch = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
             yield normalize_batch(batch, self.mean, self.std), targets.to(self.device, non_blocking=True)

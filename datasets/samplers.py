@@ -10,6 +10,7 @@ cropped the same on any rank), and it never disturbs the trainer's own RNG strea
 import hashlib
 from collections.abc import Iterator
 
+import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 
@@ -20,6 +21,49 @@ def derive_seed(*parts: object) -> int:
     """
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def epoch_views(seed: int, epoch: int, dataset_size: int,
+                padding: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CIFAR recipe's view of every sample for one epoch: crop offsets (top, left) int64
+    [N, 2], each uniform in [0, 2·padding], and flips bool [N] with probability 1/2 — the
+    distribution of RandomCrop(padding=padding) + RandomHorizontalFlip.
+
+    One table per (seed, epoch), drawn on the CPU from its own generator: both the torch loader
+    and the GPU loader apply it, so sample i at epoch e gets the same view from either loader,
+    on any rank and with any number of workers (and the teacher cache can look it up)."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, epoch, "views"))
+    offsets = torch.randint(0, 2 * padding + 1, (dataset_size, 2), generator=generator)
+    flips = torch.rand(dataset_size, generator=generator) < 0.5
+    return offsets, flips
+
+
+class ViewSampler(Sampler):
+    """Yields ``(index, top, left, flip)``: this rank's share of the epoch's shuffled order (the
+    same order as ``SeededSampler``), each index with its view from ``epoch_views``. For the
+    in-memory CIFAR recipe of the torch loader; call ``set_epoch`` before each epoch."""
+
+    def __init__(self, dataset_size: int, *, seed: int, padding: int, rank: int = 0,
+                 world_size: int = 1):
+        self.order = DistributedSampler(range(dataset_size), num_replicas=world_size, rank=rank,
+                                        shuffle=True, seed=seed, drop_last=False)
+        self.seed, self.padding, self.size, self.epoch = seed, padding, dataset_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        return list(self.order)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, bool]]:
+        offsets, flips = epoch_views(self.seed, self.epoch, self.size, self.padding)
+        offsets, flips = offsets.tolist(), flips.tolist()
+        for index in self.order:
+            yield index, offsets[index][0], offsets[index][1], flips[index]
+
+    def __len__(self) -> int:
+        return len(self.order)
 
 
 class SeededSampler(Sampler):

@@ -4,12 +4,15 @@ The sampler (``SeededSampler``) decides the order and hands each index over with
 ``SeededAugmentation`` runs the dataset's random transforms under that seed. The sampler runs in
 the main process and the seed travels with the index, so persistent workers, which keep the
 dataset object they were started with, still see each new epoch. See datasets/samplers.py for why
-the seed is per sample.
+the seed is per sample. In-memory CIFAR-recipe sets (``ArrayViews``) take their views from the
+epoch's table instead (``ViewSampler``), the one the GPU loader applies: same view per sample.
 """
+from typing import Optional
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datasets.samplers import SeededSampler, ShardSampler, derive_seed
+from datasets.samplers import SeededSampler, ShardSampler, ViewSampler, derive_seed
 
 
 class SeededAugmentation(Dataset):
@@ -39,9 +42,16 @@ class EpochDataLoader(DataLoader):
     gives the loader a generator seeded from (seed, epoch), from which DataLoader draws its
     worker base seed instead of drawing from (and advancing) torch's global RNG."""
 
-    def __init__(self, dataset: Dataset, *, seed: int, rank: int, world_size: int, **kwargs):
-        sampler = SeededSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
-        super().__init__(SeededAugmentation(dataset), sampler=sampler, **kwargs)
+    def __init__(self, dataset: Dataset, *, seed: int, rank: int, world_size: int,
+                 view_padding: Optional[int] = None, **kwargs):
+        """``view_padding``: ``dataset`` takes ``(index, top, left, flip)`` items (``ArrayViews``)
+        and the views come from the epoch's table; otherwise it draws its own, per-sample seeded."""
+        shard = dict(seed=seed, rank=rank, world_size=world_size)
+        if view_padding is None:
+            sampler, dataset = SeededSampler(len(dataset), **shard), SeededAugmentation(dataset)
+        else:
+            sampler = ViewSampler(len(dataset), padding=view_padding, **shard)
+        super().__init__(dataset, sampler=sampler, **kwargs)
         self.seed = seed
         self.set_epoch(0)
 
@@ -52,13 +62,15 @@ class EpochDataLoader(DataLoader):
 
 def build_torch_loaders(train_set: Dataset, val_set: Dataset, *, batch_size: int,
                         val_batch_size: int, num_workers: int, seed: int, rank: int,
-                        world_size: int, device) -> tuple[EpochDataLoader, DataLoader]:
+                        world_size: int, device,
+                        view_padding: Optional[int] = None) -> tuple[EpochDataLoader, DataLoader]:
     """Train: shuffled, DistributedSampler shards, no drop_last (as the reference recipes).
     Val: in order, disjoint unpadded shards. Pinned memory for CUDA; persistent workers."""
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
                   pin_memory=torch.device(device).type == "cuda")
     train = EpochDataLoader(train_set, seed=seed, rank=rank, world_size=world_size,
-                            batch_size=batch_size, drop_last=False, **common)
+                            view_padding=view_padding, batch_size=batch_size, drop_last=False,
+                            **common)
     val = DataLoader(val_set, batch_size=val_batch_size,
                      sampler=ShardSampler(len(val_set), rank=rank, world_size=world_size),
                      **common)

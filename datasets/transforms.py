@@ -7,6 +7,7 @@ flip for training, resize to 256/224 of the size and centre-crop for validation.
 from typing import Sequence
 
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
@@ -33,3 +34,15 @@ def image_transforms(image_size: int, mean: Sequence[float], std: Sequence[float
     else:
         steps = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+def cifar_view(image, top: int, left: int, flip: bool, mean: Sequence[float],
+               std: Sequence[float], padding: int = CIFAR_PADDING):
+    """One given view of a PIL image under the CIFAR recipe: what RandomCrop(size,
+    padding=padding) (zero fill) + RandomHorizontalFlip + ToTensor + Normalize compute when they
+    draw the crop offsets (top, left) of the padded image and ``flip``."""
+    width, height = image.size
+    view = TF.crop(TF.pad(image, padding), top, left, height, width)
+    if flip:
+        view = TF.hflip(view)
+    return TF.normalize(TF.to_tensor(view), mean, std)

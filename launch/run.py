@@ -32,6 +32,21 @@ def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
             f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
 
 
+NONDETERMINISTIC = " does not have a deterministic implementation"
+
+
+def as_user_error(err: RuntimeError) -> Exception:
+    """An operation without a deterministic kernel under ``runtime.deterministic: true`` is a
+    choice the user made, so it ends in one line naming the operation; other errors pass."""
+    message = str(err)
+    if NONDETERMINISTIC not in message:
+        return err
+    operation = message.split(NONDETERMINISTIC)[0].split()[-1]
+    return UserError(f"runtime.deterministic=true, but {operation} has no deterministic "
+                     f"implementation on this device (PyTorch's list for "
+                     f"torch.use_deterministic_algorithms): set runtime.deterministic=false")
+
+
 def _resume_path(cfg, resume: Optional[str]) -> Optional[str]:
     last = os.path.join(cfg.run_dir, "last.pth")
     if resume == "auto":
@@ -66,6 +81,8 @@ def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) ->
         summary = _run(cfg, dist_info, resume, argv)
         failed = False
         return summary
+    except RuntimeError as err:
+        raise as_user_error(err) from err
     finally:
         if owns_group:
             cleanup(failed=failed)

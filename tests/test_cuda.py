@@ -1,0 +1,379 @@
+"""The CUDA paths, each held against the CPU / eager path it replaces.
+
+Marked ``cuda`` and skipped, with the reason printed, where no CUDA device is present; tests
+parametrised over ``device`` run their CPU case everywhere, so CI proves the comparison itself.
+``python tools/gpu_check.py`` runs this file first on a GPU machine. TF32 is switched off where
+a comparison is to float32 rounding (it rounds convolutions to 10 mantissa bits)."""
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import models
+from datasets import build_loaders
+from datasets import jpeg_loader
+from datasets.gpu_loader import BatchViews, GpuCifarLoader, augment_batch
+from datasets.synthetic import generate
+from datasets.transforms import IMAGENET_STD
+from distillers import build_distiller
+from distillers import teacher_cache as cache_module
+from distillers.teacher_cache import TeacherCache, all_views, weights_sha256
+from engine.schedule import build_optimizer
+from launch.build import load_run_config
+from launch.run import run_training
+from tests import datagen
+from tests.runs import load, read_metrics, write_config
+from utils.errors import UserError
+
+HAS_CUDA = torch.cuda.is_available()
+NO_CUDA = "no CUDA device (torch.cuda.is_available() is False): the CUDA paths are not tested here"
+cuda = pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA)
+pytestmark = pytest.mark.cuda
+DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=cuda)]
+
+
+@pytest.fixture
+def exact_float32():
+    """Plain float32 kernels (no TF32) and default, repeatable cuDNN choices for the test."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.benchmark) = saved
+
+
+@pytest.fixture
+def restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = False
+
+
+def data_cfg(**overrides):
+    values = dict(dataset="synthetic", root="data", download=False, batch_size=16,
+                  val_batch_size=None, num_workers=0, loader="torch", num_classes=10,
+                  image_size=32, train_size=100, val_size=20, mean=None, std=None)
+    return SimpleNamespace(**{**values, **overrides})
+
+
+# --- the GPU CIFAR loader against the torch loader ----------------------------------------------
+
+def images_by_index(loaders):
+    """{dataset row: image on the CPU} of one epoch of a train loader, and the rows in order."""
+    seen, order = {}, []
+    for images, _ in loaders.train:
+        rows = (loaders.train.last_views.indices.tolist() if isinstance(loaders.train, GpuCifarLoader)
+                else None)
+        if rows is None:
+            start = len(order)
+            rows = loaders.train.sampler.indices()[start:start + len(images)]
+        order += rows
+        seen.update(zip(rows, images.cpu()))
+    return seen, order
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_gpu_cifar_loader_gives_the_torch_loaders_views_pixel_exact(device, world_size):
+    """For the same (seed, epoch, index): the same crop offsets and flip, so the same pixels,
+    bit for bit; and the same shard of the same order on every rank."""
+    for rank in range(world_size):
+        shard = dict(seed=7, rank=rank, world_size=world_size)
+        gpu = build_loaders(data_cfg(loader="gpu"), device=device, **shard)
+        reference = build_loaders(data_cfg(loader="torch"), device="cpu", **shard)
+        assert isinstance(gpu.train, GpuCifarLoader)
+        for epoch in (0, 3):
+            gpu.set_epoch(epoch)
+            reference.set_epoch(epoch)
+            ours, our_order = images_by_index(gpu)
+            theirs, their_order = images_by_index(reference)
+            assert our_order == their_order
+            assert ours.keys() == theirs.keys()
+            for index in ours:
+                assert torch.equal(ours[index], theirs[index]), f"sample {index}, epoch {epoch}"
+
+
+# --- JPEG decoding on the device ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    datagen.write_image_folder(root, classes=3, per_class=4, size=(160, 120), seed=3)
+    cmyk = Image.fromarray(np.random.default_rng(4).integers(0, 256, (90, 110, 3), np.uint8)).convert("CMYK")
+    cmyk.save(root / "train" / "class_000" / "cmyk.jpg", quality=95)
+    return root
+
+
+def first_batches(root, loader, device, epoch=1):
+    loaders = build_loaders(data_cfg(dataset="imagefolder", root=str(root), image_size=96,
+                                     loader=loader, batch_size=13, val_batch_size=12,
+                                     num_classes=None, train_size=None, val_size=None),
+                            seed=5, device=device)
+    loaders.set_epoch(epoch)
+    (train, train_targets), (val, val_targets) = next(iter(loaders.train)), next(iter(loaders.val))
+    return train.cpu(), train_targets.cpu(), val.cpu(), val_targets.cpu()
+
+
+@cuda
+def test_device_jpeg_decode_takes_the_pil_windows_within_one_level(photo_root):
+    train, train_targets, val, val_targets = first_batches(photo_root, "gpu", "cuda")
+    ref_train, ref_targets, ref_val, ref_val_targets = first_batches(photo_root, "torch", "cpu")
+    assert torch.equal(train_targets, ref_targets) and torch.equal(val_targets, ref_val_targets)
+    level = 1 / 255 / min(IMAGENET_STD)
+    for ours, reference in ((train, ref_train), (val, ref_val)):
+        gap = (ours - reference).abs()
+        assert gap.max() <= 1.01 * level and gap.mean() < 0.05 * level, \
+            f"max {gap.max() / level:.2f} levels, mean {gap.mean() / level:.4f} levels"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_refused_jpegs_fall_back_to_the_cpu_and_say_so_once(photo_root, device, monkeypatch):
+    expected = first_batches(photo_root, "gpu", device)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("simulated: the device decoder refuses this batch")
+
+    monkeypatch.setattr(jpeg_loader, "decode_jpeg", refuse)
+    loaders = build_loaders(data_cfg(dataset="imagefolder", root=str(photo_root), image_size=96,
+                                     loader="gpu", batch_size=4, num_classes=None,
+                                     train_size=None, val_size=None), seed=5, device=device)
+    loaders.set_epoch(1)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        batches = [images.cpu() for images, _ in loaders.train]
+    assert len(batches) > 1
+    assert stderr.getvalue().count("decoded on the CPU") == 1
+    assert (torch.cat(batches)[:13] - expected[0]).abs().max() == 0
+
+
+# --- the teacher cache ----------------------------------------------------------------------------
+
+CLASSES, IMAGES, PADDING = 10, 12, 4
+MEAN, STD = torch.tensor([0.5, 0.48, 0.44]), torch.tensor([0.27, 0.26, 0.28])
+
+
+def cache_images(device):
+    train, _ = generate(CLASSES, 32, IMAGES, 2)
+    return torch.as_tensor(train.images).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def cache_teacher(device):
+    torch.manual_seed(0)
+    teacher = models.build_model("resnet8", num_classes=CLASSES, dataset="cifar100")
+    return teacher.to(device).eval()
+
+
+def build_cache(teacher, images, directory, dtype):
+    return TeacherCache.load_or_build(teacher, images, MEAN, STD, padding=PADDING,
+                                      augment=augment_batch, directory=str(directory),
+                                      teacher_sha256=weights_sha256(teacher), dtype=dtype,
+                                      batch_size=2 * 162)
+
+
+def sampled_views(device, batch=40, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    return BatchViews(torch.randint(0, IMAGES, (batch,), generator=generator).to(device),
+                      torch.randint(0, 2 * PADDING + 1, (batch, 2), generator=generator).to(device),
+                      (torch.rand(batch, generator=generator) < 0.5).to(device))
+
+
+@torch.no_grad()
+def teacher_on(teacher, images, views):
+    batch = augment_batch(images[views.indices], views.offsets, views.flips, MEAN.to(images.device),
+                          STD.to(images.device))
+    return teacher(batch)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp32_cache_is_exactly_the_teachers_forward(device, tmp_path, exact_float32):
+    """Exact where the forward is the same computation (the views of the same images in one
+    batch, as the cache computes them); to float32 rounding for any other batch of views."""
+    images, teacher = cache_images(device), cache_teacher(device)
+    cache = build_cache(teacher, images, tmp_path, "fp32")
+    offsets, flips = (t.to(device) for t in all_views(PADDING))
+    every_view = BatchViews(torch.arange(2, device=device).repeat_interleave(len(flips)),
+                            offsets.repeat(2, 1), flips.repeat(2))
+    assert torch.equal(cache(every_view), teacher_on(teacher, images, every_view))
+    views = sampled_views(device)
+    torch.testing.assert_close(cache(views), teacher_on(teacher, images, views), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp16_cache_within_fp16_rounding_and_reused_without_rebuild(device, tmp_path, monkeypatch):
+    images, teacher = cache_images(device), cache_teacher(device)
+    cache = build_cache(teacher, images, tmp_path, "fp16")
+    assert cache.logits.dtype == torch.float16
+    views = sampled_views(device, seed=2)
+    torch.testing.assert_close(cache(views), teacher_on(teacher, images, views).float(),
+                               rtol=2 ** -10, atol=2e-3)
+    monkeypatch.setattr(cache_module, "compute_view_logits",
+                        lambda *a, **k: pytest.fail("the cache file was rebuilt, not reused"))
+    again = build_cache(teacher, images, tmp_path, "fp16")
+    assert again.path == cache.path and torch.equal(again(views), cache(views))
+
+
+# --- compiled steps against eager -----------------------------------------------------------------
+
+def kd_config(directory, name, device, epochs=2, train_size=616, **runtime):
+    """KD resnet20 -> resnet8 on synthetic data: 616 = 9 x 64 + 40, so each epoch ends with a
+    smaller batch (its own graph under CUDA graphs)."""
+    return write_config(directory, name, epochs=epochs, distiller={"name": "kd"},
+                        teacher={"arch": "resnet20", "allow_random": True},
+                        extra={"data": {"train_size": train_size, "batch_size": 64,
+                                        "val_size": 128, "val_batch_size": 64,
+                                        "loader": "gpu" if device == "cuda" else "torch"},
+                               "runtime": {"device": device, **runtime},
+                               "log": {"tensorboard": False}})
+
+
+def step_losses(config, monkeypatch):
+    """Every optimizer step's losses of one in-process run, read as the step returns them."""
+    from engine.trainer import Trainer
+    recorded, step = [], Trainer._step
+
+    def recording(self, *args, **kwargs):
+        logits, losses = step(self, *args, **kwargs)
+        recorded.append({name: float(value) for name, value in losses.items()})
+        return logits, losses
+
+    monkeypatch.setattr(Trainer, "_step", recording)
+    run_training(load_run_config(str(config)))
+    monkeypatch.setattr(Trainer, "_step", step)
+    return recorded
+
+
+@cuda
+@pytest.mark.parametrize("mode", [True, "reduce-overhead"])
+def test_compiled_kd_steps_equal_eager(mode, tmp_path, monkeypatch, exact_float32):
+    eager = step_losses(kd_config(tmp_path, "eager", "cuda"), monkeypatch)
+    compiled = step_losses(kd_config(tmp_path, f"compiled_{mode}", "cuda", compile=mode), monkeypatch)
+    assert len(eager) == len(compiled) == 20
+    for i, (a, b) in enumerate(zip(eager, compiled)):
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=1e-4), f"step {i + 1}, {name}"
+
+
+# --- reduced precision ----------------------------------------------------------------------------
+
+@cuda
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_kd_learns_without_a_nan(amp, tmp_path):
+    teacher = str(tmp_path / "runs" / "teacher" / "best.pth")
+    config = write_config(tmp_path, f"kd_{amp}", epochs=4, distiller={"name": "kd"},
+                          teacher={"arch": "resnet20", "checkpoint": teacher, "train_epochs": 4},
+                          extra={"data": {"train_size": 2000, "val_size": 500},
+                                 "runtime": {"device": "cuda", "amp": amp},
+                                 "log": {"tensorboard": False}})
+    summary = run_training(load_run_config(str(config)))
+    rows = read_metrics(tmp_path / "runs" / f"kd_{amp}")
+    assert all(np.isfinite(row["train/loss"]) and np.isfinite(row["val/loss"]) for row in rows)
+    assert summary["best_top1"] > 50, summary   # 10 classes: chance is 10
+
+
+# --- optimizer and memory layout ------------------------------------------------------------------
+
+@cuda
+def test_fused_sgd_equals_unfused_sgd_over_ten_steps(exact_float32):
+    solver = SimpleNamespace(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
+    torch.manual_seed(0)
+    plain = models.build_model("resnet8", num_classes=10, dataset="cifar100").cuda()
+    fused = models.build_model("resnet8", num_classes=10, dataset="cifar100").cuda()
+    fused.load_state_dict(plain.state_dict())
+    optimizers = [build_optimizer(plain.parameters(), solver, fused=False),
+                  build_optimizer(fused.parameters(), solver, fused=True)]
+    images, targets = torch.randn(32, 3, 32, 32, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+    for _ in range(10):
+        for model, optimizer in zip((plain, fused), optimizers):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(images), targets).backward()
+            optimizer.step()
+    for (name, a), b in zip(plain.state_dict().items(), fused.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@cuda
+def test_channels_last_equals_the_default_layout(exact_float32):
+    torch.manual_seed(0)
+    student = models.build_model("resnet8x4", num_classes=100, dataset="cifar100")
+    teacher = models.build_model("resnet32x4", num_classes=100, dataset="cifar100")
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        kd = build_distiller({"name": "kd"}, student, teacher).cuda().train()
+        kd = kd.to(memory_format=layout)
+        images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
+        targets = torch.randint(0, 100, (64,), generator=torch.Generator().manual_seed(2)).cuda()
+        kd.zero_grad()
+        _, losses = kd(images.contiguous(memory_format=layout), targets, 1)
+        sum(losses.values()).backward()
+        results.append((losses, {n: p.grad.clone() for n, p in kd.named_parameters()}))
+    (losses_a, grads_a), (losses_b, grads_b) = results
+    for name in losses_a:
+        torch.testing.assert_close(losses_b[name], losses_a[name], rtol=1e-4, atol=1e-6)
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+# --- determinism ----------------------------------------------------------------------------------
+
+@cuda
+def test_deterministic_runs_give_bit_identical_weights(tmp_path, restore_determinism):
+    weights = []
+    for name in ("first", "second"):
+        config = kd_config(tmp_path, name, "cuda", epochs=1, train_size=320, deterministic=True)
+        run_training(load_run_config(str(config)))
+        weights.append(load(tmp_path / "runs" / name / "last.pth")["model"])
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+class HistogramFirst(torch.nn.Module):
+    """A student whose forward uses ``torch.histc``, which has no deterministic CUDA kernel."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        torch.histc(images, bins=8)
+        return self.model(images)
+
+
+@cuda
+def test_an_operation_without_a_deterministic_kernel_is_one_line(tmp_path, monkeypatch,
+                                                                  restore_determinism):
+    import launch.build
+    build_student = launch.build.build_student
+    monkeypatch.setattr(launch.build, "build_student",
+                        lambda cfg, classes: HistogramFirst(build_student(cfg, classes)))
+    config = write_config(tmp_path, "histc", epochs=1,
+                          extra={"runtime": {"device": "cuda", "deterministic": True},
+                                 "log": {"tensorboard": False}})
+    with pytest.raises(UserError) as error:
+        run_training(load_run_config(str(config)))
+    message = str(error.value)
+    assert "\n" not in message and "histc" in message and "runtime.deterministic" in message
+
+
+# --- DDP with NCCL --------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.device_count() < 2,
+                    reason="DDP with NCCL needs 2 CUDA devices")
+def test_nccl_two_gpus_equal_one_gpu_with_the_same_global_batch(tmp_path):
+    from tests.test_distributed import assert_close, ok, single, single_node
+    config = kd_config(tmp_path, "nccl", "cuda", epochs=1, train_size=256, sync_bn=True)
+    ok(single("train.py", "--config", str(config), "experiment.name=nccl_single"))
+    ok(single_node("--config", str(config)))
+    one = load(tmp_path / "runs" / "nccl_single" / "last.pth")
+    two = load(tmp_path / "runs" / "nccl" / "last.pth")
+    assert one["step"] == two["step"] == 4
+    assert_close(two["model"], one["model"], atol=1e-4)
