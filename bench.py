@@ -59,6 +59,8 @@ class Variant:
     run: Callable[[], None]
     info: Dict[str, Any]
     memory_base: int = 0
+    module: Any = None        # what is evaluated (the distiller: eval mode gives the student)
+    val_loader: Any = None    # the validation loader of this loop
 
 
 def parse_args(argv=None):
@@ -155,7 +157,7 @@ def step_variant(label: str, cfg) -> Variant:
             "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
             "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
     variant = Variant(label, cfg, device, lambda: trainer._step(images, targets, 1, views), info,
-                      memory_base)
+                      memory_base, module=trainer.module, val_loader=loaders.val)
     variant.info["trainer"] = trainer
     return variant
 
@@ -226,6 +228,10 @@ def peer_variant(label: str, cfg) -> Variant:
     loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size,
                         shuffle=True, num_workers=cfg.data.num_workers, drop_last=True,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
+    plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
+    val_loader = DataLoader(ArrayDataset(source.arrays[1], plain),
+                            batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
+                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
     torch.manual_seed(cfg.experiment.seed)
     student = build_student(cfg, source.num_classes)
     teacher = build_teacher(cfg, source.num_classes, (3, size, size))
@@ -254,7 +260,7 @@ def peer_variant(label: str, cfg) -> Variant:
     info = {"loader": "torch DataLoader + PIL transforms (peer)", "num_workers": cfg.data.num_workers,
             "distiller": cfg.distiller["name"], "student": cfg.student.arch,
             "teacher": cfg.teacher.arch if teacher is not None else None}
-    return Variant(label, cfg, device, run, info)
+    return Variant(label, cfg, device, run, info, module=distiller, val_loader=val_loader)
 
 
 def count_step_flops(variant: Variant) -> Optional[int]:

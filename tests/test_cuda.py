@@ -39,15 +39,23 @@ pytestmark = pytest.mark.cuda
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=cuda)]
 
 
-@pytest.fixture
-def exact_float32():
-    """Plain float32 kernels (no TF32) and default, repeatable cuDNN choices for the test."""
+@contextlib.contextmanager
+def exact_float32_context():
+    """Plain float32 kernels (no TF32) inside the block."""
     saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
              torch.backends.cudnn.benchmark)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.benchmark) = saved
+    try:
+        yield
+    finally:
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
+@pytest.fixture
+def exact_float32():
+    with exact_float32_context():
+        yield
 
 
 @pytest.fixture
@@ -220,47 +228,6 @@ def test_fp16_cache_within_fp16_rounding_and_reused_without_rebuild(device, tmp_
     assert again.path == cache.path and torch.equal(again(views), cache(views))
 
 
-# --- compiled steps against eager -----------------------------------------------------------------
-
-def kd_config(directory, name, device, epochs=2, train_size=616, **runtime):
-    """KD resnet20 -> resnet8 on synthetic data: 616 = 9 x 64 + 40, so each epoch ends with a
-    smaller batch (its own graph under CUDA graphs)."""
-    return write_config(directory, name, epochs=epochs, distiller={"name": "kd"},
-                        teacher={"arch": "resnet20", "allow_random": True},
-                        extra={"data": {"train_size": train_size, "batch_size": 64,
-                                        "val_size": 128, "val_batch_size": 64,
-                                        "loader": "gpu" if device == "cuda" else "torch"},
-                               "runtime": {"device": device, **runtime},
-                               "log": {"tensorboard": False}})
-
-
-def step_losses(config, monkeypatch):
-    """Every optimizer step's losses of one in-process run, read as the step returns them."""
-    from engine.trainer import Trainer
-    recorded, step = [], Trainer._step
-
-    def recording(self, *args, **kwargs):
-        logits, losses = step(self, *args, **kwargs)
-        recorded.append({name: float(value) for name, value in losses.items()})
-        return logits, losses
-
-    monkeypatch.setattr(Trainer, "_step", recording)
-    run_training(load_run_config(str(config)))
-    monkeypatch.setattr(Trainer, "_step", step)
-    return recorded
-
-
-@cuda
-@pytest.mark.parametrize("mode", [True, "reduce-overhead"])
-def test_compiled_kd_steps_equal_eager(mode, tmp_path, monkeypatch, exact_float32):
-    eager = step_losses(kd_config(tmp_path, "eager", "cuda"), monkeypatch)
-    compiled = step_losses(kd_config(tmp_path, f"compiled_{mode}", "cuda", compile=mode), monkeypatch)
-    assert len(eager) == len(compiled) == 20
-    for i, (a, b) in enumerate(zip(eager, compiled)):
-        for name in a:
-            assert b[name] == pytest.approx(a[name], rel=1e-4), f"step {i + 1}, {name}"
-
-
 # --- reduced precision ----------------------------------------------------------------------------
 
 @cuda
@@ -377,3 +344,52 @@ def test_nccl_two_gpus_equal_one_gpu_with_the_same_global_batch(tmp_path):
     two = load(tmp_path / "runs" / "nccl" / "last.pth")
     assert one["step"] == two["step"] == 4
     assert_close(two["model"], one["model"], atol=1e-4)
+
+
+# --- compiled steps against eager (last: compiling is the slow part) ----------------------------
+
+def kd_config(directory, name, device, epochs=2, train_size=616, **runtime):
+    """KD resnet20 -> resnet8 on synthetic data: 616 = 9 x 64 + 40, so each epoch ends with a
+    smaller batch (its own graph under CUDA graphs)."""
+    return write_config(directory, name, epochs=epochs, distiller={"name": "kd"},
+                        teacher={"arch": "resnet20", "allow_random": True},
+                        extra={"data": {"train_size": train_size, "batch_size": 64,
+                                        "val_size": 128, "val_batch_size": 64,
+                                        "loader": "gpu" if device == "cuda" else "torch"},
+                               "runtime": {"device": device, **runtime},
+                               "log": {"tensorboard": False}})
+
+
+def step_losses(config, monkeypatch):
+    """Every optimizer step's losses of one in-process run, read as the step returns them."""
+    from engine.trainer import Trainer
+    recorded, step = [], Trainer._step
+
+    def recording(self, *args, **kwargs):
+        logits, losses = step(self, *args, **kwargs)
+        recorded.append({name: float(value) for name, value in losses.items()})
+        return logits, losses
+
+    monkeypatch.setattr(Trainer, "_step", recording)
+    run_training(load_run_config(str(config)))
+    monkeypatch.setattr(Trainer, "_step", step)
+    return recorded
+
+
+@pytest.fixture(scope="module")
+def eager_losses(tmp_path_factory):
+    """The eager run both compiled runs are held against (computed once)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        with exact_float32_context():
+            return step_losses(kd_config(tmp_path_factory.mktemp("eager"), "eager", "cuda"), monkeypatch)
+
+
+@cuda
+@pytest.mark.parametrize("mode", [True, "reduce-overhead"])
+def test_compiled_kd_steps_equal_eager(mode, tmp_path, monkeypatch, exact_float32, eager_losses):
+    eager = eager_losses
+    compiled = step_losses(kd_config(tmp_path, f"compiled_{mode}", "cuda", compile=mode), monkeypatch)
+    assert len(eager) == len(compiled) == 20
+    for i, (a, b) in enumerate(zip(eager, compiled)):
+        for name in a:
+            assert b[name] == pytest.approx(a[name], rel=1e-4), f"step {i + 1}, {name}"

@@ -1,0 +1,444 @@
+"""The GPU story in one command: run the CUDA tests, then measure, and print one Markdown table.
+
+    python tools/gpu_check.py                       # on one CUDA GPU: tests + full table (<= 6 min)
+    python tools/gpu_check.py --quick               # fewer steps, no compiled variant (<= 2 min)
+    python tools/gpu_check.py --device cpu --quick  # every path a CPU can run (CI runs this)
+    python tools/gpu_check.py --out DIR             # also DIR/gpu_check.md and DIR/gpu_check.json
+
+What is measured, on generated data of the real shapes (no download, random teacher weights):
+1. KD resnet32x4 -> resnet8x4, batch 64, CIFAR-100 shapes, loader + step per batch:
+   (a) the common trainers' loop (PIL transforms in a DataLoader, fp32 eager, a host read every
+   step: ``bench.py --peer``), (b) ours with the config's defaults, (c) + bf16 + channels_last,
+   (d) + ``runtime.compile=reduce-overhead`` (CUDA graphs), (e) + the teacher cache, whose build
+   is timed on the generated set and projected to CIFAR-100's 50,000 images. Each row: images/s,
+   ms/step, share of the device's dense bf16 peak, peak memory, and the projected wall time of the
+   240-epoch recipe (240 x 50,000 training images at the measured rate, 240 evaluations of 10,000
+   images at the measured eval rate, plus the cache build where used).
+2. DKD, DIST, FitNet, SRRL and ONE on their fastest setting without compilation (bf16,
+   channels_last, GPU loader, the teacher cache where the method takes it), one line each.
+3. ImageNet ResNet34 -> ResNet18 on JPEGs of ImageNet-like sizes written by the script: PIL
+   workers vs device decode, for the loader alone and for loader + step (bf16, channels_last).
+Variants are timed alternately in one process where they are compared (bench.py's ``measure``),
+so a busy machine slows each alike. A profile of one bf16 step (``torch.profiler``) is written
+next to the table with ``--out``.
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+import bench  # noqa: E402
+
+KD = "configs/cifar100/kd/res32x4_res8x4.yaml"
+METHODS = {"DKD": "configs/cifar100/dkd/res32x4_res8x4.yaml",
+           "DIST": "configs/cifar100/dist/res32x4_res8x4.yaml",
+           "FitNet": "configs/cifar100/fitnet/res32x4_res8x4.yaml",
+           "SRRL": "configs/cifar100/srrl/wrn40_4_wrn16_2.yaml",
+           "ONE": "configs/cifar100/one/res110.yaml"}
+IMAGENET = "configs/imagenet/kd/res34_res18.yaml"
+RECIPE = SimpleNamespace(epochs=240, train_images=50_000, val_images=10_000)
+FAST = "runtime.amp=bf16 runtime.channels_last=true"
+# --device cpu proves the code paths, not a speed: the smallest networks of each method's family
+CPU_SMALL = {"ONE": ["student.arch=one_resnet32"]}
+CPU_PAIR = ["student.arch=resnet8", "teacher.arch=resnet8"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer steps, no compiled variant, smaller ImageNet set")
+    parser.add_argument("--out", help="directory for gpu_check.md, gpu_check.json, profile.txt")
+    parser.add_argument("--skip-tests", action="store_true", help="measure only")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS),
+                        help="which measurements to take (default: all)")
+    parser.add_argument("--test-timeout", type=int, default=240,
+                        help="seconds for the CUDA tests (the compiled ones run last)")
+    return parser.parse_args(argv)
+
+
+# --- header and tests -------------------------------------------------------------------------
+def versions(device: str) -> Dict[str, Any]:
+    import torchvision
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "cpu_cores": os.cpu_count()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    gpus=torch.cuda.device_count(), driver=nvidia_driver())
+    else:
+        info.update(gpu=None, device=bench.device_name(torch.device("cpu")))
+    return info
+
+
+def nvidia_driver() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return None
+
+
+def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
+    """tests/test_cuda.py in a child process (verbose, so a time-out still shows which tests
+    passed): its pass/fail/skip counts, failures and the output's tail."""
+    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-v", "-rfEs",
+               "-p", "no:cacheprovider", "--durations=10"]
+    if quick:
+        command += ["-k", "not compiled"]
+    started = time.time()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = f"killed after {timeout} s"
+        log.seek(0)
+        text = log.read()
+    outcomes = re.findall(r"^tests/test_cuda.py::(\S+) (PASSED|FAILED|SKIPPED|ERROR)", text, re.M)
+    counts = {kind.lower(): sum(1 for _, k in outcomes if k == kind)
+              for kind in ("PASSED", "FAILED", "SKIPPED", "ERROR")}
+    failures = [f"{name} {kind}" for name, kind in outcomes if kind in ("FAILED", "ERROR")]
+    return {"exit_code": code, "seconds": round(time.time() - started, 1), **counts,
+            "failed": counts["failed"] + counts["error"], "failures": failures,
+            "outcomes": outcomes, "tail": text[-6000:]}
+
+
+# --- measuring ----------------------------------------------------------------------------------
+def bf16_peak(device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in bench.PEAK_FLOPS:
+        if key in name:
+            return peaks.get("bf16")
+    return None
+
+
+def timing(steps: int, warmup: int, repeats: int) -> SimpleNamespace:
+    return SimpleNamespace(steps=steps, warmup=warmup, repeats=repeats)
+
+
+def config(path: str, overrides: List[str], batches: int, out_dir: str, real_data=False):
+    return bench.bench_config(path, [f"experiment.output_dir={out_dir}", *overrides], batches,
+                              real_data, loader=True)
+
+
+@torch.no_grad()
+def eval_rate(module, loader, device: torch.device, amp: str, channels_last: bool) -> float:
+    """Validation images/s of ``module`` over ``loader`` (second pass timed)."""
+    from engine.evaluate import evaluate
+    evaluate(module, loader, device, amp, channels_last)
+    bench.synchronize(device)
+    start = time.perf_counter()
+    count = evaluate(module, loader, device, amp, channels_last)["samples"]
+    bench.synchronize(device)
+    return count / (time.perf_counter() - start)
+
+
+def projected_minutes(train_rate: float, eval_rate_: Optional[float], cache_s: float = 0.0) -> float:
+    seconds = RECIPE.epochs * RECIPE.train_images / train_rate + cache_s
+    if eval_rate_:
+        seconds += RECIPE.epochs * RECIPE.val_images / eval_rate_
+    return seconds / 60
+
+
+def row(result: Dict[str, Any], device: torch.device, flops: Optional[int], **extra) -> Dict[str, Any]:
+    peak = bf16_peak(device)
+    ms = result["ms_per_step_median"]
+    share = flops / (ms / 1000) / peak if flops and peak else None
+    return {"images_per_s": result["images_per_s"], "ms_per_step": ms,
+            "ms_spread": [result["ms_per_step_min"], result["ms_per_step_max"]],
+            "flops_per_step": flops, "share_of_bf16_peak": share,
+            "peak_memory_mb": result.get("peak_memory_mb"), **extra}
+
+
+def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
+    """Rows (a)-(e) of the KD pair; every variant built first, then timed alternately."""
+    steps, warmup, repeats = (10, 3, 2) if args.quick else (50, 5, 3)
+    if device.type == "cpu":
+        steps, warmup, repeats = 2, 1, 1
+    batches = warmup + steps
+    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    base = [f"runtime.device={device.type}", f"data.num_workers={workers}",
+            "data.val_size=2048" if device.type == "cuda" else "data.val_size=128"]
+    if device.type == "cpu":
+        base += ["data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR]
+    loader = ["data.loader=gpu"]
+    variants = {"(a) common trainers' loop": ("peer", base),
+                "(b) ours, defaults": ("ours", base),
+                "(c) + bf16 + channels_last": ("ours", base + loader + FAST.split())}
+    if not args.quick:
+        variants["(d) + compile (CUDA graphs)"] = (
+            "ours", base + loader + FAST.split() + ["runtime.compile=reduce-overhead"])
+    cached = base + loader + FAST.split() + ["teacher.cache=auto"] + \
+        ([] if args.quick else ["runtime.compile=reduce-overhead"])
+    variants["(e) + teacher cache" if args.quick else "(e) + teacher cache (d + cache)"] = ("ours", cached)
+    if device.type == "cpu":   # the CPU check proves the code paths, not a speed
+        variants = {k: (kind, [o for o in v if o != "runtime.compile=reduce-overhead"])
+                    for k, (kind, v) in variants.items()}
+
+    built, info = [], {}
+    for label, (kind, overrides) in variants.items():
+        cfg = config(KD, overrides, batches, os.path.join(work, label[:3].strip("() ")))
+        with timed_cache_build() as build:
+            variant = bench.peer_variant(label, cfg) if kind == "peer" else bench.pipeline_variant(label, cfg)
+        trainer = variant.info.get("trainer")
+        cache = getattr(trainer.module, "teacher_cache", None) if trainer else None
+        cache_s = None
+        if cache is not None:   # the build on the generated set, projected to CIFAR-100's size
+            cache_s = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
+        info[label] = dict(cfg=cfg, kind=kind, overrides=overrides, cache_build_s=cache_s,
+                           cache_images=trainer.loaders.train_size if cache is not None else None)
+        built.append(variant)
+    results = bench.measure(built, timing(steps, warmup, repeats))
+    kd_flops = next((r.get("flops_per_step") for r in results if r.get("flops_per_step")), None)
+    rows = {}
+    for variant, result in zip(built, results):
+        meta = info[variant.label]
+        cfg = meta["cfg"]
+        trainer = variant.info.get("trainer")
+        rate = eval_rate(variant.module, variant.val_loader, device, cfg.runtime.amp,
+                         cfg.runtime.channels_last)
+        flops = result.get("flops_per_step") or kd_flops   # the peer computes the same step
+        rows[variant.label] = row(result, device, flops, eval_images_per_s=rate,
+                                  cache_build_s_projected=meta["cache_build_s"],
+                                  projected_240_epochs_min=projected_minutes(
+                                      result["images_per_s"], rate, meta["cache_build_s"] or 0.0),
+                                  overrides=meta["overrides"])
+    peer = rows["(a) common trainers' loop"]["images_per_s"]
+    for values in rows.values():
+        values["x_common_loop"] = values["images_per_s"] / peer
+    first = built[0].cfg
+    out["kd"] = {"pair": f"{first.teacher.arch} -> {first.student.arch}", "batch": first.data.batch_size,
+                 "timing": dict(steps=steps, warmup=warmup, repeats=repeats), "rows": rows}
+    if args.out and device.type == "cuda":
+        profile_step(built[2], args.out)
+
+
+@contextlib.contextmanager
+def timed_cache_build():
+    """Seconds spent computing teacher-cache logits inside the block (0 when none were)."""
+    from distillers import teacher_cache
+    compute, spent = teacher_cache.compute_view_logits, {"seconds": 0.0}
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return compute(*args, **kwargs)   # ends with a copy to the CPU: synchronised
+        finally:
+            spent["seconds"] += time.perf_counter() - started
+
+    teacher_cache.compute_view_logits = timed
+    try:
+        yield spent
+    finally:
+        teacher_cache.compute_view_logits = compute
+
+
+def profile_step(variant, out_dir: str) -> None:
+    """torch.profiler over 5 steps of the eager bf16 variant: where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            variant.run()
+        bench.synchronize(variant.device)
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    Path(out_dir, "profile.txt").write_text(f"{variant.label}: 5 steps\n{table}\n")
+
+
+def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
+    steps, warmup, repeats = (10, 3, 1) if args.quick else (30, 5, 2)
+    base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64"]
+    if device.type == "cuda":
+        base += ["data.loader=gpu", *FAST.split()]
+    else:
+        steps, warmup, repeats = 1, 1, 1
+        base += ["data.batch_size=4", "data.val_batch_size=4"]
+    rows = {}
+    for name, path in METHODS.items():
+        overrides = base + (["teacher.cache=auto"] if name in ("DKD", "DIST") else [])
+        if device.type == "cpu":
+            overrides += CPU_SMALL.get(name, CPU_PAIR)
+        try:
+            cfg = config(path, overrides, warmup + steps, os.path.join(work, name))
+            variant = bench.pipeline_variant(name, cfg)
+            result = bench.measure([variant], timing(steps, warmup, repeats))[0]
+            rows[name] = row(result, device, result.get("flops_per_step"),
+                             pair=f"{cfg.teacher.arch or '-'} -> {cfg.student.arch}",
+                             overrides=overrides,
+                             projected_240_epochs_min=projected_minutes(result["images_per_s"], None))
+        except Exception as err:   # one method's failure must not hide the others' figures
+            rows[name] = {"error": f"{type(err).__name__}: {err}"}
+            traceback.print_exc()
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    out["methods"] = rows
+
+
+def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
+    from tests.datagen import write_image_folder
+    cuda = device.type == "cuda"
+    per_class, classes = ((8 if args.quick else 20), 100) if cuda else (2, 4)
+    root = os.path.join(work, "imagenet_like")
+    started = time.perf_counter()
+    write_image_folder(root, classes, per_class, (500, 375), seed=0)
+    written = time.perf_counter() - started
+    batch = 256 if cuda else 4
+    workers = min(16, os.cpu_count() or 1) if cuda else 0
+    common = [f"runtime.device={device.type}", "data.dataset=imagefolder", f"data.root={root}",
+              f"data.num_classes={classes}", f"data.batch_size={batch}", f"data.val_batch_size={batch}",
+              f"data.num_workers={workers}", "teacher.checkpoint=null",   # random weights
+              *(FAST.split() if cuda else ["data.image_size=96"])]
+    steps, warmup, repeats = ((4, 2, 2) if args.quick else (8, 3, 2)) if cuda else (1, 1, 1)
+    rows = {}
+    for what, make in (("loader", bench.loader_variant), ("loader + step", bench.pipeline_variant)):
+        built = []
+        for name in ("torch", "gpu"):
+            cfg = config(IMAGENET, common + [f"data.loader={name}"], warmup + steps,
+                         os.path.join(work, "inet"), real_data=True)
+            built.append(make(f"{what}, {'PIL workers' if name == 'torch' else 'device decode'}", cfg))
+        for variant, result in zip(built, bench.measure(built, timing(steps, warmup, repeats))):
+            rows[variant.label] = row(result, device, result.get("flops_per_step"))
+        del built
+        if cuda:
+            torch.cuda.empty_cache()
+    out["imagenet"] = {"pair": "ResNet34 -> ResNet18", "batch": batch, "loader_workers": workers,
+                       "crop": 224 if cuda else 96,
+                       "images": classes * per_class, "image_size": "500x375 JPEG",
+                       "write_s": written, "rows": rows}
+
+
+SECTIONS = {"kd": kd_table, "methods": methods_table, "imagenet": imagenet_table}
+
+
+# --- output ---------------------------------------------------------------------------------------
+def fmt(value, spec: str = ",.0f", none: str = "—") -> str:
+    return none if value is None else format(value, spec)
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    h = report["header"]
+    lines = [f"## GPU check, {h['date']}", "",
+             f"{h.get('gpu') or h.get('device')}"
+             + (f" ({h['gpu_memory_gib']} GiB, driver {h['driver']}, {h['gpus']} GPU(s))" if h.get("gpu") else "")
+             + f"; CUDA {h['cuda']}, cuDNN {h['cudnn']}, torch {h['torch']}, torchvision {h['torchvision']}, "
+             f"Python {h['python']}, {h['cpu_cores']} CPU cores. Command: `{report['command']}`", ""]
+    tests = report.get("tests")
+    if tests:
+        lines += [f"CUDA tests (tests/test_cuda.py): {tests.get('passed', 0)} passed, "
+                  f"{tests.get('failed', 0)} failed, {tests.get('skipped', 0)} skipped "
+                  f"in {tests['seconds']} s (exit {tests['exit_code']})", ""]
+        lines += [f"- {line}" for line in tests["failures"]]
+        lines += [""] if tests["failures"] else []
+    kd = report.get("kd")
+    if kd:
+        lines += [f"### KD {kd['pair']}, batch {kd['batch']}, CIFAR-100 shapes (loader + step)", "",
+                  "| variant | images/s | ms/step | × common loop | share of bf16 peak | peak memory | eval images/s | 240-epoch recipe |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, r in kd["rows"].items():
+            cache = (f" (incl. cache build {r['cache_build_s_projected']:.0f} s)"
+                     if r.get("cache_build_s_projected") else "")
+            lines.append(f"| {label} | {fmt(r['images_per_s'])} | {r['ms_per_step']:.2f} | "
+                         f"{r['x_common_loop']:.2f} | {fmt(r['share_of_bf16_peak'], '.1%')} | "
+                         f"{fmt(r['peak_memory_mb'])} MB | {fmt(r['eval_images_per_s'])} | "
+                         f"{r['projected_240_epochs_min']:.1f} min{cache} |")
+        lines.append("")
+    methods = report.get("methods")
+    if methods:
+        lines += ["### Other methods, fastest setting without compilation (bf16, channels_last, GPU loader; cache for DKD/DIST)", "",
+                  "| method | pair | images/s | ms/step | share of bf16 peak | peak memory | 240 epochs (train only) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for name, r in methods.items():
+            if "error" in r:
+                lines.append(f"| {name} | failed: {r['error'][:120]} | | | | | |")
+                continue
+            lines.append(f"| {name} | {r['pair']} | {fmt(r['images_per_s'])} | {r['ms_per_step']:.2f} | "
+                         f"{fmt(r['share_of_bf16_peak'], '.1%')} | {fmt(r['peak_memory_mb'])} MB | "
+                         f"{r['projected_240_epochs_min']:.1f} min |")
+        lines.append("")
+    inet = report.get("imagenet")
+    if inet:
+        lines += [f"### ImageNet {inet['pair']}, batch {inet['batch']}, {inet['images']} generated "
+                  f"{inet['image_size']}s cropped to {inet['crop']}, {inet['loader_workers']} loader "
+                  f"workers{', bf16 + channels_last' if h.get('gpu') else ''}", "",
+                  "| what | images/s | ms/batch | share of bf16 peak |", "|---|---:|---:|---:|"]
+        for label, r in inet["rows"].items():
+            lines.append(f"| {label} | {fmt(r['images_per_s'])} | {r['ms_per_step']:.1f} | "
+                         f"{fmt(r['share_of_bf16_peak'], '.1%')} |")
+        lines.append("")
+    for section, error in report.get("errors", {}).items():
+        lines.append(f"- {section} failed: {error}")
+    lines.append(f"Total time: {report['seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def save(report: Dict[str, Any], out_dir: Optional[str]) -> None:
+    if not out_dir:
+        return
+    os.makedirs(out_dir, exist_ok=True)
+    Path(out_dir, "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+    Path(out_dir, "gpu_check.md").write_text(markdown(report))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device is available; run with --device cpu --quick to check the "
+              "script's CPU paths", file=sys.stderr)
+        return 2
+    started = time.time()
+    device = torch.device(args.device)
+    report: Dict[str, Any] = {"header": versions(args.device), "errors": {},
+                              "command": " ".join(["python", "tools/gpu_check.py", *(argv or sys.argv[1:])])}
+    if not args.skip_tests:
+        report["tests"] = run_cuda_tests(args.quick, timeout=args.test_timeout)
+        print(f"CUDA tests: {report['tests'].get('passed', 0)} passed, "
+              f"{report['tests'].get('failed', 0)} failed ({report['tests']['seconds']} s)", flush=True)
+        save({**report, "seconds": time.time() - started}, args.out)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
+        for name in args.sections:
+            section, t0 = SECTIONS[name], time.time()
+            try:
+                section(args, device, work, report)
+            except Exception as err:   # keep the other sections' figures
+                traceback.print_exc()
+                report["errors"][name] = f"{type(err).__name__}: {err}"
+            print(f"{name}: {time.time() - t0:.0f} s", flush=True)
+            report["seconds"] = time.time() - started
+            save(report, args.out)
+    report["seconds"] = time.time() - started
+    save(report, args.out)
+    print(markdown(report))
+    tests = report.get("tests", {})
+    broken = tests.get("failed", 0) or (tests and tests["exit_code"] != 0)
+    return 1 if broken or report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
