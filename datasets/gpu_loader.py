@@ -36,8 +36,13 @@ class BatchViews(NamedTuple):
 
 
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, C, H, W] -> float32, as ToTensor (/255) then Normalize ((x - mean) / std)."""
-    return images.float().div(255).sub(mean.view(1, -1, 1, 1)).div(std.view(1, -1, 1, 1))
+    """uint8 [B, C, H, W] -> float32, as ToTensor (/255) then Normalize ((x - mean) / std).
+
+    Every division is by a tensor on the images' device: CUDA divides by a Python scalar as a
+    multiplication by its reciprocal, one rounding off torchvision's CPU result; true division
+    gives the CPU pipeline's floats bit for bit."""
+    scale = torch.full((), 255.0, device=images.device)
+    return images.float().div(scale).sub(mean.view(1, -1, 1, 1)).div(std.view(1, -1, 1, 1))
 
 
 def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,

@@ -11,6 +11,8 @@ import torch
 
 import datasets
 import models
+from datasets.sources import CIFAR_SIZE, IMAGENET_SIZE
+from datasets.transforms import is_small
 from distillers import build_distiller, get_distiller_class, resolve_distiller_section
 from utils.config import Config, load_config, replace_section
 from utils.errors import UserError
@@ -52,12 +54,13 @@ def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
 
 
 def model_dataset(cfg: Config) -> str:
-    """Which model family a dataset uses: 224-pixel ImageNet models or the 32-pixel CIFAR ones."""
+    """Which model family the data's image size takes: the 224-pixel ImageNet models above 64
+    pixels, the 32-pixel CIFAR ones up to it. The size defaults as the data source defaults it
+    (image folders 224, synthetic data 32), so the models always match the images."""
     if cfg.data.dataset == "imagenet":
         return "imagenet"
-    if cfg.data.dataset in ("imagefolder", "synthetic") and (cfg.data.image_size or 32) > 64:
-        return "imagenet"
-    return "cifar100"
+    default = IMAGENET_SIZE if cfg.data.dataset == "imagefolder" else CIFAR_SIZE
+    return "cifar100" if is_small(cfg.data.image_size or default) else "imagenet"
 
 
 def build_student(cfg: Config, num_classes: int) -> torch.nn.Module:
