@@ -41,7 +41,7 @@ def as_user_error(err: RuntimeError) -> Exception:
     message = str(err)
     if NONDETERMINISTIC not in message:
         return err
-    operation = message.split(NONDETERMINISTIC)[0].split()[-1]
+    operation = message.split(NONDETERMINISTIC)[0].strip().splitlines()[-1]  # "_histc_cuda with ..."
     return UserError(f"runtime.deterministic=true, but {operation} has no deterministic "
                      f"implementation on this device (PyTorch's list for "
                      f"torch.use_deterministic_algorithms): set runtime.deterministic=false")
