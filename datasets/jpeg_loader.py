@@ -54,22 +54,29 @@ def collate_files(items):
     return list(data), torch.tensor(targets), torch.tensor(indices)
 
 
-def decode_batch(files: List[bytes], device: torch.device) -> Tuple[List[torch.Tensor], bool]:
-    """uint8 RGB [3, H, W] per file, on ``device``: JPEGs batched through the device decoder, the
-    rest (and any the device decoder refuses) one by one on the CPU. The flag says whether the
-    device decoder refused the batch's JPEGs (they were decoded on the CPU instead)."""
+def decode_batch(files: List[bytes], device: torch.device) -> Tuple[List[torch.Tensor], int]:
+    """uint8 RGB [3, H, W] per file, on ``device``, and how many JPEGs the device decoder refused.
+
+    JPEGs go through the device decoder as one batch; if it refuses the batch (one CMYK or
+    damaged file fails all of it), each JPEG is tried alone, so only the refused ones are
+    decoded on the CPU. Other formats (PNG) are decoded on the CPU."""
     data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
     images: List[torch.Tensor] = [None] * len(data)
-    refused = False
     try:
         decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device) if jpeg else []
-        for i, image in zip(jpeg, decoded):
-            images[i] = image
+        images_of = dict(zip(jpeg, decoded))
     except RuntimeError:
-        refused = True   # one file fails the whole batch: the CPU decodes every file of it
-    for i, image in enumerate(images):
-        if image is None:
+        images_of = {}
+        for i in jpeg:
+            try:
+                images_of[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError:
+                pass
+    refused = len(jpeg) - len(images_of)
+    for i in range(len(data)):
+        images[i] = images_of.get(i)
+        if images[i] is None:
             images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
     return images, refused
 
@@ -138,8 +145,8 @@ class DeviceJpegLoader:
             images, refused = decode_batch(data, self.device)
             if refused and not self.fallback_reported:
                 self.fallback_reported = True
-                print(f"data.loader=gpu: the {self.device.type} JPEG decoder refused a batch "
-                      f"(e.g. a CMYK or damaged JPEG); such batches are decoded on the CPU, "
-                      f"same pixels, slower", file=sys.stderr)
+                print(f"data.loader=gpu: the {self.device.type} JPEG decoder refused {refused} "
+                      f"file(s) of a batch (CMYK or damaged JPEGs?); those it refuses are "
+                      f"decoded on the CPU instead (said once)", file=sys.stderr)
             batch = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
             yield normalize_batch(batch, self.mean, self.std), targets.to(self.device, non_blocking=True)
