@@ -272,7 +272,7 @@ def profile_step(variant, out_dir: str) -> None:
 
 
 def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
-    steps, warmup, repeats = (10, 3, 1) if args.quick else (30, 5, 2)
+    steps, warmup, repeats = (5, 2, 1) if args.quick else (30, 5, 2)
     base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64"]
     if device.type == "cuda":
         base += ["data.loader=gpu", *FAST.split()]
@@ -304,7 +304,7 @@ def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) ->
 def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
     from tests.datagen import write_image_folder
     cuda = device.type == "cuda"
-    per_class, classes = ((8 if args.quick else 20), 100) if cuda else (2, 4)
+    per_class, classes = ((4 if args.quick else 20), 100) if cuda else (2, 4)
     root = os.path.join(work, "imagenet_like")
     started = time.perf_counter()
     write_image_folder(root, classes, per_class, (500, 375), seed=0)
@@ -315,7 +315,7 @@ def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -
               f"data.num_classes={classes}", f"data.batch_size={batch}", f"data.val_batch_size={batch}",
               f"data.num_workers={workers}", "teacher.checkpoint=null",   # random weights
               *(FAST.split() if cuda else ["data.image_size=96"])]
-    steps, warmup, repeats = ((4, 2, 2) if args.quick else (8, 3, 2)) if cuda else (1, 1, 1)
+    steps, warmup, repeats = ((3, 1, 1) if args.quick else (8, 3, 2)) if cuda else (1, 1, 1)
     rows = {}
     for what, make in (("loader", bench.loader_variant), ("loader + step", bench.pipeline_variant)):
         built = []
