@@ -225,3 +225,120 @@ def test_dot_trajectory_matches_reference():
         assert state[i].keys() == buffers.keys()
         for k, v in buffers.items():
             torch.testing.assert_close(state[i][k], v, rtol=1e-12, atol=1e-14)
+
+
+# ---- properties the formulas promise (random float64 inputs)
+
+def _maps(seed, shapes, batch=3):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn((batch,) + s, generator=g, dtype=torch.float64).relu() for s in shapes]
+
+
+SHAPES = [(4, 8, 8), (6, 4, 4)]
+
+
+@pytest.mark.parametrize("loss", [
+    lambda s, t: at_loss(s, t), lambda s, t: nst_loss(s, t), lambda s, t: sp_loss(s, t),
+    lambda s, t: kdsvd_loss(s, t), lambda s, t: hcl_loss(s, t),
+    lambda s, t: pkt_loss(s[0].flatten(1), t[0].flatten(1)),
+    lambda s, t: rkd_loss(s[0].flatten(1), t[0].flatten(1))],
+    ids=["at", "nst", "sp", "kdsvd", "hcl", "pkt", "rkd"])
+def test_identical_student_and_teacher_give_zero(loss):
+    maps = _maps(1, SHAPES)
+    assert abs(float(loss([m.clone() for m in maps], maps))) < 1e-12
+    other = _maps(2, SHAPES)
+    assert float(loss(other, maps)) > 1e-6
+
+
+def test_attention_transfer_ignores_the_scale_of_a_map_and_pools_the_larger_map():
+    s, t = _maps(3, [(4, 8, 8)]), _maps(4, [(5, 4, 4)])
+    torch.testing.assert_close(at_loss([7.0 * s[0]], t), at_loss(s, t), rtol=1e-12, atol=0)
+    pooled_s, same_t = pool_to_common_size(s[0], t[0])
+    assert pooled_s.shape[2:] == (4, 4) and same_t is t[0]
+    same_s, pooled_t = pool_to_common_size(t[0], s[0])
+    assert pooled_t.shape[2:] == (4, 4) and same_s is t[0]
+
+
+def test_pair_losses_refuse_lists_of_different_lengths():
+    s, t = _maps(5, SHAPES), _maps(6, SHAPES[:1])
+    for loss in (at_loss, nst_loss, sp_loss, kdsvd_loss, hcl_loss):
+        with pytest.raises(ValueError, match="equally long"):
+            loss(s, t)
+
+
+def test_ofd_is_zero_below_the_margin_and_where_student_equals_teacher():
+    margin = torch.tensor([-0.5, -1.0, -0.2])
+    teacher = -2.0 * torch.ones(2, 3, 4, 4, dtype=torch.float64)       # all below the margin
+    student = -3.0 * torch.ones(2, 3, 4, 4, dtype=torch.float64)       # student below it too
+    assert float(ofd_loss([student], [teacher], [margin])) == 0.0
+    above = student + 2.8                                                # student above the margin
+    assert float(ofd_loss([above], [teacher], [margin])) > 0
+    t = _maps(7, [(3, 4, 4)])[0] - 0.5
+    assert float(ofd_loss([t.clone()], [t], [margin])) == 0.0
+
+
+def test_ofd_margin_is_the_truncated_gaussian_mean_or_minus_three_sigma():
+    # m = 0, s = 1: E[x | x < 0] = −sqrt(2/π); a large shift takes the −3s branch
+    torch.testing.assert_close(ofd_margin(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0])),
+                               torch.tensor([-math.sqrt(2 / math.pi), -2 * math.sqrt(2 / math.pi)],
+                                            dtype=torch.float64))
+    assert ofd_margin(torch.tensor([0.5]), torch.tensor([5.0])).item() == -1.5
+
+
+def test_vid_initial_variance_is_the_configured_one():
+    log_scale = vid_initial_log_scale(4, init_pred_var=5.0, eps=1e-5).double()
+    t = torch.zeros(1, 4, 2, 2, dtype=torch.float64)
+    # with a perfect prediction the loss is ½·log σ²
+    torch.testing.assert_close(vid_loss(t, t, log_scale, eps=1e-5),
+                               torch.tensor(0.5 * math.log(5.0), dtype=torch.float64))
+
+
+def test_crd_memory_update_keeps_unit_rows_and_only_touches_the_batch():
+    memory = ContrastMemory(8, 20, momentum=0.5, generator=torch.Generator().manual_seed(0)).double()
+    before = memory.memory_v1.clone()
+    embedding = torch.nn.functional.normalize(torch.randn(3, 8, dtype=torch.float64), dim=1)
+    index = torch.tensor([2, 7, 11])
+    memory.update(index, embedding, embedding)
+    torch.testing.assert_close(memory.memory_v1[index].norm(dim=1), torch.ones(3, dtype=torch.float64))
+    untouched = torch.ones(20, dtype=torch.bool)
+    untouched[index] = False
+    assert torch.equal(memory.memory_v1[untouched], before[untouched])
+
+
+def test_crd_normalizers_are_fixed_by_the_first_batch_only():
+    memory = ContrastMemory(8, 20, generator=torch.Generator().manual_seed(0)).double()
+    v = torch.nn.functional.normalize(torch.randn(4, 8, dtype=torch.float64), dim=1)
+    index = torch.arange(4)
+    contrast = torch.cat([index[:, None], torch.randint(0, 20, (4, 5))], dim=1)
+    p_s, _ = memory(v, v, contrast)
+    first = memory.normalizers.clone()
+    assert (first > 0).all()
+    memory(2 * v, v, contrast)
+    assert torch.equal(memory.normalizers, first)
+    assert nce_loss(p_s, 20) > 0
+
+
+def test_dot_without_a_momentum_gap_is_sgd_on_the_summed_loss():
+    """Δ = 0: the two buffers add up to SGD's one (for parameters both losses reach)."""
+    params = {k: v for k, v in bi.dot_parameters().items() if k == "shared"}
+    extra = {k: v.detach() for k, v in bi.dot_parameters().items() if k != "shared"}
+    reference = params["shared"].detach().clone().requires_grad_(True)
+    dot = DistillationOrientedSGD([params["shared"]], lr=0.1, momentum=0.9, momentum_kd=0.9, weight_decay=5e-4)
+    sgd = torch.optim.SGD([reference], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for step in range(4):
+        loss_kd, loss_task = bi.dot_losses({**extra, **params}, step)
+        dot.zero_grad(set_to_none=True)
+        loss_kd.backward(retain_graph=True)
+        dot.step_kd()
+        dot.zero_grad(set_to_none=True)
+        loss_task.backward()
+        dot.step()
+        sgd.zero_grad()
+        sum(bi.dot_losses({**extra, "shared": reference}, step)).backward()
+        sgd.step()
+        torch.testing.assert_close(params["shared"].detach(), reference.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_dot_refuses_negative_hyper_parameters():
+    with pytest.raises(ValueError, match="momentum_kd"):
+        DistillationOrientedSGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum_kd=-0.1)
