@@ -160,3 +160,20 @@ def dot_losses(params: Dict[str, torch.Tensor], step: int):
     loss_task = (h + params["task_only"] - y).pow(2).mean()
     loss_kd = ((x @ params["kd_only"]) @ params["shared"].t() - y_kd).pow(2).mean()
     return loss_kd, loss_task
+
+
+def dot_step(optimizer, params: Dict[str, torch.Tensor], step: int, fixed=None, schedule=None) -> None:
+    """One step as the DOT trainer makes it: the schedule's lr, then the distillation loss's
+    backward and ``step_kd``, the task loss's backward and ``step``. ``fixed``: parameters of the
+    toy problem held constant (not optimised)."""
+    schedule = DOT_LR_AFTER if schedule is None else schedule
+    if step in schedule:
+        for group in optimizer.param_groups:
+            group["lr"] = schedule[step]
+    loss_kd, loss_task = dot_losses({**(fixed or {}), **params}, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss_kd.backward(retain_graph=True)
+    optimizer.step_kd()
+    optimizer.zero_grad(set_to_none=True)
+    loss_task.backward()
+    optimizer.step()

@@ -206,16 +206,7 @@ def test_dot_trajectory_matches_reference():
     params = bi.dot_parameters()
     optimizer = DistillationOrientedSGD(list(params.values()), **bi.DOT_HP)
     for step, want in enumerate(ORACLE["dot"]["trajectory"]):
-        if step in bi.DOT_LR_AFTER:
-            for group in optimizer.param_groups:
-                group["lr"] = bi.DOT_LR_AFTER[step]
-        loss_kd, loss_task = bi.dot_losses(params, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss_kd.backward(retain_graph=True)
-        optimizer.step_kd()
-        optimizer.zero_grad(set_to_none=True)
-        loss_task.backward()
-        optimizer.step()
+        bi.dot_step(optimizer, params, step)
         for name, value in params.items():
             torch.testing.assert_close(value.detach(), want[name], rtol=1e-12, atol=1e-14,
                                        msg=lambda m, name=name, step=step: f"{name} after step {step}: {m}")
@@ -326,13 +317,7 @@ def test_dot_without_a_momentum_gap_is_sgd_on_the_summed_loss():
     dot = DistillationOrientedSGD([params["shared"]], lr=0.1, momentum=0.9, momentum_kd=0.9, weight_decay=5e-4)
     sgd = torch.optim.SGD([reference], lr=0.1, momentum=0.9, weight_decay=5e-4)
     for step in range(4):
-        loss_kd, loss_task = bi.dot_losses({**extra, **params}, step)
-        dot.zero_grad(set_to_none=True)
-        loss_kd.backward(retain_graph=True)
-        dot.step_kd()
-        dot.zero_grad(set_to_none=True)
-        loss_task.backward()
-        dot.step()
+        bi.dot_step(dot, params, step, fixed=extra, schedule={})
         sgd.zero_grad()
         sum(bi.dot_losses({**extra, "shared": reference}, step)).backward()
         sgd.step()

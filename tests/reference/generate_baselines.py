@@ -143,21 +143,11 @@ def simple_methods(orig, case):
     return out
 
 
-def kdsvd_case(orig):
-    s_maps, t_maps = bi.kdsvd_inputs()
+def kdsvd_case(orig, s_maps, t_maps):
+    """KDSVD on the student's and teacher's ``feats[1:]`` (equal widths stage by stage)."""
     s = leaves(s_maps)
-    student = FixedNetwork(s, s, torch.zeros(len(s[0]), 2, dtype=torch.float64))
-    teacher = FixedNetwork(t_maps, t_maps, torch.zeros(len(s[0]), 2, dtype=torch.float64))
-    with float64_kept():
-        loss, grads = run(orig["KDSVD"].KDSVD(student, teacher, loss_cfg("KDSVD", K=1)), s)
-    return {"loss": loss, "grad_student": grads}
-
-
-def kdsvd_realistic(orig, case):
-    x = bi.case_inputs(case)
-    s = leaves(x["student_feats"])
-    student = FixedNetwork(s, s, x["student_pooled_maps_batch"])
-    teacher = FixedNetwork(x["teacher_feats"], x["teacher_feats"], x["teacher_pooled_maps_batch"])
+    pooled = torch.zeros(len(s[0]), 2, dtype=torch.float64)
+    student, teacher = FixedNetwork(s, s, pooled), FixedNetwork(t_maps, t_maps, pooled)
     with float64_kept():
         loss, grads = run(orig["KDSVD"].KDSVD(student, teacher, loss_cfg("KDSVD", K=1)), s)
     return {"loss": loss, "grad_student": grads}
@@ -294,16 +284,7 @@ def dot_trajectory(orig):
     optimizer = orig["dot"].DistillationOrientedTrainer(list(params.values()), **bi.DOT_HP)
     trajectory = []
     for step in range(bi.DOT_STEPS):
-        if step in bi.DOT_LR_AFTER:
-            for group in optimizer.param_groups:
-                group["lr"] = bi.DOT_LR_AFTER[step]
-        loss_kd, loss_task = bi.dot_losses(params, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss_kd.backward(retain_graph=True)
-        optimizer.step_kd()
-        optimizer.zero_grad(set_to_none=True)
-        loss_task.backward()
-        optimizer.step()
+        bi.dot_step(optimizer, params, step)
         trajectory.append({k: v.detach().clone() for k, v in params.items()})
     state = optimizer.state_dict()["state"]
     return {"trajectory": trajectory,
@@ -330,9 +311,10 @@ def main(argv=None):
         c["crd"] = crd_case(orig, case)
         c["reviewkd"] = reviewkd_case(orig, case)
         if case == "res32x4_res8x4":
-            c["kdsvd"] = kdsvd_realistic(orig, case)
+            x = bi.case_inputs(case)
+            c["kdsvd"] = kdsvd_case(orig, x["student_feats"], x["teacher_feats"])
         data["cases"][case] = c
-    data["cases"]["kdsvd_small"] = {"kdsvd": kdsvd_case(orig)}
+    data["cases"]["kdsvd_small"] = {"kdsvd": kdsvd_case(orig, *bi.kdsvd_inputs())}
     data["dot"] = dot_trajectory(orig)
     torch.save(data, OUT)
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.2f} MB) from mdistiller {commit}")
