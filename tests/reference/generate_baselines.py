@@ -299,7 +299,11 @@ def main(argv=None):
     commit = args.commit
     if commit is None:
         commit = subprocess.run(["git", "-C", str(args.mdistiller), "rev-parse", "HEAD"],
-                                capture_output=True, text=True).stdout.strip() or "unknown"
+                                capture_output=True, text=True).stdout.strip()
+    if not commit:
+        parser.error(f"{args.mdistiller} is not a git checkout: name its commit with --commit")
+    if not (args.mdistiller / "mdistiller" / "distillers" / "CRD.py").is_file():
+        parser.error(f"{args.mdistiller} holds no mdistiller/distillers/: pass the checkout's root")
     orig = import_original(args.mdistiller.resolve())
     torch.manual_seed(0)
     data = {"version": 1, "dtype": "float64", "source": "megvii-research/mdistiller",
