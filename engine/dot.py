@@ -62,6 +62,8 @@ class DistillationOrientedSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if len(self.param_groups) != 1:
+            raise ValueError("DistillationOrientedSGD takes one parameter group")
         group = self.param_groups[0]
         lr, wd = group["lr"], group["weight_decay"]
         mu_task, mu_kd = group["momentum"], group["momentum_kd"]
