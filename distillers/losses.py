@@ -139,3 +139,137 @@ def sigmoid_rampup(epoch: float, length: float) -> float:
         return 1.0
     phase = 1.0 - min(max(float(epoch), 0.0), float(length)) / length
     return math.exp(-5.0 * phase * phase)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature- and relation-based baselines of the benchmark (AT, NST, PKT, SP, RKD). Each equals
+# mdistiller's implementation in value and gradient (tests/reference/BASELINES.md); which maps a
+# method taps, and the loss weights, are the method's business.
+
+def pool_to_common_size(student_map: torch.Tensor, teacher_map: torch.Tensor):
+    """The benchmark's rule for maps of different sizes (AT, NST, VID): the larger map is
+    average-pooled (adaptive) to the smaller one's height, as a square map."""
+    s_height, t_height = student_map.shape[2], teacher_map.shape[2]
+    if s_height > t_height:
+        student_map = F.adaptive_avg_pool2d(student_map, (t_height, t_height))
+    elif s_height < t_height:
+        teacher_map = F.adaptive_avg_pool2d(teacher_map, (s_height, s_height))
+    return student_map, teacher_map
+
+
+def _paired(loss: str, student_maps, teacher_maps):
+    """The (student, teacher) pairs of two equally long map lists; which maps pair up is the
+    caller's choice, so lists of different lengths are refused rather than truncated."""
+    student_maps, teacher_maps = list(student_maps), list(teacher_maps)
+    if len(student_maps) != len(teacher_maps):
+        raise ValueError(f"{loss}: {len(student_maps)} student maps and {len(teacher_maps)} "
+                         f"teacher maps; pass equally long lists")
+    return zip(student_maps, teacher_maps)
+
+
+def attention_map(feature_map: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """AT's spatial attention (Zagoruyko & Komodakis, ICLR 2017, Eq. 2 with the channel mean):
+    ``normalize_rows(mean_c f^p)`` flattened to ``[N, H·W]`` (L2, eps 1e-12)."""
+    return F.normalize(feature_map.pow(p).mean(dim=1).flatten(1))
+
+
+def at_loss(student_maps, teacher_maps, p: float = 2.0) -> torch.Tensor:
+    """Attention transfer: ``Σ_stages mean_{n,hw} (Q_s − Q_t)²`` with Q = ``attention_map``,
+    maps first brought to a common size (``pool_to_common_size``)."""
+    total = 0.0
+    for f_s, f_t in _paired("at_loss", student_maps, teacher_maps):
+        f_s, f_t = pool_to_common_size(f_s, f_t)
+        total = total + (attention_map(f_s, p) - attention_map(f_t, p)).pow(2).mean()
+    return total
+
+
+def _squared_poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``mean_{n,i,j} (a[n,i] · b[n,j])²``: NST's polynomial kernel (degree 2, c = 0)."""
+    return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()
+
+
+def nst_loss(student_maps, teacher_maps) -> torch.Tensor:
+    """Neuron selectivity transfer (Huang & Wang 2017), the squared MMD with the polynomial
+    kernel ``k(x, y) = (xᵀy)²`` between the channels of the two maps, each channel's spatial
+    response L2-normalised: ``Σ_stages [K(t,t) + K(s,s) − 2 K(s,t)]`` (K a kernel mean; the
+    teacher-only term is detached as in the reference)."""
+    total = 0.0
+    for f_s, f_t in _paired("nst_loss", student_maps, teacher_maps):
+        f_s, f_t = pool_to_common_size(f_s, f_t)
+        f_s = F.normalize(f_s.flatten(2), dim=2)
+        f_t = F.normalize(f_t.flatten(2), dim=2)
+        total = total + (_squared_poly_kernel_mean(f_t, f_t).detach()
+                         + _squared_poly_kernel_mean(f_s, f_s)
+                         - 2 * _squared_poly_kernel_mean(f_s, f_t))
+    return total
+
+
+def _cosine_affinity_rows(features: torch.Tensor, eps: float) -> torch.Tensor:
+    """PKT's conditional probabilities: cosine similarities mapped to [0, 1], rows summing to 1."""
+    unit = features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+    unit = torch.where(torch.isnan(unit), torch.zeros_like(unit), unit)
+    similarity = (unit @ unit.t() + 1.0) / 2.0
+    return similarity / similarity.sum(dim=1, keepdim=True)
+
+
+def pkt_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor,
+             eps: float = 1e-7) -> torch.Tensor:
+    """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018): with P the row-normalised
+    cosine affinities of the batch, ``mean_{i,j} P_t log((P_t + eps) / (P_s + eps))``."""
+    _require_same_shape("pkt_loss", student_feature, teacher_feature, dims=1)
+    p_s = _cosine_affinity_rows(student_feature.flatten(1), eps)
+    p_t = _cosine_affinity_rows(teacher_feature.flatten(1), eps)
+    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
+
+
+def sp_loss(student_maps, teacher_maps) -> torch.Tensor:
+    """Similarity-preserving KD (Tung & Mori, ICCV 2019, Eq. 4): with G = row-L2-normalised
+    ``F Fᵀ`` over the batch (F the flattened map), ``Σ_stages ‖G_t − G_s‖²_F / N²``."""
+    total = 0.0
+    for f_s, f_t in _paired("sp_loss", student_maps, teacher_maps):
+        _require_same_shape("sp_loss", f_s, f_t, dims=1)
+        batch = f_s.shape[0]
+        f_s, f_t = f_s.reshape(batch, -1), f_t.reshape(batch, -1)
+        g_s = F.normalize(f_s @ f_s.t())
+        g_t = F.normalize(f_t @ f_t.t())
+        total = total + (g_t - g_s).pow(2).sum() / (batch * batch)
+    return total
+
+
+def _pairwise_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
+    """Euclidean distances of the rows (squared distances clamped at ``eps``), diagonal 0."""
+    sq_norms = e.pow(2).sum(dim=1)
+    d = (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps)
+    if not squared:
+        d = d.sqrt()
+    off_diagonal = 1.0 - torch.eye(len(e), dtype=d.dtype, device=d.device)
+    return d * off_diagonal
+
+
+def _normalised_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
+    d = _pairwise_distances(e, squared, eps)
+    return d / d[d > 0].mean()
+
+
+def _triplet_angles(e: torch.Tensor) -> torch.Tensor:
+    """cos of the angle at j between i and k, ``⟨(e_i − e_j)/‖·‖, (e_k − e_j)/‖·‖⟩``, flat."""
+    directions = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)
+    return torch.bmm(directions, directions.transpose(1, 2)).reshape(-1)
+
+
+def rkd_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor,
+             distance_weight: float = 25.0, angle_weight: float = 50.0,
+             squared: bool = False, eps: float = 1e-12) -> torch.Tensor:
+    """Relational KD (Park et al., CVPR 2019, Eqs. 4-7): ``distance_weight · Huber(ψ_D_s, ψ_D_t)
+    + angle_weight · Huber(ψ_A_s, ψ_A_t)``; ψ_D the pairwise distances divided by their mean
+    over the non-zero ones, ψ_A the cosines of all triplet angles, Huber the smooth L1 (δ = 1)
+    averaged over the entries. The teacher's side carries no gradient."""
+    _require_same_shape("rkd_loss", student_feature, teacher_feature, dims=1)
+    student = student_feature.reshape(student_feature.shape[0], -1)
+    teacher = teacher_feature.reshape(teacher_feature.shape[0], -1)
+    with torch.no_grad():
+        t_distances = _normalised_distances(teacher, squared, eps)
+        t_angles = _triplet_angles(teacher)
+    loss_distance = F.smooth_l1_loss(_normalised_distances(student, squared, eps), t_distances)
+    loss_angle = F.smooth_l1_loss(_triplet_angles(student), t_angles)
+    return distance_weight * loss_distance + angle_weight * loss_angle

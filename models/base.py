@@ -95,6 +95,16 @@ class ZooModel(nn.Module):
     def _preact_feats(self, feats: List[torch.Tensor], preacts: List) -> Optional[List[torch.Tensor]]:
         return preacts
 
+    def _bn_before_relu_names(self) -> List[Optional[str]]:
+        raise NotImplementedError(f"{type(self).__name__} names no BatchNorm before its stage ReLUs")
+
+    def bn_before_relu(self) -> List[Optional[nn.BatchNorm2d]]:
+        """For each map of ``forward_features(x)["feats"]``, the BatchNorm whose output that
+        map's ReLU takes (None where no BatchNorm precedes it). OFD derives its margins from a
+        teacher's: the reference's ``get_bn_before_relu()`` lists the same modules for the
+        stages it distils (a suffix of this list)."""
+        return [None if name is None else self.get_submodule(name) for name in self._bn_before_relu_names()]
+
     def get_classifier(self) -> nn.Module:
         return getattr(self, self.classifier_name)
 

@@ -9,7 +9,7 @@ name of the shortcut (``downsample`` / ``shortcut``) and of the classifier (``fc
 ``linear``). Blocks return their sum before the final ReLU (see ``models.base.chain_preact``),
 which is where the benchmark reads its pre-activation features.
 """
-from typing import List, Sequence, Type
+from typing import List, Optional, Sequence, Type
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +132,14 @@ class ResNet(ZooModel):
 
     def _layers(self) -> List[Stage]:
         return [getattr(self, f"layer{i}") for i in range(1, len(self.stage_channels))]
+
+    def _bn_before_relu_names(self) -> List[Optional[str]]:
+        """The stem's BN, then each stage's last block's last BN (before the addition)."""
+        names = ["bn1"]
+        for i, layer in enumerate(self._layers(), start=1):
+            last = layer[len(layer) - 1]
+            names.append(f"layer{i}.{len(layer) - 1}.{'bn3' if isinstance(last, Bottleneck) else 'bn2'}")
+        return names
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
         feat, x = run_stem(self, x)

@@ -108,11 +108,19 @@ def test_logits_match_reference(key, reference_run):
     assert torch.equal(features["logits"], logits)
 
 
+# models whose reference reports no pre-activation maps and ours fill the gap for the methods
+# that distil them (tests/test_feature_taps.py checks what they hold)
+PREACT_FILLED = {"cifar100/MobileNetV2"}
+
+
 @pytest.mark.parametrize("key", ZOO_KEYS)
 def test_feature_fingerprints_match_reference(key, reference_run):
     _, _, features = reference_run(key)
     for group in ("feats", "preact_feats"):
         has_group = f"{key}/{group}/0/chan_mean" in FEATURES
+        if group == "preact_feats" and key in PREACT_FILLED:
+            assert not has_group and features[group] is not None
+            continue
         assert (features[group] is not None) == has_group, group
         for i, feature_map in enumerate(features[group] or []):
             for summary, dims in MAP_SUMMARIES.items():

@@ -5,11 +5,14 @@ Differences from the paper, all kept for checkpoint and logit compatibility: pla
 of ReLU6; every inverted residual has its 1×1 expansion conv, even with expansion 1; the
 stem is a 3×3/2 conv (so the network works at 16×16 from the start); the last 1×1 conv has
 1280 channels whatever the width. Features: the stem and the outputs of block groups 1, 2, 4,
-6; the reference reports no pre-activation features for this model.
+6. The reference reports no pre-activation features for this model; ours fill that gap for the
+methods that distil them (OFD, ReviewKD): the stem's BN output before its ReLU, and for the
+groups their output itself, since an inverted residual ends linearly (no ReLU follows it).
 """
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.base import CIFAR_MODELS, StageMaps, ZooModel, kaiming_init_
@@ -65,15 +68,19 @@ class MobileNetV2(ZooModel):
         kaiming_init_(self, linear_std=0.01)
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
-        x = self.conv1(x)
-        yield x, None
+        conv, bn, _ = self.conv1
+        preact = bn(conv(x))
+        x = F.relu(preact)
+        yield x, preact
         for group in FEATURE_GROUPS:
             for index in group:
                 x = self.blocks[index](x)
-            yield x, None
+            yield x, x
 
-    def _preact_feats(self, feats: List[torch.Tensor], preacts: List) -> Optional[List[torch.Tensor]]:
-        return None
+    def _bn_before_relu_names(self) -> List[Optional[str]]:
+        """The stem's BN, then the projection BN ending each group's last block (the reference's
+        ``get_bn_before_relu`` for the groups, though no ReLU follows a linear bottleneck)."""
+        return ["conv1.1"] + [f"blocks.{g[-1]}.{len(self.blocks[g[-1]]) - 1}.conv.7" for g in FEATURE_GROUPS]
 
     def _pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(x)

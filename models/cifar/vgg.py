@@ -6,7 +6,7 @@ so at 32 pixels blocks 3 and 4 both run at 4×4), global pooling, one ``classifi
 Each block drops its last ReLU (the forward applies it), which is what exposes the
 pre-activation features and what makes the keys ``blockB.{0,1,3,4,...}``.
 """
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,10 @@ class VGG(ZooModel):
             preact = getattr(self, f"block{i}")(x)
             x = F.relu(preact)
             yield x, preact
+
+    def _bn_before_relu_names(self) -> List[Optional[str]]:
+        """Each block ends with its last BN (the forward applies the ReLU)."""
+        return [f"block{i}.{len(getattr(self, f'block{i}')) - 1}" for i in range(5)]
 
 
 @CIFAR_MODELS.register("vgg8")

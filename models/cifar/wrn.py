@@ -91,6 +91,10 @@ class WideResNet(ZooModel):
     def _pre_pool(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn1(x))
 
+    def _bn_before_relu_names(self) -> List[Optional[str]]:
+        """The bare stem has none; a stage's output is read by the next BN (pre-activation)."""
+        return [None, "block2.layer.0.bn1", "block3.layer.0.bn1", "bn1"]
+
 
 @CIFAR_MODELS.register("wrn_16_1")
 def wrn_16_1(num_classes: int = 100) -> WideResNet:

@@ -6,6 +6,7 @@ reference. Features: the outputs of units 3, 5, 11 and 13 (56, 28, 14, 7 pixels)
 after their ReLU. The reference always has 1000 classes; here ``num_classes`` is honoured.
 """
 from functools import partial
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -40,6 +41,10 @@ class MobileNetV1(ZooModel):
     def _stages(self, x: torch.Tensor) -> StageMaps:
         units = list(self.model)
         yield from run_stages(x, [partial(chain_preact, units[start:stop]) for start, stop in FEATURE_UNITS])
+
+    def _bn_before_relu_names(self) -> List[Optional[str]]:
+        """The pointwise BN of the last unit of each stage."""
+        return [f"model.{stop - 1}.4" for _, stop in FEATURE_UNITS]
 
 
 @IMAGENET_MODELS.register("MobileNetV1")
