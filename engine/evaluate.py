@@ -29,10 +29,26 @@ def _prefix(name: str) -> str:
     return f"{name}/" if name else ""
 
 
+def target_ranks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each sample's rank of its target class (0: the prediction; top-k counts rank < k).
+
+    Classes are ordered by logit, ties broken towards the lower class index, as ``argmax``
+    (the training top-1) breaks them; a NaN ranks above every number, as ``sort`` puts it.
+    ``topk`` alone is not used because it breaks ties arbitrarily (differently by size, device
+    and version), and tied logits are common in bf16/fp16.
+    """
+    logits = torch.nan_to_num(logits, nan=float("inf"))   # NaN above +inf (→ largest finite)
+    target = logits.gather(1, targets[:, None])
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    ahead = (logits > target) | ((logits == target) & (classes < targets[:, None]))
+    return ahead.sum(dim=1)
+
+
 @torch.no_grad()
 def evaluate(module, loader, device: torch.device, amp: str = "off",
              channels_last: bool = False) -> Dict[str, float]:
-    """``{"top1", "top5", "loss", "samples"}`` (plus ``<name>/top1`` ... for named outputs)."""
+    """``{"top1", "top5", "loss", "samples"}`` (plus ``<name>/top1`` ... for named outputs);
+    top-k with the tie rule of ``target_ranks``."""
     was_training = module.training
     module.eval()
     sums = None  # per output: [correct@1, correct@5, summed CE]; plus the sample count
@@ -49,10 +65,9 @@ def evaluate(module, loader, device: torch.device, amp: str = "off",
             sums = torch.zeros(len(names) * 3 + 1, dtype=torch.float64, device=device)
         for i, name in enumerate(names):
             logits = outputs[name].float()
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top5 == targets[:, None]
-            sums[3 * i] += hits[:, 0].sum()
-            sums[3 * i + 1] += hits.any(dim=1).sum()
+            ranks = target_ranks(logits, targets)
+            sums[3 * i] += (ranks < 1).sum()
+            sums[3 * i + 1] += (ranks < 5).sum()
             sums[3 * i + 2] += F.cross_entropy(logits, targets, reduction="sum").double()
         sums[-1] += targets.numel()
     module.train(was_training)

@@ -1,6 +1,7 @@
 """Helpers for tests that run ``train.py`` / ``eval.py`` for real on tiny generated data."""
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,30 @@ def run_script(script: str, *args: str, timeout: int = 300, env: Dict = None) ->
     environment = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=environment)
+
+
+def run_until_killed(config: Path, line_prefix: str, *args: str, timeout: int = 300) -> int:
+    """Start ``train.py --config config`` and SIGKILL it as soon as it prints a line starting
+    with ``line_prefix`` (e.g. ``"epoch 2 [2/"``: in the middle of epoch 2), as a crash would
+    stop it; returns its exit code. The test fails if no such line comes."""
+    proc = subprocess.Popen([sys.executable, "train.py", "--config", str(config), *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(line_prefix):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert seen and seen[-1].startswith(line_prefix), f"no line {line_prefix!r}:\n{''.join(seen)[-3000:]}"
+    return proc.returncode
 
 
 def read_metrics(run_dir: Path) -> List[Dict]:

@@ -15,6 +15,7 @@ from distillers.srrl import build_connector
 REFERENCE = Path(__file__).parent / "reference"
 LOGIT_CASES = torch.load(REFERENCE / "logit_losses.pt", weights_only=True)["cases"]
 FEATURE_CASES = torch.load(REFERENCE / "feature_losses.pt", weights_only=True)["cases"]
+DIST_BETA_GAMMA_CASES = torch.load(REFERENCE / "dist_beta_gamma.pt", weights_only=True)["cases"]
 
 
 def cases_of(method):
@@ -44,17 +45,38 @@ def test_oracle_holds_all_thirty_logit_cases():
     assert {c["method"] for c in LOGIT_CASES} == {"kd", "dkd", "dist"}
 
 
-@pytest.mark.parametrize("case", LOGIT_CASES, ids=[logit_case_id(c) for c in LOGIT_CASES])
-def test_logit_loss_and_gradient_match_reference(case):
+def loss_and_gradient(case, hp):
+    """Our loss of the case's logits with hyper-parameters ``hp``, and its student gradient."""
     student = case["student_logits"].clone().requires_grad_(True)
     teacher = case["teacher_logits"]
     student_in, teacher_in = student, teacher
-    if case["hp"]["logit_standardization"]:
+    if hp["logit_standardization"]:
         student_in, teacher_in = zscore(student), zscore(teacher)
-    loss = logit_loss(case["method"], student_in, teacher_in, case["target"], case["hp"])
+    loss = logit_loss(case["method"], student_in, teacher_in, case["target"], hp)
     loss.backward()
-    assert_matches_oracle(loss.detach(), case["loss"])
-    assert_matches_oracle(student.grad, case["grad_student_logits"])
+    return loss.detach(), student.grad
+
+
+@pytest.mark.parametrize("case", LOGIT_CASES, ids=[logit_case_id(c) for c in LOGIT_CASES])
+def test_logit_loss_and_gradient_match_reference(case):
+    loss, grad = loss_and_gradient(case, case["hp"])
+    assert_matches_oracle(loss, case["loss"])
+    assert_matches_oracle(grad, case["grad_student_logits"])
+
+
+@pytest.mark.parametrize("case", DIST_BETA_GAMMA_CASES, ids=[
+    f"beta{c['hp']['beta']:g}-gamma{c['hp']['gamma']:g}-tau{c['hp']['tau']:g}"
+    for c in DIST_BETA_GAMMA_CASES])
+def test_dist_weighs_inter_by_beta_and_intra_by_gamma_as_the_original(case):
+    """β ≠ γ (reference/dist_beta_gamma.pt, from the original DIST): value and gradient agree,
+    and the same logits with β and γ exchanged do not, so the case tells the two terms apart."""
+    hp = case["hp"]
+    assert hp["beta"] != hp["gamma"]
+    loss, grad = loss_and_gradient(case, hp)
+    assert_matches_oracle(loss, case["loss"])
+    assert_matches_oracle(grad, case["grad_student_logits"])
+    swapped, _ = loss_and_gradient(case, {**hp, "beta": hp["gamma"], "gamma": hp["beta"]})
+    assert not torch.allclose(swapped, case["loss"], rtol=1e-3, atol=0)
 
 
 @cases_of("fitnet")

@@ -1,14 +1,11 @@
 """Real short runs of train.py and eval.py on learnable generated data (CPU)."""
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.runs import REPO, load, read_metrics, run_script, write_config
+from tests.runs import load, read_metrics, run_script, run_until_killed, write_config
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +86,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     full = write_config(tmp_path, "full", epochs=3)
     assert run_script("train.py", "--config", str(full)).returncode == 0
     killed = write_config(tmp_path, "killed", epochs=3)
-    proc = subprocess.Popen([sys.executable, "train.py", "--config", str(killed)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    for line in proc.stdout:                       # kill in the middle of epoch 2
-        if line.startswith("epoch 2 [8/"):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    assert run_until_killed(killed, "epoch 2 [8/") == -signal.SIGKILL   # in the middle of epoch 2
     assert load(tmp_path / "runs/killed/last.pth")["epoch"] == 1
     out = run_script("train.py", "--config", str(killed), "--resume", "auto")
     assert out.returncode == 0, out.stderr

@@ -1,0 +1,139 @@
+"""Each method's constructor weights reach their own loss term, in numbers.
+
+Every method is built through the public ``build_distiller`` with weights unlike its defaults
+and unlike each other, runs one training forward in float64 on a fixed batch, and each named
+loss is compared with the formula written here from the pure losses (themselves checked against
+the original implementations in test_losses.py), on the very logits and features of that
+forward. A weight given to the wrong term, or dropped, changes a number here.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillers import distiller_defaults, list_distillers
+from distillers.losses import (dist_loss, dkd_loss, fitnet_loss, kd_loss, one_kl_loss,
+                               sigmoid_rampup, srrl_feature_loss, srrl_sr_loss, zscore)
+from tests.test_distillers import batch, build, weight_keys
+
+EPOCH = 4
+
+
+def expected_kd(d, images, targets, logits):
+    teacher = d.teacher(images)
+    return {"loss_ce": 0.3 * F.cross_entropy(logits, targets),
+            "loss_kd": 0.7 * kd_loss(logits, teacher, 4.0)}
+
+
+def expected_kd_zscore(d, images, targets, logits):
+    teacher = d.teacher(images)
+    return {"loss_ce": 0.3 * F.cross_entropy(logits, targets),
+            "loss_kd": 5.0 * kd_loss(zscore(logits), zscore(teacher), 3.0)}
+
+
+def expected_dkd(d, images, targets, logits):
+    teacher = d.teacher(images)
+    ramp = EPOCH / 10
+    return {"loss_ce": 0.4 * F.cross_entropy(logits, targets),
+            "loss_kd": ramp * 1.5 * dkd_loss(logits, teacher, targets, 2.0, 5.0, 3.0)}
+
+
+def expected_dkd_zscore(d, images, targets, logits):
+    teacher = d.teacher(images)
+    ramp = EPOCH / 10
+    return {"loss_ce": 0.4 * F.cross_entropy(logits, targets),
+            "loss_kd": ramp * 6.0 * dkd_loss(zscore(logits), zscore(teacher), targets, 2.0, 5.0, 2.5)}
+
+
+def expected_dist(d, images, targets, logits):
+    teacher = d.teacher(images)
+    return {"loss_ce": 0.6 * F.cross_entropy(logits, targets),
+            "loss_kd": 1.7 * dist_loss(logits, teacher, 0.5, 2.5, 3.0)}
+
+
+def expected_dist_zscore(d, images, targets, logits):
+    teacher = d.teacher(images)
+    return {"loss_ce": 0.6 * F.cross_entropy(logits, targets),
+            "loss_kd": 4.5 * dist_loss(zscore(logits), zscore(teacher), 0.5, 2.5, 1.5)}
+
+
+def expected_fitnet(d, images, targets, logits):
+    student_map = d.student.forward_features(images)["feats"][2]
+    teacher_map = d.teacher.forward_features(images)["feats"][2]
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 3.0 * fitnet_loss(d.regressor(student_map), teacher_map)}
+
+
+def expected_srrl(d, images, targets, logits):
+    connected = d.connector(d.student.forward_features(images)["feats"][-1])
+    teacher_out = d.teacher.forward_features(images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 2.0 * srrl_feature_loss(connected, teacher_out["feats"][-1]),
+            "loss_sr": 3.0 * srrl_sr_loss(d.teacher.forward_head(connected), teacher_out["logits"])}
+
+
+def expected_one(d, images, targets, logits):
+    out = d.student.forward_features(images)
+    branches, ensemble = out["branch_logits"], out["ensemble_logits"]
+    ce = sum(F.cross_entropy(b, targets) for b in branches) + F.cross_entropy(ensemble, targets)
+    return {"loss_ce": 0.5 * ce,
+            "loss_kl": sigmoid_rampup(EPOCH - 2, 10) * one_kl_loss(branches, ensemble, 2.0)}
+
+
+def expected_vanilla(d, images, targets, logits):
+    return {"loss_ce": F.cross_entropy(logits, targets)}
+
+
+# case: (method, constructor arguments, the losses they must give)
+CASES = {
+    "kd": ("kd", dict(ce_weight=0.3, kd_weight=0.7, temperature=4.0), expected_kd),
+    "kd-zscore": ("kd", dict(ce_weight=0.3, kd_weight=0.7, temperature=4.0,
+                             logit_standardization=True, zscore_kd_weight=5.0,
+                             base_temperature=3.0), expected_kd_zscore),
+    "dkd": ("dkd", dict(ce_weight=0.4, kd_weight=1.5, alpha=2.0, beta=5.0, temperature=3.0,
+                        warmup=10), expected_dkd),
+    "dkd-zscore": ("dkd", dict(ce_weight=0.4, kd_weight=1.5, alpha=2.0, beta=5.0, temperature=3.0,
+                               warmup=10, logit_standardization=True, zscore_kd_weight=6.0,
+                               base_temperature=2.5), expected_dkd_zscore),
+    "dist": ("dist", dict(ce_weight=0.6, kd_weight=1.7, beta=0.5, gamma=2.5, tau=3.0),
+             expected_dist),
+    "dist-zscore": ("dist", dict(ce_weight=0.6, kd_weight=1.7, beta=0.5, gamma=2.5, tau=3.0,
+                                 logit_standardization=True, zscore_kd_weight=4.5,
+                                 base_temperature=1.5), expected_dist_zscore),
+    "fitnet": ("fitnet", dict(ce_weight=0.5, feat_weight=3.0), expected_fitnet),
+    "srrl": ("srrl", dict(ce_weight=0.5, feat_weight=2.0, sr_weight=3.0), expected_srrl),
+    "one": ("one", dict(ce_weight=0.5, temperature=2.0, rampup=10, epoch_offset=-2), expected_one),
+    "vanilla": ("vanilla", {}, expected_vanilla),
+}
+
+
+def test_every_method_and_every_weight_has_a_case():
+    """A method registered tomorrow, or a weight added to one, needs its case here; every
+    weight is set away from its default so a weight that is ignored shows."""
+    assert {method for method, _, _ in CASES.values()} == set(list_distillers())
+    for method in list_distillers():
+        given = {}
+        for case_method, arguments, _ in CASES.values():
+            if case_method == method:
+                given.update(arguments)
+        defaults = distiller_defaults(method)
+        keys = set(weight_keys(method)) | {k for k in ("zscore_kd_weight", "base_temperature")
+                                           if k in defaults}
+        assert keys <= set(given), f"{method}: no case sets {sorted(keys - set(given))}"
+        assert all(given[k] != defaults[k] for k in keys), method
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_constructor_weights_reach_their_own_loss_term(case):
+    method, arguments, expected_losses = CASES[case]
+    distiller = build(method, **arguments).double().train()
+    images, targets = batch()
+    images = images.double()
+    logits, losses = distiller(images, targets, EPOCH)
+    with torch.no_grad():
+        expected = expected_losses(distiller, images, targets, logits)
+    assert losses.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name].detach(), value, rtol=1e-10, atol=0,
+                                   msg=lambda m, name=name: f"{case} {name}: {m}")
+    torch.testing.assert_close(sum(losses.values()).detach(), sum(expected.values()),
+                               rtol=1e-10, atol=0)
