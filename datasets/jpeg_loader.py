@@ -27,6 +27,7 @@ from torchvision.transforms.v2 import functional as F2
 from datasets.gpu_loader import normalize_batch
 from datasets.samplers import ShardSampler, derive_seed
 from datasets.torch_loader import EpochDataLoader
+from utils.errors import UserError
 
 JPEG_MAGIC = b"\xff\xd8"
 
@@ -53,9 +54,10 @@ def collate_files(items):
     return list(data), torch.tensor(targets), torch.tensor(indices)
 
 
-def decode_batch(files: List[bytes], device: torch.device) -> List[torch.Tensor]:
+def decode_batch(files: List[bytes], device: torch.device, paths: Sequence[str]) -> List[torch.Tensor]:
     """uint8 RGB [3, H, W] per file, on ``device``: JPEGs batched through the device decoder, the
-    rest (and any the device decoder refuses) one by one on the CPU."""
+    rest (and any the device decoder refuses) one by one on the CPU; a file that neither can
+    decode is a one-line ``UserError`` naming it (``paths``: the files' paths)."""
     data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
     images: List[torch.Tensor] = [None] * len(data)
@@ -67,7 +69,11 @@ def decode_batch(files: List[bytes], device: torch.device) -> List[torch.Tensor]
         pass   # one bad file fails the whole batch: fall back to the CPU for every file
     for i, image in enumerate(images):
         if image is None:
-            images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+            try:
+                images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+            except RuntimeError as error:
+                reason = " ".join(str(error).split())
+                raise UserError(f"cannot read image {paths[i]}: {reason}; replace or remove the file") from error
     return images
 
 
@@ -102,6 +108,7 @@ class DeviceJpegLoader:
         self.mean = torch.tensor(mean, device=self.device)
         self.std = torch.tensor(std, device=self.device)
         self.epoch = 0
+        self.paths = [path for path, _ in folder.samples]
         files = FileBytes(folder.samples)
         common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
                       persistent_workers=num_workers > 0)
@@ -131,6 +138,6 @@ class DeviceJpegLoader:
     def __iter__(self):
         view = self._view()
         for data, targets, indices in self.batches:
-            images = decode_batch(data, self.device)
+            images = decode_batch(data, self.device, [self.paths[i] for i in indices.tolist()])
             batch = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
             yield normalize_batch(batch, self.mean, self.std), targets.to(self.device, non_blocking=True)
