@@ -115,6 +115,9 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
     resume_state = load_checkpoint(resume_path) if resume_path else None
     if resume_state is not None and isinstance(resume_state.get("epoch"), int) \
             and resume_state["epoch"] >= cfg.solver.epochs:
+        if os.path.abspath(resume_path) != os.path.abspath(os.path.join(cfg.run_dir, "last.pth")):
+            raise UserError(f"{resume_path} already holds epoch {resume_state['epoch']} of "
+                            f"{cfg.solver.epochs}: nothing to train; raise solver.epochs to continue it")
         return _finish_saved_run(cfg, resume_state, dist_info.is_main)
     seed_everything(cfg.experiment.seed, cfg.runtime.deterministic)
     loaders, distiller = build_run(cfg, dist_info.rank, dist_info.world_size, device)
