@@ -20,6 +20,7 @@ import engine.trainer
 import launch.run
 from tests.runs import REPO, load, one_line, read_metrics, train_here, write_config
 from tools.tables import is_finished, run_status
+from tools.tables import read_metrics as tables_metrics
 from utils.atomic import TEMP_PREFIX, remove_stale_temps, temp_path, write_json
 
 SMALL = {"data": {"train_size": 128, "val_size": 64}}   # 4 steps per epoch
@@ -188,6 +189,7 @@ def test_partial_metrics_line_and_leftover_temp_files_are_dropped_on_resume(tmp_
     assert train_here("--config", str(config), "solver.epochs=1") == 0
     with open(run_dir / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 2, "train/loss": 2.3')          # a kill in the middle of an append
+    assert [m["epoch"] for m in tables_metrics(str(run_dir))] == [1]   # tools read past it
     leftover = run_dir / ".tmp-host-123-0badc0de.last.pth"
     leftover.write_bytes(b"half a checkpoint")
     assert train_here("--config", str(config), "--resume", "auto") == 0
