@@ -8,6 +8,7 @@ import os
 import sys
 
 from utils.errors import EXIT_USER_ERROR, UserError
+from utils.stopping import Stopped, stop_on_signals
 
 
 def parse_args(argv=None):
@@ -26,6 +27,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_signals()
+    main_process = os.environ.get("LOCAL_RANK", "0") == "0"  # print once per machine under torchrun
     try:
         from launch.build import load_run_config
         cfg = load_run_config(args.config, args.overrides, smoke=args.smoke)
@@ -35,9 +38,14 @@ def main(argv=None) -> int:
         from launch.run import run_training
         run_training(cfg, resume=args.resume, argv=sys.argv)
     except UserError as err:
-        if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine under torchrun
+        if main_process:
             print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as stop:   # SIGINT / SIGTERM (utils/stopping.py)
+        stop = stop if isinstance(stop, Stopped) else Stopped()
+        if main_process:
+            print(stop.message(), file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

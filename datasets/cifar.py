@@ -56,12 +56,30 @@ def _read_pickle(path: Path, *keys: str) -> dict:
     return entry
 
 
-def read_split(root: str, split: str) -> ImageArrays:
-    """``split`` is "train" or "test": uint8 images [N, 32, 32, 3] and fine labels [N]."""
-    entry = _read_pickle(Path(root) / FOLDER / split, "data", "fine_labels")
-    rows = np.asarray(entry["data"], dtype=np.uint8)
+ROW_BYTES = 3 * 32 * 32
+
+
+def read_split(root: str, split: str, num_classes: int = 100) -> ImageArrays:
+    """``split`` is "train" or "test": uint8 images [N, 32, 32, 3] and fine labels [N], checked
+    here (rows of 3072 bytes, one label per row, labels in [0, num_classes)) so a damaged file is
+    refused when the data is loaded, not in the middle of an epoch."""
+    path = Path(root) / FOLDER / split
+    entry = _read_pickle(path, "data", "fine_labels")
+    rows = np.asarray(entry["data"])
+    if rows.ndim != 2 or rows.shape[1] != ROW_BYTES or rows.dtype != np.uint8:
+        raise UserError(f"{path}: 'data' must be uint8 rows of {ROW_BYTES} bytes (32x32 RGB), "
+                        f"got {rows.dtype} of shape {list(rows.shape)}: extract the official "
+                        f"{CIFAR100.filename} again")
+    labels = np.asarray(entry["fine_labels"])
+    if labels.shape != (len(rows),) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: 'fine_labels' must hold one integer label per image ({len(rows)}), "
+                        f"got {labels.dtype} of shape {list(labels.shape)}")
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(outside):
+        raise UserError(f"{path}: label {labels[outside[0]]} of image {outside[0]} is outside the "
+                        f"{num_classes} classes (+{len(outside) - 1} more): the file is damaged")
     images = np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-    return ImageArrays(images, np.asarray(entry["fine_labels"], dtype=np.int64))
+    return ImageArrays(images, labels.astype(np.int64))
 
 
 def read_class_names(root: str) -> list[str]:
@@ -96,7 +114,8 @@ def load(root: str, *,
          download_missing: bool = False) -> tuple[ImageArrays, ImageArrays, list[str]]:
     """Train split, test split (the validation set of every recipe) and the 100 class names."""
     require_files(root, download_missing=download_missing)
-    return read_split(root, TRAIN), read_split(root, TEST), read_class_names(root)
+    names = read_class_names(root)
+    return read_split(root, TRAIN, len(names)), read_split(root, TEST, len(names)), names
 
 
 def _md5(path: Path) -> str:

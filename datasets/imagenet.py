@@ -1,17 +1,31 @@
 """ImageNet and users' own image folders: ``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*``.
 
 Both go through torchvision's ``ImageFolder``; class indices follow the sorted folder names, so the
-train and val trees must hold the same class folders.
+train and val trees must hold the same class folders. Images are read by ``read_rgb``: a
+truncated or non-image file is a one-line ``UserError`` naming the file (raised in a DataLoader
+worker, it reaches the main process as that line too: ``utils.errors.one_line``).
 """
 import hashlib
 from pathlib import Path
 from typing import Callable, Optional
 
+from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from utils.errors import UserError
 
 SPLITS = ("train", "val")
+
+
+def read_rgb(path: str) -> Image.Image:
+    """The image at ``path`` decoded in full, as RGB (what ImageFolder's default loader gives)."""
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise UserError(f"cannot read image {path}: {reason}; replace or remove the file") from error
 
 
 def _missing_message(dataset: str, root: str, split_dir: Path) -> str:
@@ -29,7 +43,7 @@ def _image_folder(dataset: str, root: str, split: str,
     if not split_dir.is_dir():
         raise UserError(_missing_message(dataset, root, split_dir))
     try:
-        return ImageFolder(str(split_dir), transform=transform)
+        return ImageFolder(str(split_dir), transform=transform, loader=read_rgb)
     except FileNotFoundError as error:  # no class folders, or a class folder without images
         raise UserError(f"{split_dir}: {' '.join(str(error).split())}") from error
 

@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as F2
 from datasets.gpu_loader import normalize_batch
 from datasets.samplers import ShardSampler, derive_seed
 from datasets.torch_loader import EpochDataLoader
+from utils.errors import UserError
 
 JPEG_MAGIC = b"\xff\xd8"
 
@@ -54,12 +55,14 @@ def collate_files(items):
     return list(data), torch.tensor(targets), torch.tensor(indices)
 
 
-def decode_batch(files: List[bytes], device: torch.device) -> Tuple[List[torch.Tensor], int]:
+def decode_batch(files: List[bytes], device: torch.device,
+                 paths: Sequence[str]) -> Tuple[List[torch.Tensor], int]:
     """uint8 RGB [3, H, W] per file, on ``device``, and how many JPEGs the device decoder refused.
 
     JPEGs go through the device decoder as one batch; if it refuses the batch (one CMYK or
     damaged file fails all of it), each JPEG is tried alone, so only the refused ones are
-    decoded on the CPU. Other formats (PNG) are decoded on the CPU."""
+    decoded on the CPU. Other formats (PNG) are decoded on the CPU. A file that neither can
+    decode is a one-line ``UserError`` naming it (``paths``: the files' paths)."""
     data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
     images: List[torch.Tensor] = [None] * len(data)
@@ -77,7 +80,11 @@ def decode_batch(files: List[bytes], device: torch.device) -> Tuple[List[torch.T
     for i in range(len(data)):
         images[i] = images_of.get(i)
         if images[i] is None:
-            images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+            try:
+                images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+            except RuntimeError as error:
+                reason = " ".join(str(error).split())
+                raise UserError(f"cannot read image {paths[i]}: {reason}; replace or remove the file") from error
     return images, refused
 
 
@@ -113,6 +120,7 @@ class DeviceJpegLoader:
         self.std = torch.tensor(std, device=self.device)
         self.epoch = 0
         self.fallback_reported = False   # the CPU fallback is said once per loader
+        self.paths = [path for path, _ in folder.samples]
         files = FileBytes(folder.samples)
         common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
                       persistent_workers=num_workers > 0)
@@ -142,7 +150,7 @@ class DeviceJpegLoader:
     def __iter__(self):
         view = self._view()
         for data, targets, indices in self.batches:
-            images, refused = decode_batch(data, self.device)
+            images, refused = decode_batch(data, self.device, [self.paths[i] for i in indices.tolist()])
             if refused and not self.fallback_reported:
                 self.fallback_reported = True
                 print(f"data.loader=gpu: the {self.device.type} JPEG decoder refused {refused} "

@@ -24,7 +24,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from utils.atomic import atomic_write, remove_stale_temps
 from utils.errors import UserError
+from utils.safe_load import read_checkpoint
 
 CACHE_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
@@ -120,22 +122,14 @@ class TeacherCache:
         if not os.path.isfile(path) and is_main:
             logits = compute_view_logits(teacher, images, mean, std, padding, augment,
                                          CACHE_DTYPES[dtype], batch_size)
-            _write_atomically({"logits": logits, "padding": padding, "key": key}, path)
+            remove_stale_temps(directory)  # of killed builds; other runs' live writes are kept
+            state = {"logits": logits, "padding": padding, "key": key}
+            atomic_write(path, lambda f: torch.save(state, f))
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if tuple(state["logits"].shape[:2]) != (len(images), len(all_views(padding)[1])):
+        state = read_checkpoint(path, "teacher cache")
+        if not isinstance(state, dict) or not isinstance(state.get("logits"), torch.Tensor) \
+                or tuple(state["logits"].shape[:2]) != (len(images), len(all_views(padding)[1])):
             raise UserError(f"teacher cache {path} does not match the data; delete it")
         return cls(state["logits"], padding, path)
 
-
-def _write_atomically(state: dict, path: str) -> None:
-    """Save under a temporary name beside ``path``, then rename: readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.{os.getpid()}.partial"
-    try:
-        torch.save(state, partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)

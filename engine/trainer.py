@@ -2,28 +2,36 @@
 
 The module's training forward is ``module(images, targets, epoch) -> (logits, {name: loss})``
 with 1-based epochs; its eval forward returns logits (or named logits). Running sums stay on the
-device and are read every ``print_freq`` steps, which is also when a non-finite loss is caught:
-the run stops before anything is saved, so the last good checkpoint stays intact.
+device and are read every ``print_freq`` steps, which is also when a non-finite loss is caught.
+
+A checkpoint is written only when the epoch's weights (every tensor of the module) and its
+validation are finite: weights that diverge in an epoch's last steps stop the run before the
+save, so ``last.pth`` always holds the last good epoch, and every stop (divergence, a full disk,
+SIGINT/SIGTERM) names that file. ``last.pth`` is written before ``best.pth``; a kill between the
+two leaves ``last.pth`` as the newest best epoch, and resume copies it to ``best.pth``.
 
 Exact resume: everything that decides the future is in ``last.pth`` (weights, method modules,
 optimizer, scheduler, scaler, epoch, step, RNG states, best metric), and each epoch's data order
 and augmentation depend only on (seed, epoch) through ``loaders.set_epoch``; a run restarted from
 the end of epoch e therefore repeats epoch e+1 exactly as an uninterrupted run computes it.
 """
+import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.resume import check_resumable, repair_best
 from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
 from engine.evaluate import autocast_context, evaluate
 from engine.rng import get_rng_state, set_rng_state
 from engine.schedule import build_optimizer, build_scheduler
 from utils.errors import UserError
+from utils.stopping import Stopped
 
 
 @dataclass
@@ -65,6 +73,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
         self.train_module = self._wrap(self.module, runtime)
         self.state = TrainState()
+        self.last_saved: Optional[Tuple[str, int]] = None  # (path, epoch) of the newest good checkpoint
 
     def _wrap(self, module, runtime):
         if self.dist.enabled:
@@ -83,54 +92,94 @@ class Trainer:
                 "best_epoch": self.state.best_epoch, "rng": get_rng_state(),
                 "metrics": metrics, "config": self.cfg.to_dict(), "record": self.record}
 
-    def resume(self, path: str) -> None:
-        state = load_checkpoint(path)
-        missing = [k for k in ("optimizer", "scheduler", "epoch", "step") if k not in state]
-        if missing:
-            raise UserError(f"{path} cannot be resumed from: it has no {', '.join(missing)} "
-                            "(a released or exported checkpoint?); use it as teacher or for eval.py")
-        load_state_into(self.module, state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+    def resume(self, path: str, state: Optional[Dict[str, Any]] = None) -> None:
+        """Continue from the checkpoint at ``path`` (``state``: its content, if already read)."""
+        state = load_checkpoint(path) if state is None else state
+        check_resumable(state, path, checkpoint_state_of(self.module), self.optimizer)
+        try:
+            load_state_into(self.module, state)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise UserError(f"{path} cannot be resumed from: {str(err).strip().splitlines()[0]}") from err
         self.state = TrainState(state["epoch"], state["step"], state["best_top1"], state["best_epoch"])
-        set_rng_state(state["rng"])
+        self.last_saved = (path, self.state.epoch)
+        if self.dist.is_main and repair_best(self.run_dir, path, self.state.epoch, self.state.best_epoch):
+            self.logger.info(f"best.pth was older than the best epoch {self.state.epoch}: restored from {path}")
         self.logger.truncate_metrics(self.state.epoch)
         self.logger.info(f"resumed from {path} at epoch {self.state.epoch}")
 
     def _save(self, metrics: Dict[str, float], is_best: bool) -> None:
-        if not self.dist.is_main:
-            return
-        state = self._checkpoint(metrics)
-        save_checkpoint(state, os.path.join(self.run_dir, "last.pth"))
-        if is_best:
-            save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
+        last = os.path.join(self.run_dir, "last.pth")
+        if self.dist.is_main:
+            state = self._checkpoint(metrics)
+            save_checkpoint(state, last)
+            if is_best:
+                save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
+        self.last_saved = (last, self.state.epoch)
+
+    def kept_checkpoint(self) -> str:
+        """Where to resume from, for the line that ends a stopped run."""
+        if self.last_saved is None:
+            return "no checkpoint was written yet"
+        path, epoch = self.last_saved
+        return f"the last good checkpoint is {path} (epoch {epoch}); resume with --resume auto"
+
+    def _all_finite(self, metrics: Dict[str, float]) -> bool:
+        """Every floating tensor of the module (weights, BatchNorm statistics, method modules)
+        and every validation number is finite; one host sync."""
+        tensors = [t for t in self.module.state_dict().values() if t.is_floating_point()]
+        weights_ok = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+        return weights_ok and all(math.isfinite(v) for v in metrics.values())
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
         epochs = self.cfg.solver.epochs
         started, images_seen, train_time = time.time(), 0, 0.0
         metrics: Dict[str, float] = {}
-        for epoch in range(self.state.epoch + 1, epochs + 1):
-            t0 = time.time()
-            train_stats = self.train_epoch(epoch)
-            train_time += time.time() - t0
-            images_seen += train_stats["images"]
-            if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
-                broadcast_buffers(self.module)
-            metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last)
-            self.state.epoch = epoch
-            is_best = metrics["top1"] > self.state.best_top1
-            if is_best:
-                self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
-            self._log_epoch(epoch, train_stats, metrics, time.time() - t0)
-            self._save(metrics, is_best)
+        try:
+            for epoch in range(self.state.epoch + 1, epochs + 1):
+                t0 = time.time()
+                train_stats = self.train_epoch(epoch)
+                train_time += time.time() - t0
+                images_seen += train_stats["images"]
+                metrics = self._validate(epoch)
+                self.state.epoch = epoch
+                is_best = metrics["top1"] > self.state.best_top1
+                if is_best:
+                    self.state.best_top1, self.state.best_epoch = metrics["top1"], epoch
+                self._record_epoch(epoch, train_stats, metrics, time.time() - t0, is_best)
+        except Stopped as stop:
+            stop.resume_hint = self.kept_checkpoint()
+            raise
         barrier()  # rank 0's last save is complete before any rank returns (and may read it)
         summary = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
                    "last_top1": metrics.get("top1"), "epochs": epochs,
                    "time_s": time.time() - started,
                    "images_per_s": images_seen / train_time if train_time else None}
         return summary
+
+    def _validate(self, epoch: int) -> Dict[str, float]:
+        if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
+            broadcast_buffers(self.module)
+        metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last)
+        if not self._all_finite(metrics):  # same answer on every rank: weights and metrics agree
+            raise UserError(f"the weights or the validation became non-finite at epoch {epoch} "
+                            f"(val loss {metrics['loss']}): stopped without saving; "
+                            f"{self.kept_checkpoint()}; lower solver.lr or check the data")
+        return metrics
+
+    def _record_epoch(self, epoch, train_stats, metrics, seconds, is_best) -> None:
+        """Log and checkpoint; a write that fails (a full disk) stops with one line naming the
+        intact checkpoint (the failed write left it untouched)."""
+        try:
+            self._log_epoch(epoch, train_stats, metrics, seconds)
+            self._save(metrics, is_best)
+        except OSError as err:
+            raise UserError(f"cannot write {err.filename or self.run_dir}: "
+                            f"{err.strerror or err}; stopped; {self.kept_checkpoint()}") from err
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         self.loaders.set_epoch(epoch)
@@ -182,11 +231,8 @@ class Trainer:
         values = sums.tolist()  # the one host sync every print_freq steps
         mean_loss = values[0] / values[-1]
         if not all(torch.isfinite(torch.tensor(values[:-2]))):
-            last = os.path.join(self.run_dir, "last.pth")
-            kept = f"the last good checkpoint is {last} (epoch {self.state.epoch})" \
-                if os.path.exists(last) else "no checkpoint was written yet"
             raise UserError(f"loss became {mean_loss} at epoch {epoch}, step {step}: stopped; "
-                            f"{kept}; lower solver.lr or check the data")
+                            f"{self.kept_checkpoint()}; lower solver.lr or check the data")
         lr = self.optimizer.param_groups[0]["lr"]
         text = f"loss {mean_loss:.4f} lr {lr:.4g}"
         if bar is not None:

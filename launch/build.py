@@ -127,6 +127,10 @@ def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
     """Loaders and the distiller (student + teacher) of a run."""
     loaders = datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
                                      world_size=world_size, device=device)
+    if loaders.num_classes < 2 and cfg.distiller["name"] != "vanilla":
+        raise UserError(f"the {cfg.data.dataset} data under {cfg.data.root} has {loaders.num_classes} "
+                        f"class: distillation ('{cfg.distiller['name']}') needs at least 2 (with one "
+                        "class every prediction is certain and there is nothing to transfer)")
     student = build_student(cfg, loaders.num_classes)
     teacher = build_teacher(cfg, loaders.num_classes, loaders.input_shape)
     distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape)

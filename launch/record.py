@@ -71,8 +71,30 @@ def build_record(cfg, device: torch.device, world_size: int, argv: List[str],
     return json.loads(json.dumps(record, default=str))
 
 
-def write_json(path: str, data: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+def read_record(path: str) -> Optional[Dict[str, Any]]:
+    """``run.json`` as a dict, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def summary_from_files(state: Dict[str, Any], metrics: List[Dict[str, Any]], epochs: int) -> Dict[str, Any]:
+    """The summary of a run whose last epoch was saved but whose summary was not (killed in
+    between): the best and last results from the checkpoint, time and speed from metrics.jsonl."""
+    speeds = [m["train/images_per_s"] for m in metrics if "train/images_per_s" in m]
+    return {"best_top1": state["best_top1"], "best_epoch": state["best_epoch"],
+            "last_top1": (state.get("metrics") or {}).get("top1"), "epochs": epochs,
+            "time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
+            "images_per_s": sum(speeds) / len(speeds) if speeds else None}
+
+
+def done_line(summary: Dict[str, Any], run_dir: str) -> str:
+    def number(key: str, spec: str) -> str:
+        value = summary.get(key)
+        return "?" if value is None else format(value, spec)
+    return (f"done: best top-1 {number('best_top1', '.2f')} (epoch {summary.get('best_epoch')}), "
+            f"last top-1 {number('last_top1', '.2f')}, {number('time_s', '.0f')} s, "
+            f"{number('images_per_s', '.0f')} images/s -> {run_dir}")

@@ -3,6 +3,11 @@
 Under ``torchrun`` every process runs all of this: the collectives (teacher check, training,
 evaluation) need every rank, and rank 0 alone writes files (config.yaml, run.json, checkpoints,
 metrics, TensorBoard) and prints. The process group is destroyed at the end, also on error.
+
+Rank 0 holds the run directory's lock for the whole run (``utils.run_lock``) and, holding it,
+removes the temporary files of writes a killed run left behind. A run whose ``last.pth`` already
+holds its last epoch is not trained again: it prints one line and exits 0, writing its summary
+into ``run.json`` only if a kill after the final save had prevented that.
 """
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -16,10 +21,12 @@ from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_
 from engine.rng import seed_everything
 from engine.trainer import Trainer
 from launch.build import build_run, resolve_device, teacher_run_config
-from launch.record import build_record, write_json
+from launch.record import build_record, done_line, read_record, summary_from_files
 from launch.teacher_check import check_teacher
+from utils.atomic import remove_stale_temps, write_json
 from utils.errors import UserError
-from utils.logger import RunLogger
+from utils.logger import RunLogger, read_metrics_lines
+from utils.run_lock import RunLock
 
 
 def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
@@ -88,12 +95,48 @@ def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) ->
             cleanup(failed=failed)
 
 
+def _finish_saved_run(cfg, state: Dict[str, Any], is_main: bool) -> Dict[str, Any]:
+    """The run's checkpoint holds its last epoch: one line, and the summary written to run.json
+    if a kill after the final save had prevented it; nothing else is touched."""
+    record_path = os.path.join(cfg.run_dir, "run.json")
+    record = read_record(record_path) or state.get("record") or {}
+    summary = record.get("summary")
+    if summary is not None:
+        if is_main:
+            print(f"{cfg.run_dir} is already finished (epoch {state['epoch']} of {cfg.solver.epochs}): "
+                  f"nothing to do; {done_line(summary, cfg.run_dir)}", flush=True)
+        return summary
+    metrics, _ = read_metrics_lines(os.path.join(cfg.run_dir, "metrics.jsonl"))
+    summary = summary_from_files(state, metrics, cfg.solver.epochs)
+    if is_main:
+        write_json(record_path, {**record, "summary": summary})
+        print(f"the last epoch was saved but not summarised: {done_line(summary, cfg.run_dir)}", flush=True)
+    return summary
+
+
 def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str, Any]:
     device = resolve_device(cfg, dist_info.local_rank)
     _train_missing_teacher(cfg, argv, dist_info.is_main)
     barrier()
-    seed_everything(cfg.experiment.seed, cfg.runtime.deterministic)
+    lock = RunLock(cfg.run_dir).acquire() if dist_info.is_main else None
+    try:
+        return _run_locked(cfg, dist_info, device, resume, argv)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[str]) -> Dict[str, Any]:
+    removed = remove_stale_temps(cfg.run_dir, everything=True) if dist_info.is_main else []
     resume_path = _resume_path(cfg, resume)
+    resume_state = load_checkpoint(resume_path) if resume_path else None
+    if resume_state is not None and isinstance(resume_state.get("epoch"), int) \
+            and resume_state["epoch"] >= cfg.solver.epochs:
+        if os.path.abspath(resume_path) != os.path.abspath(os.path.join(cfg.run_dir, "last.pth")):
+            raise UserError(f"{resume_path} already holds epoch {resume_state['epoch']} of "
+                            f"{cfg.solver.epochs}: nothing to train; raise solver.epochs to continue it")
+        return _finish_saved_run(cfg, resume_state, dist_info.is_main)
+    seed_everything(cfg.experiment.seed, cfg.runtime.deterministic)
     loaders, distiller = build_run(cfg, dist_info.rank, dist_info.world_size, device)
     if loaders.val_size < dist_info.world_size:
         raise UserError(f"the val set has {loaders.val_size} images, fewer than the "
@@ -106,6 +149,10 @@ def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str
         layers = sum(isinstance(m, SYNC_BATCHNORM_TYPES) for m in distiller.modules())
         sync_bn = f", SyncBatchNorm on {layers} layers"
     logger = RunLogger(cfg.run_dir, cfg.log.tensorboard, enabled=dist_info.is_main)
+    if removed:
+        logger.info(f"removed {len(removed)} temporary file(s) of interrupted writes: {', '.join(removed)}")
+    if resume_path is None:
+        logger.truncate_metrics(0)  # epochs of an earlier start that never reached a checkpoint
     effective = [distiller.describe(), *describe_schedule(cfg.solver, len(loaders.train))]
     fingerprint = datasets.dataset_fingerprint(cfg.data)
     record = build_record(cfg, device, dist_info.world_size, list(argv), fingerprint, effective)
@@ -125,11 +172,9 @@ def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str
         logger.info(f"  {line}")
     trainer = Trainer(distiller, loaders, cfg, device, logger, dist_info, record)
     if resume_path:
-        trainer.resume(resume_path)
+        trainer.resume(resume_path, resume_state)
     summary = trainer.fit()
-    logger.info(f"done: best top-1 {summary['best_top1']:.2f} (epoch {summary['best_epoch']}), "
-                f"last top-1 {summary['last_top1']:.2f}, {summary['time_s']:.0f} s, "
-                f"{summary['images_per_s']:.0f} images/s -> {cfg.run_dir}")
+    logger.info(done_line(summary, cfg.run_dir))
     if dist_info.is_main:
         write_json(os.path.join(cfg.run_dir, "run.json"), {**record, "summary": summary})
     logger.close()

@@ -5,6 +5,10 @@ resnet110 published at 74.31 %), and a distillation run cannot tell why it misse
 number unless the teacher was measured. The check runs once per (teacher file, val set) — the
 result is cached by the checkpoint's sha256 and the dataset fingerprint — and is printed, logged
 (``teacher/top1``, ``teacher/top5``) and stored in the run record.
+
+The cache file, ``<output_dir>/teacher_checks.json``, is shared by every run of the output
+directory: it is written atomically under a unique temporary name (``utils.atomic``), and a
+corrupt or foreign file is rebuilt with one warning instead of failing every run.
 """
 import json
 import os
@@ -12,7 +16,8 @@ from typing import Any, Dict, Optional
 
 from engine.distributed import broadcast_floats
 from engine.evaluate import evaluate
-from launch.record import config_hash, sha256_of_file, write_json
+from launch.record import config_hash, sha256_of_file
+from utils.atomic import remove_stale_temps, write_json
 from utils.errors import UserError
 
 # Published top-1 (%) of the released teachers, on the val/test set. Sources:
@@ -40,6 +45,29 @@ def _cache_key(cfg, fingerprint: Dict[str, Any]) -> Optional[str]:
     return f"{sha256_of_file(path)}:{config_hash(fingerprint)}"
 
 
+def _valid_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool)
+        for k in ("top1", "top5", "samples"))
+
+
+def read_cache(path: str, logger) -> Dict[str, Any]:
+    """The valid entries of the cache file; a file that is not such a mapping is reported in
+    one line and treated as empty (the next write replaces it)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            cache = json.load(f)
+    except (OSError, ValueError) as err:
+        cache = err
+    if not isinstance(cache, dict) or not all(_valid_entry(v) for v in cache.values()):
+        logger.info(f"WARNING: {path} is not a teacher-check cache (corrupt or foreign): "
+                    "measuring again and rebuilding it")
+        return {}
+    return cache
+
+
 def check_teacher(cfg, teacher, val_loader, device, fingerprint: Dict[str, Any], logger) -> Dict[str, Any]:
     """The teacher's val metrics (measured or cached); raises when below ``teacher.min_top1``.
 
@@ -48,10 +76,7 @@ def check_teacher(cfg, teacher, val_loader, device, fingerprint: Dict[str, Any],
     one process measuring (a collective) while the others skip it, and the job would hang."""
     key = _cache_key(cfg, fingerprint)
     cache_file = _cache_path(cfg)
-    cache = {}
-    if key and logger.enabled and os.path.exists(cache_file):
-        with open(cache_file) as f:
-            cache = json.load(f)
+    cache = read_cache(cache_file, logger) if key and logger.enabled else {}
     hit = cache.get(key) if key else None
     hit, top1, top5, samples = broadcast_floats(
         [1.0, hit["top1"], hit["top5"], hit["samples"]] if hit else [0.0, 0.0, 0.0, 0.0], device)
@@ -61,7 +86,7 @@ def check_teacher(cfg, teacher, val_loader, device, fingerprint: Dict[str, Any],
         metrics = evaluate(teacher, val_loader, device, cfg.runtime.amp, cfg.runtime.channels_last)
         result = {"top1": metrics["top1"], "top5": metrics["top5"], "samples": metrics["samples"]}
         if key and logger.enabled:
-            os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
+            remove_stale_temps(os.path.dirname(os.path.abspath(cache_file)))
             write_json(cache_file, {**cache, key: result})
     published = PUBLISHED_TEACHER_TOP1.get((cfg.data.dataset, cfg.teacher.arch))
     result["published_top1"] = published

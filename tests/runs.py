@@ -74,3 +74,23 @@ def read_metrics(run_dir: Path) -> List[Dict]:
 
 def load(path: Path) -> Dict:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train_here(*args: str) -> int:
+    """``train.py`` in this process (so a test can interrupt a writer at a chosen moment with
+    monkeypatch); its signal handlers are restored afterwards. Returns the exit code."""
+    import signal
+    import train
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return train.main(list(args))
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def one_line(text: str) -> str:
+    """The single line of ``text``; fails when there are several."""
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]

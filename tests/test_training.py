@@ -163,7 +163,7 @@ def test_export_keeps_the_student_alone_and_scores_as_the_run_logged(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "exported resnet8 (epoch 1)" in out.stdout
     state = load(exported)
-    assert set(state) == {"model", "arch", "epoch", "record"} and state["arch"] == "resnet8"
+    assert set(state) == {"model", "arch", "epoch", "record", "checksum"} and state["arch"] == "resnet8"
     import models
     models.load_weights(models.build_model("resnet8", num_classes=10), str(exported), arch="resnet8")
     scored = run_script("eval.py", "--checkpoint", str(exported), "--arch", "resnet8",

@@ -5,8 +5,9 @@
 A training checkpoint also holds the optimizer, the scheduler, RNG states and the method's own
 modules (FitNet's regressor, SRRL's connector); the export keeps ``{"model": student state_dict}``
 (the released CIFAR teachers' format, so ``teacher.checkpoint`` and ``eval.py --arch`` take it),
-plus the arch, epoch and the run record for provenance. For ONE the whole multi-branch network
-is kept (branches and gate), so ``eval.py --output`` can still pick a branch or the ensemble.
+plus the arch, epoch and the run record for provenance (and the checksum every checkpoint
+carries). For ONE the whole multi-branch network is kept (branches and gate), so
+``eval.py --output`` can still pick a branch or the ensemble.
 Written atomically; read back with ``weights_only=True``.
 """
 import argparse

@@ -4,13 +4,14 @@ A table file lists rows ``{name, config, top1, source, reproducible, why?}``; te
 ``role: teacher`` and ``arch``. One run of a row with seed k lives in
 ``<output_dir>/<table>/<row>/seed<k>``; its state is read from what ``train.py`` writes there.
 """
-import json
 import os
 from typing import Any, Dict, List, Optional
 
 import yaml
 
+from launch.record import read_record
 from utils.errors import UserError
+from utils.logger import read_metrics_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES_DIR = os.path.join(REPO, "configs", "tables")
@@ -51,19 +52,39 @@ def run_dir(output_dir: str, table_name: str, row_name: str, seed: int) -> str:
 
 
 def read_metrics(directory: str) -> List[Dict[str, Any]]:
-    path = os.path.join(directory, "metrics.jsonl")
+    """The epochs of a run's metrics.jsonl (a partial line of a running or killed run skipped)."""
+    return read_metrics_lines(os.path.join(directory, "metrics.jsonl"))[0]
+
+
+def _configured_epochs(directory: str) -> Optional[int]:
+    try:
+        with open(os.path.join(directory, "config.yaml")) as f:
+            return int(yaml.safe_load(f)["solver"]["epochs"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _saved_epoch(directory: str) -> Optional[int]:
+    """The epoch in ``last.pth``, read lazily (memory-mapped: the weights are not read)."""
+    path = os.path.join(directory, "last.pth")
     if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return None
+    import torch
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # noqa: BLE001 - any unreadable file just means "not finished"
+        return None
+    return epoch if isinstance(epoch, int) else None
 
 
 def is_finished(directory: str) -> bool:
-    path = os.path.join(directory, "run.json")
-    if not os.path.isfile(path):
-        return False
-    with open(path) as f:
-        return "summary" in json.load(f)
+    """run.json has a summary, or last.pth holds the last epoch (a run killed after its final
+    save but before its summary: ``train.py --resume auto`` only writes that summary)."""
+    record = read_record(os.path.join(directory, "run.json"))
+    if record is not None and "summary" in record:
+        return True
+    epochs, saved = _configured_epochs(directory), _saved_epoch(directory)
+    return epochs is not None and saved is not None and saved >= epochs
 
 
 def run_status(directory: str) -> str:

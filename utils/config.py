@@ -115,19 +115,86 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 # Reading files: `_base_` inheritance with provenance (which file set which key).
 
+MAX_VALUES = 100_000  # far above any real config; a YAML alias bomb expands beyond it
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping, and keys that are not
+    strings (the schema's keys are names): PyYAML silently keeps the last duplicate."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise _KeyProblem(line, f"key {key!r} is not a name (a string)")
+            if key in seen:
+                raise _KeyProblem(line, f"duplicate key '{key}'")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _KeyProblem(Exception):
+    def __init__(self, line: int, problem: str):
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Count the values of ``data`` as if its YAML aliases were expanded, stopping at
+    MAX_VALUES: a sub-kilobyte alias bomb is refused in microseconds, not after minutes."""
+    stack, count = [data], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"{where} expands to more than {MAX_VALUES} values (YAML aliases "
+                            "nested or recursive?): refused")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` parsed safely and strictly (see ``_StrictLoader``); errors name ``where``."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except _KeyProblem as err:
+        raise UserError(f"{where}:{err.line}: {err.problem}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"invalid YAML in {where}{line}: {getattr(err, 'problem', None) or err}") from None
+    _check_size(data, where)
+    return data
+
+
 def _read_yaml(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path}")
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"invalid YAML in {path}{where}: {getattr(err, 'problem', err)}") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                        f"{err.start}): save it as UTF-8") from None
+    data = parse_yaml(text, path)
+    if data is None:
+        raise UserError(f"config file {path} is empty: it holds no settings")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
     return data
+
+
+def _base_paths(bases: Any, path: str) -> List[str]:
+    """``_base_``: one path or a list of paths (strings), relative to the file naming them."""
+    items = [bases] if isinstance(bases, str) else bases
+    if not isinstance(items, list) or not all(isinstance(b, str) and b for b in items):
+        raise UserError(f"'_base_' in {path} must be a path or a list of paths, got {bases!r}")
+    return [os.path.join(os.path.dirname(path), base) for base in items]
 
 
 def _merge(base: Dict, override: Dict, source: str, provenance: Dict[str, str], prefix=""):
@@ -149,10 +216,8 @@ def load_yaml_tree(path: str, provenance: Optional[Dict[str, str]] = None,
     if real in _chain:
         raise UserError(f"_base_ cycle: {' -> '.join(_chain + (real,))}")
     data = _read_yaml(path)
-    bases = data.pop("_base_", [])
     merged: Dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        base_path = os.path.join(os.path.dirname(path), base)
+    for base_path in _base_paths(data.pop("_base_", []), path):
         _merge(merged, load_yaml_tree(base_path, provenance, _chain + (real,)), base_path, {})
     _merge(merged, data, path, provenance)
     for key in _leaf_keys(merged):
@@ -174,8 +239,10 @@ def apply_overrides(tree: Dict[str, Any], overrides: List[str], provenance: Dict
             raise UserError(f"override '{item}' must look like key.sub=value")
         dotted, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
+            value = parse_yaml(raw, f"override '{item}'") if raw != "" else None
+        except UserError:
+            if any(mark in raw for mark in "&*"):  # anchors/aliases: never taken as plain text
+                raise
             value = raw
         node = tree
         parts = dotted.strip().split(".")

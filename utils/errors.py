@@ -4,9 +4,23 @@ Command-line entry points catch it once, print its message as a single line on s
 with status 2; anything else is our bug and keeps its traceback.
 """
 
+WORKER_TRACEBACK = "Original Traceback"
+
+
+def one_line(message: str) -> str:
+    """A UserError raised in a DataLoader worker reaches the main process re-created with the
+    worker's whole traceback as its message; the user's line is the traceback's last."""
+    if WORKER_TRACEBACK in message:
+        last = message.strip().splitlines()[-1]
+        return last.split(f"{UserError.__name__}: ", 1)[-1]
+    return message
+
 
 class UserError(Exception):
     """A mistake in the user's input (config, paths, checkpoints): message is one line."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(one_line(str(message)))
 
 
 EXIT_USER_ERROR = 2

@@ -7,9 +7,30 @@ plain periodic lines otherwise (log files and job schedulers).
 import json
 import os
 import sys
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
+
+from utils.atomic import write_lines
+
+
+def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
+    """The epochs recorded in a ``metrics.jsonl`` and its lines that are not a JSON object: a
+    partial last line, left by a kill or a full disk in the middle of an append."""
+    records, broken = [], []
+    if not os.path.isfile(path):
+        return records, broken
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                broken.append(line)
+                continue
+            (records if isinstance(record, dict) and "epoch" in record else broken).append(record)
+    return records, broken
 
 
 class RunLogger:
@@ -41,14 +62,15 @@ class RunLogger:
                 f.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, last_epoch: int) -> None:
-        """On resume: drop lines of epochs after the checkpoint, which the run will repeat."""
+        """On resume: drop the epochs after the checkpoint, which the run will repeat, and any
+        partial line; the file is rewritten atomically."""
         path = os.path.join(self.run_dir or "", "metrics.jsonl")
         if not self.enabled or not os.path.exists(path):
             return
-        with open(path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= last_epoch]
-        with open(path, "w") as f:
-            f.writelines(kept)
+        records, broken = read_metrics_lines(path)
+        if broken:
+            self.info(f"metrics.jsonl: dropped {len(broken)} incomplete line(s) of an interrupted write")
+        write_lines(path, [json.dumps(r) + "\n" for r in records if r["epoch"] <= last_epoch])
 
     def progress(self, total: int, description: str):
         """A tqdm bar on a terminal; ``None`` otherwise (the trainer prints periodic lines)."""

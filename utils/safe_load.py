@@ -3,6 +3,7 @@
 ``torch.load(weights_only=True)`` only: a file that needs arbitrary unpickling could execute
 code, so it is refused with a one-line ``UserError`` naming what it holds. Shared by the model
 loader (teachers, released weights) and the trainer (resume), so both refuse the same way.
+A checkpoint that carries a checksum (ours do, ``utils/checksum.py``) is verified on every read.
 """
 import os
 import pickle
@@ -11,9 +12,13 @@ from typing import List
 
 import torch
 
+from utils.checksum import checksum_mismatch
 from utils.errors import UserError
 
 READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
+# what torch.load raises on files that are not checkpoints at all (a text file named .pth gives
+# "IndexError: pop from empty list" from the unpickler)
+NOT_A_CHECKPOINT = READ_ERRORS + (IndexError, TypeError, AttributeError, UnicodeDecodeError)
 
 
 def few(keys: List[str], count: int = 3) -> str:
@@ -31,7 +36,7 @@ def _unsafe_globals(path: str, err: Exception) -> List[str]:
     the error message for the legacy format)."""
     try:
         found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except READ_ERRORS:
+    except NOT_A_CHECKPOINT:
         found = []
     return found or re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
 
@@ -41,11 +46,15 @@ def read_checkpoint(path: str, kind: str = "checkpoint") -> object:
     if not os.path.isfile(path):
         raise UserError(f"{kind} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except READ_ERRORS as err:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except NOT_A_CHECKPOINT as err:
         unsafe = _unsafe_globals(path, err)
         if unsafe:
             raise UserError(f"refusing to load {path}: it holds pickled Python objects ({few(unsafe)}) "
                             "that could run code; if you trust it, re-save only its state dict "
                             "(torch.save(model.state_dict(), path))") from err
         raise UserError(f"cannot read {path} as a PyTorch checkpoint: {first_line(err)}") from err
+    if checksum_mismatch(state):
+        raise UserError(f"{path} is damaged: its content no longer matches the checksum written with "
+                        "it (a changed byte on disk or in transfer); use another copy or checkpoint")
+    return state
