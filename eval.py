@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from utils.cli import parse_with_overrides
 from utils.errors import EXIT_USER_ERROR, UserError
 
 
@@ -19,7 +20,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--output", help="multi-output models (ONE): the headline output, e.g. "
                                          "ensemble or branch2 (default branch1); all are reported")
-    return parser.parse_args(argv)
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None) -> int:

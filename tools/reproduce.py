@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
+from utils.cli import parse_with_overrides  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 
 
@@ -156,7 +157,7 @@ def parse_args(argv=None):
     parser.add_argument("--only", metavar="PATTERN", help="rows whose name matches (glob or substring)")
     parser.add_argument("--summary", action="store_true", help="only summarise the runs that exist")
     parser.add_argument("--output-dir", default="checkpoints/tables")
-    return parser.parse_args(argv)
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None) -> int:
