@@ -3,6 +3,7 @@
     python train.py --config configs/cifar100/kd/res32x4_res8x4.yaml [key.sub=value ...] [--resume auto]
     (overrides may stand before or after the flags; `key=null` removes a key, e.g. data.num_classes=null)
     torchrun --nproc_per_node 4 train.py --config ...        # several GPUs / machines
+    srun --ntasks-per-node 4 --gpus-per-task 1 python train.py --config ...   # SLURM, no torchrun
 """
 import argparse
 import os
@@ -29,6 +30,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from engine.distributed import adopt_slurm_environment
+    adopt_slurm_environment()   # srun without torchrun: rank, world size, master from SLURM
     try:
         from launch.build import load_run_config
         cfg = load_run_config(args.config, args.overrides, smoke=args.smoke)

@@ -12,6 +12,7 @@ import torch
 import datasets
 import models
 from distillers import build_distiller, get_distiller_class, resolve_distiller_section
+from engine.distributed import cuda_index
 from utils.config import Config, load_config, load_yaml_tree, replace_section
 from utils.errors import UserError
 
@@ -68,7 +69,7 @@ def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
         raise UserError(f"runtime.device is '{cfg.runtime.device}' but no CUDA device is available; "
                         "use runtime.device=cpu")
     if wanted == "cuda":
-        wanted = f"cuda:{local_rank}"
+        wanted = f"cuda:{cuda_index(local_rank)}"
     return torch.device(wanted)
 
 

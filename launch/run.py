@@ -32,6 +32,18 @@ def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
             f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
 
 
+def hyperparameters(cfg) -> Dict[str, Any]:
+    """What tells the runs of a table apart, for TensorBoard's HParams: the method and its keys,
+    the pair, the recipe's lr and epochs, the seed."""
+    method = {f"distiller.{k}": v for k, v in cfg.distiller.items() if k != "name"}
+    with_teacher = cfg.teacher.arch and cfg.distiller["name"] not in ("vanilla", "one")
+    pair = f"{cfg.teacher.arch}->{cfg.student.arch}" if with_teacher else cfg.student.arch
+    return {"method": cfg.distiller["name"], "pair": pair, "student": cfg.student.arch,
+            "teacher": cfg.teacher.arch or "", **method, "solver.lr": cfg.solver.lr,
+            "solver.epochs": cfg.solver.epochs, "data.batch_size": cfg.data.batch_size,
+            "seed": cfg.experiment.seed}
+
+
 def _resume_path(cfg, resume: Optional[str]) -> Optional[str]:
     last = os.path.join(cfg.run_dir, "last.pth")
     if resume == "auto":
@@ -115,5 +127,7 @@ def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str
                 f"{summary['images_per_s']:.0f} images/s -> {cfg.run_dir}")
     if dist_info.is_main:
         write_json(os.path.join(cfg.run_dir, "run.json"), {**record, "summary": summary})
+    logger.hparams(hyperparameters(cfg), {"hparams/best_top1": summary["best_top1"],
+                                          "hparams/last_top1": summary["last_top1"]})
     logger.close()
     return summary
