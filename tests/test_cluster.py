@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from engine.distributed import adopt_slurm_environment, first_host
-from tests.runs import REPO, load, write_config
+from tests.runs import REPO, load, write_config, write_teacher_and_kd_table
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                  "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
@@ -95,14 +94,8 @@ def executable(path: Path, text: str) -> None:
 
 
 def test_reproduce_slurm_submits_teachers_then_students_depending_on_them(tmp_path):
-    tiny = {"data": {"train_size": 64, "val_size": 32}}
-    teacher_cfg = write_config(tmp_path, "teacher", epochs=2, extra=tiny)
-    kd_cfg = write_config(tmp_path, "kd", epochs=2, distiller={"name": "kd"}, extra=tiny,
-                          teacher={"arch": "resnet8", "checkpoint": str(tmp_path / "absent/last.pth")})
-    table = tmp_path / "tiny.yaml"
-    table.write_text(yaml.safe_dump({"paper": "tiny", "source": "test", "reports": "best", "runs": 2, "rows": [
-        {"name": "teacher_resnet8", "role": "teacher", "arch": "resnet8", "config": str(teacher_cfg), "top1": 50.0},
-        {"name": "kd_r8_r8", "config": str(kd_cfg), "top1": 40.0}]}))
+    table = write_teacher_and_kd_table(tmp_path, {"data": {"train_size": 64, "val_size": 32}})
+    kd_cfg = tmp_path / "kd.yaml"
     out_dir = tmp_path / "out"
     # overrides before and after the flags, as on every CLI
     made = subprocess.run([sys.executable, "tools/reproduce.py", "solver.lr=0.1", str(table), "--seeds", "0", "1",

@@ -3,7 +3,7 @@ family) pair trains a whole smoke epoch.
 
 Smoke mode lets a config without its teacher checkpoint run with a random teacher, so this
 catches a broken pair, hint layer, connector or branch split in any shipped config before a
-user spends GPU hours on it. The proof is kept and the waste dropped: one step of 4 images per
+user spends GPU hours on it. The proof is kept and the waste dropped: one step of 2 images per
 config (seconds for all of them), and the full run (a few steps, evaluation, checkpoint, logs)
 once per pair rather than once per config. Both assert what a broken run would not show: finite
 losses and every student parameter moved by the step.
@@ -24,7 +24,7 @@ from utils.logger import RunLogger
 
 ALL = sorted(str(p.relative_to(REPO)) for d in ("configs/cifar100", "configs/imagenet")
              for p in (REPO / d).rglob("*.yaml"))
-ONE_STEP = ["data.train_size=4", "data.val_size=4", "data.batch_size=4", "data.val_batch_size=4",
+ONE_STEP = ["data.train_size=2", "data.val_size=2", "data.batch_size=2", "data.val_batch_size=2",
             "data.num_classes=100", "runtime.device=cpu", "log.tensorboard=false"]
 FAMILIES = (("one_", "one"), ("resnet", "resnet"), ("ResNet", "resnet_v2"), ("wrn", "wrn"),
             ("vgg", "vgg"), ("MobileNet", "mobilenet"), ("Shuffle", "shufflenet"))
@@ -32,12 +32,12 @@ FAMILIES = (("one_", "one"), ("resnet", "resnet"), ("ResNet", "resnet_v2"), ("wr
 
 @pytest.fixture(autouse=True)
 def cheap_calibration(monkeypatch):
-    """A random teacher's BatchNorm statistics from one batch of 8 (not 4 of 16): the logits'
+    """A random teacher's BatchNorm statistics from one batch of 4 (not 4 of 16): the logits'
     scale is what a smoke step needs, and calibrating deep teachers was most of this file's time."""
     import launch.build
     from models.calibrate import recalibrate_batchnorm
     monkeypatch.setattr(launch.build.models, "recalibrate_batchnorm",
-                        functools.partial(recalibrate_batchnorm, batches=1, batch_size=8))
+                        functools.partial(recalibrate_batchnorm, batches=1, batch_size=4))
 
 
 def smoke_config(path: str, extra=()):
@@ -50,6 +50,7 @@ def family(arch: str) -> str:
     return next(name for prefix, name in FAMILIES if arch.startswith(prefix))
 
 
+@functools.lru_cache(maxsize=None)
 def pair_of(path: str):
     """(dataset, method directory: the method and its switches, student family)."""
     dataset, method = Path(path).parts[1:3]
@@ -82,12 +83,12 @@ def test_config_builds_and_one_step_trains(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", one_config_per_pair())
 def test_one_smoke_epoch_per_method_and_model_family(path, tmp_path):
-    cfg = smoke_config(path, [f"experiment.output_dir={tmp_path}", "data.train_size=12"])
+    cfg = smoke_config(path, [f"experiment.output_dir={tmp_path}", "data.train_size=6", "data.val_size=4"])
     summary = run_training(cfg)
     assert summary["best_epoch"] == 1 and 0.0 <= summary["best_top1"] <= 100.0
     with open(Path(cfg.run_dir) / "metrics.jsonl") as f:
         (epoch,) = [json.loads(line) for line in f]
-    numbers = {k: v for k, v in epoch.items() if k.startswith(("train/loss", "val/loss"))}
+    numbers = {k: v for k, v in epoch.items() if k.startswith(("train/loss", "train/weighted/", "val/loss"))}
     assert len(numbers) >= 3 and all(math.isfinite(v) for v in numbers.values()), numbers
     saved = torch.load(Path(cfg.run_dir) / "last.pth", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1 and saved["step"] == 3
