@@ -178,3 +178,20 @@ def test_split_overrides_leaves_flag_values_and_everything_after_double_dash():
     assert rest == ["--out", "x.y=z", "--many", "1", "--", "c.d=3"] and overrides == ["a.b=2"]
     rest, overrides = split_overrides(parser, ["--out=a.b=c", "notanoverride=1", "k.v="])
     assert rest == ["--out=a.b=c", "notanoverride=1"] and overrides == ["k.v="]
+
+
+def test_imagefolder_over_a_config_that_fixes_num_classes_says_how_to_remove_it(tmp_path):
+    from PIL import Image
+    import datasets
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / split / name / "a.png")
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {dataset: synthetic, num_classes: 10, num_workers: 0, image_size: 8}\n")
+    switched = ["data.dataset=imagefolder", f"data.root={tmp_path}"]
+    with pytest.raises(UserError, match=r"data.num_classes is 10 but .* has 2 classes: remove it "
+                                        r"\(on the command line: data.num_classes=null\) or set it to 2"):
+        datasets.build_loaders(load_config(str(config), switched).data, seed=0)
+    cfg = load_config(str(config), switched + ["data.num_classes=null"])
+    assert datasets.build_loaders(cfg.data, seed=0).num_classes == 2
