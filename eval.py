@@ -15,7 +15,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .pth file (ours or released format)")
     parser.add_argument("--config", help="config for data and model (default: the one stored in the checkpoint)")
-    parser.add_argument("--arch", help="model name, for checkpoints that carry no config")
+    parser.add_argument("--arch", help="model name, for checkpoints that carry no config (files "
+                                       "written by tools/export.py record theirs)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--output", help="multi-output models (ONE): the headline output, e.g. "

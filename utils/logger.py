@@ -42,6 +42,7 @@ class RunLogger:
             return
         from torch.utils.tensorboard.summary import hparams
         plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+        results = {k: v for k, v in results.items() if v is not None}   # e.g. no epoch ran
         writer = self.writer._get_file_writer()
         for summary in hparams(plain, results):
             writer.add_summary(summary)
