@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from utils.cli import parse_with_overrides
 from utils.errors import EXIT_USER_ERROR, UserError
 
 BENCH_OVERRIDES = ["teacher.allow_random=true", "log.tensorboard=false"]
@@ -81,7 +82,7 @@ def parse_args(argv=None):
                         help="use the config's dataset instead of synthetic data of its shapes")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
                         help="two strings of space-separated overrides; prints both and B/A")
-    return parser.parse_intermixed_args(argv)
+    return parse_with_overrides(parser, argv)
 
 
 # --- configuration -------------------------------------------------------------------------------

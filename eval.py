@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from utils.cli import parse_with_overrides
 from utils.errors import EXIT_USER_ERROR, UserError
 
 
@@ -14,12 +15,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .pth file (ours or released format)")
     parser.add_argument("--config", help="config for data and model (default: the one stored in the checkpoint)")
-    parser.add_argument("--arch", help="model name, for checkpoints that carry no config")
+    parser.add_argument("--arch", help="model name, for checkpoints that carry no config (files "
+                                       "written by tools/export.py record theirs)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--output", help="multi-output models (ONE): the headline output, e.g. "
                                          "ensemble or branch2 (default branch1); all are reported")
-    return parser.parse_args(argv)
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,15 @@
 """Train a student (or a teacher) from a YAML config.
 
-    python train.py --config configs/cifar100/kd/res32x4_res8x4.yaml [key.sub=value ...]
+    python train.py --config configs/cifar100/kd/res32x4_res8x4.yaml [key.sub=value ...] [--resume auto]
+    (overrides may stand before or after the flags; `key=null` removes a key, e.g. data.num_classes=null)
     torchrun --nproc_per_node 4 train.py --config ...        # several GPUs / machines
+    srun --ntasks-per-node 4 --gpus-per-task 1 python train.py --config ...   # SLURM, no torchrun
 """
 import argparse
 import os
 import sys
 
+from utils.cli import parse_with_overrides
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.stopping import Stopped, stop_on_signals
 
@@ -21,12 +24,15 @@ def parse_args(argv=None):
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved, validated config as YAML and exit")
     parser.add_argument("--smoke", action="store_true",
-                        help="one epoch on synthetic data (random teacher if its checkpoint is absent)")
-    return parser.parse_args(argv)
+                        help="a few steps on synthetic data (random teacher if its checkpoint is "
+                             "absent): checks the pipeline in seconds; its numbers mean nothing")
+    return parse_with_overrides(parser, argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from engine.distributed import adopt_slurm_environment
+    adopt_slurm_environment()   # srun without torchrun: rank, world size, master from SLURM
     stop_on_signals()
     main_process = os.environ.get("LOCAL_RANK", "0") == "0"  # print once per machine under torchrun
     try:
@@ -35,6 +41,9 @@ def main(argv=None) -> int:
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
+        if args.smoke and os.environ.get("RANK", "0") == "0":
+            from launch.build import smoke_notice
+            print(smoke_notice(cfg), flush=True)
         from launch.run import run_training
         run_training(cfg, resume=args.resume, argv=sys.argv)
     except UserError as err:

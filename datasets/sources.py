@@ -65,7 +65,7 @@ def _check_num_classes(data_cfg, found: int, where: str) -> None:
     wanted = setting(data_cfg, "num_classes")
     if wanted is not None and int(wanted) != found:
         raise UserError(f"data.num_classes is {wanted} but {where} has {found} classes: "
-                        f"remove data.num_classes or set it to {found}")
+                        f"remove it (on the command line: data.num_classes=null) or set it to {found}")
 
 
 def _from_arrays(train: ImageArrays, val: ImageArrays, num_classes: int, mean, std) -> Source:

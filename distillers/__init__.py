@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional
 
 from torch import nn
 
+from distillers.value_checks import check_distiller_values
 from utils.errors import UserError
 from utils.registry import Registry
 
@@ -53,8 +54,14 @@ def distiller_defaults(name: str) -> Dict[str, Any]:
             if k not in _CONTEXT_ARGS and p.kind == p.KEYWORD_ONLY}
 
 
-def resolve_distiller_section(section: Dict[str, Any], where: str = "config") -> Dict[str, Any]:
-    """Fill the method's defaults into a config section; unknown keys are a user error."""
+def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
+                              provenance: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Fill the method's defaults into a config section and check its values; unknown keys and
+    bad values are a user error naming where the key was set (``provenance``: dotted key ->
+    file or command line, as ``load_config`` fills it; ``where`` otherwise)."""
+    def where_of(key: str) -> str:
+        return (provenance or {}).get(f"distiller.{key}", where)
+
     if "name" not in section:
         raise UserError(f"missing key 'distiller.name' in {where}; one of: {', '.join(list_distillers())}")
     defaults = distiller_defaults(section["name"])
@@ -63,12 +70,12 @@ def resolve_distiller_section(section: Dict[str, Any], where: str = "config") ->
             close = difflib.get_close_matches(key, defaults, n=1)
             hint = f"; did you mean 'distiller.{close[0]}'?" if close else (
                 f"; '{section['name']}' takes: {', '.join(defaults) or 'no options'}")
-            raise UserError(f"unknown key 'distiller.{key}' in {where}{hint}")
+            raise UserError(f"unknown key 'distiller.{key}' in {where_of(key)}{hint}")
     resolved = {"name": section["name"], **defaults, **{k: v for k, v in section.items() if k != "name"}}
     missing = [k for k, v in resolved.items() if v is None and k != "name"]
     if missing:
         raise UserError(f"missing key 'distiller.{missing[0]}' in {where}")
-    return resolved
+    return check_distiller_values(resolved, defaults, where_of)
 
 
 def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[nn.Module] = None,

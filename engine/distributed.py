@@ -1,7 +1,8 @@
 """torch.distributed set-up for ``torchrun`` launches (one process per device, one or more machines).
 
-torchrun exports RANK / WORLD_SIZE / LOCAL_RANK; without them the run is a single process and
-nothing here touches torch.distributed. NCCL on GPUs, gloo on CPU. A finite timeout makes a
+torchrun exports RANK / WORLD_SIZE / LOCAL_RANK; under ``srun`` without torchrun they are taken
+from SLURM's variables (``adopt_slurm_environment``); without either the run is a single process
+and nothing here touches torch.distributed. NCCL on GPUs, gloo on CPU. A finite timeout makes a
 failed or hung rank end the whole job instead of blocking the others for hours: 600 s by default,
 ``DISTILLERY_DIST_TIMEOUT_S`` overrides it (raise it when rank 0 has long work of its own, such as
 building a teacher cache on a slow file system). When one rank exits non-zero, torchrun stops the
@@ -13,6 +14,7 @@ all-reduces, so a CPU run checks what a GPU run computes.
 """
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -57,15 +59,53 @@ def timeout_seconds() -> float:
     return seconds
 
 
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list in its compact form: ``gpu[07-09,12],cpu1`` -> gpu07."""
+    head = re.match(r"([^,\[]*)(\[([^\],-]*))?", nodelist.strip())
+    return head.group(1) + (head.group(3) or "")
+
+
+def adopt_slurm_environment(env=os.environ) -> bool:
+    """Under ``srun`` (one task per GPU, any number of nodes) and not under torchrun: set the
+    variables torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from
+    SLURM's, so ``srun python train.py ...`` needs no launcher. The first node of the step is the
+    master; the port is MASTER_PORT if set, else derived from the job id (two jobs sharing a node
+    do not collide). Only a job step has SLURM_STEP_NUM_TASKS, so a plain ``python train.py`` in
+    an sbatch script stays one process. Returns whether it did."""
+    tasks = env.get("SLURM_STEP_NUM_TASKS")
+    if "RANK" in env or not tasks or int(tasks) <= 1:
+        return False
+    env["RANK"], env["WORLD_SIZE"] = env["SLURM_PROCID"], tasks
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    env.setdefault("MASTER_ADDR", first_host(nodes))
+    env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))
+    return True
+
+
+def cuda_index(local_rank: int) -> int:
+    """The GPU of this process: its local rank among the node's visible GPUs (torchrun, or srun
+    with every GPU visible), or the one GPU SLURM bound to the task (``--gpus-per-task 1``)."""
+    count = torch.cuda.device_count()
+    if local_rank < count:
+        return local_rank
+    if count == 1:
+        return 0
+    from utils.errors import UserError
+    raise UserError(f"local rank {local_rank} has no GPU: {count} visible on this node; start "
+                    "one process per GPU")
+
+
 def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
-    """This process's place in a torchrun job (``DistInfo()`` when not launched by torchrun);
+    """This process's place in a torchrun or srun job (``DistInfo()`` for a single process);
     initialises the default process group once (later calls reuse it)."""
+    adopt_slurm_environment()
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
                     int(os.environ.get("LOCAL_RANK", "0")))
     if device_type == "cuda":
-        torch.cuda.set_device(info.local_rank)
+        torch.cuda.set_device(cuda_index(info.local_rank))
     if not is_initialized():
         seconds = timeout_seconds() if timeout_s is None else timeout_s
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo",

@@ -192,9 +192,10 @@ class Trainer:
             targets = targets.to(self.device, non_blocking=True)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            step_lr = self.optimizer.param_groups[0]["lr"]   # the lr this step uses (shown)
             logits, losses = self._step(images, targets, epoch, *views)
-            if sums is None:
-                names = ["loss", *losses]
+            if sums is None:   # the method's terms, its weights applied: they sum to "loss"
+                names = ["loss", *(f"weighted/{name}" for name in losses)]
                 sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.device)
             n = targets.numel()
             values = torch.stack([sum(losses.values()).detach(), *[v.detach() for v in losses.values()]])
@@ -202,7 +203,7 @@ class Trainer:
             sums[-2] += (logits.detach().argmax(dim=1) == targets).sum()
             sums[-1] += n
             if (i + 1) % self.cfg.log.print_freq == 0 or i + 1 == self.steps_per_epoch:
-                self._report_progress(epoch, i + 1, sums, names, bar)
+                self._report_progress(epoch, i + 1, sums, step_lr, bar)
         if bar is not None:
             bar.close()
         totals = all_reduce_sum(sums.clone()).tolist()
@@ -227,13 +228,12 @@ class Trainer:
         self.state.step += 1
         return logits, losses
 
-    def _report_progress(self, epoch: int, step: int, sums, names, bar) -> None:
+    def _report_progress(self, epoch: int, step: int, sums, lr: float, bar) -> None:
         values = sums.tolist()  # the one host sync every print_freq steps
         mean_loss = values[0] / values[-1]
         if not all(torch.isfinite(torch.tensor(values[:-2]))):
             raise UserError(f"loss became {mean_loss} at epoch {epoch}, step {step}: stopped; "
                             f"{self.kept_checkpoint()}; lower solver.lr or check the data")
-        lr = self.optimizer.param_groups[0]["lr"]
         text = f"loss {mean_loss:.4f} lr {lr:.4g}"
         if bar is not None:
             bar.update(step - bar.n)

@@ -17,21 +17,32 @@ from utils.config import apply_overrides, config_from_dict, load_config, replace
 from utils.errors import UserError
 
 
+def _stored_config(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The run's config a file carries: a training checkpoint's own, or (a file written by
+    tools/export.py) the one in its run record."""
+    for holder in (checkpoint, checkpoint.get("record")):
+        if isinstance(holder, dict) and isinstance(holder.get("config"), dict):
+            return holder["config"]
+    return None
+
+
 def _config_for(checkpoint: Dict[str, Any], path: str, config_path: Optional[str],
                 arch: Optional[str], overrides: List[str]):
+    stored = _stored_config(checkpoint)
+    recorded_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     if config_path:
         cfg = load_config(config_path, overrides)
-    elif isinstance(checkpoint.get("config"), dict):
-        tree = checkpoint["config"]
-        apply_overrides(tree, overrides, {})
-        cfg = config_from_dict(tree, where=f"{path} (stored config)")
+    elif stored is not None:
+        apply_overrides(stored, overrides, {})
+        cfg = config_from_dict(stored, where=f"{path} (stored config)")
     else:
         tree: Dict[str, Any] = {}
         apply_overrides(tree, overrides, {})
         cfg = config_from_dict(tree, where="the command-line overrides")
+    arch = arch or (None if config_path else recorded_arch)
     if arch:
         cfg = replace_section(cfg, "student", arch=arch)
-    elif not config_path and "config" not in checkpoint:
+    elif not config_path and stored is None:
         raise UserError(f"{path} carries no config: pass --arch (e.g. --arch resnet32x4) "
                         "and, for data other than CIFAR-100 under data/, --config or overrides")
     return cfg

@@ -29,16 +29,27 @@ def config_hash(config: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def git_state() -> Dict[str, Any]:
+MAX_DIFF_CHARS = 1 << 20   # a larger diff is cut there, and says so
+
+
+def git_state(repo_root: str = REPO_ROOT) -> Dict[str, Any]:
+    """The commit the code came from; when tracked files differ from it, also the diff against
+    it, so a result can be traced to the exact code that made it (untracked files not included)."""
     def git(*args: str) -> Optional[str]:
         try:
-            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", *args], cwd=repo_root, capture_output=True, text=True,
+                                 timeout=10, errors="replace")
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    state: Dict[str, Any] = {"commit": commit, "dirty": bool(status) if status is not None else None}
+    if status:
+        diff = git("diff", "HEAD", "--no-color", "--no-ext-diff") or ""
+        state["diff"] = diff if len(diff) <= MAX_DIFF_CHARS else (
+            diff[:MAX_DIFF_CHARS] + f"\n[diff cut at {MAX_DIFF_CHARS} of {len(diff)} characters]")
+    return state
 
 
 def environment(device: torch.device) -> Dict[str, Any]:

@@ -54,6 +54,18 @@ def as_user_error(err: RuntimeError) -> Exception:
                      f"torch.use_deterministic_algorithms): set runtime.deterministic=false")
 
 
+def hyperparameters(cfg) -> Dict[str, Any]:
+    """What tells the runs of a table apart, for TensorBoard's HParams: the method and its keys,
+    the pair, the recipe's lr and epochs, the seed."""
+    method = {f"distiller.{k}": v for k, v in cfg.distiller.items() if k != "name"}
+    with_teacher = cfg.teacher.arch and cfg.distiller["name"] not in ("vanilla", "one")
+    pair = f"{cfg.teacher.arch}->{cfg.student.arch}" if with_teacher else cfg.student.arch
+    return {"method": cfg.distiller["name"], "pair": pair, "student": cfg.student.arch,
+            "teacher": cfg.teacher.arch or "", **method, "solver.lr": cfg.solver.lr,
+            "solver.epochs": cfg.solver.epochs, "data.batch_size": cfg.data.batch_size,
+            "seed": cfg.experiment.seed}
+
+
 def _resume_path(cfg, resume: Optional[str]) -> Optional[str]:
     last = os.path.join(cfg.run_dir, "last.pth")
     if resume == "auto":
@@ -177,5 +189,7 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
     logger.info(done_line(summary, cfg.run_dir))
     if dist_info.is_main:
         write_json(os.path.join(cfg.run_dir, "run.json"), {**record, "summary": summary})
+    logger.hparams(hyperparameters(cfg), {"hparams/best_top1": summary["best_top1"],
+                                          "hparams/last_top1": summary["last_top1"]})
     logger.close()
     return summary

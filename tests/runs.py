@@ -37,6 +37,20 @@ def write_config(directory: Path, name: str, student: str = "resnet8", epochs: i
     return path
 
 
+def write_teacher_and_kd_table(directory: Path, extra: Dict, more_rows: List[Dict] = ()) -> Path:
+    """A two-row table (a resnet8 teacher row, a KD row whose released teacher is absent, so
+    reproduce.py trains the teacher row first) of 2-epoch configs, written as tiny.yaml."""
+    import yaml
+    teacher_cfg = write_config(directory, "teacher", epochs=2, extra=extra)
+    kd_cfg = write_config(directory, "kd", epochs=2, distiller={"name": "kd"}, extra=extra,
+                          teacher={"arch": "resnet8", "checkpoint": str(directory / "absent/last.pth")})
+    table = directory / "tiny.yaml"
+    table.write_text(yaml.safe_dump({"paper": "tiny", "source": "test", "reports": "best", "runs": 2, "rows": [
+        {"name": "teacher_resnet8", "role": "teacher", "arch": "resnet8", "config": str(teacher_cfg), "top1": 50.0},
+        {"name": "kd_r8_r8", "config": str(kd_cfg), "top1": 40.0}, *more_rows]}))
+    return table
+
+
 def run_script(script: str, *args: str, timeout: int = 300, env: Dict = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
     return subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True,

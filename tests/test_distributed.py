@@ -67,7 +67,7 @@ def write_config(directory: Path, name: str, distiller: dict, epochs: int = 2, s
                  student: str = "resnet8", **data) -> Path:
     config = {"experiment": {"name": name, "output_dir": str(directory / "runs"), "seed": 0},
               "data": {**DATA, **data}, "student": {"arch": student}, "distiller": distiller,
-              "solver": {"epochs": epochs, "lr": 0.05, "milestones": [10], "weight_decay": 5e-4},
+              "solver": {"epochs": epochs, "lr": 0.05, "milestones": [], "weight_decay": 5e-4},
               "runtime": {"device": "cpu", "sync_bn": sync_bn},
               "log": {"print_freq": 2, "tensorboard": False}}
     if distiller["name"] not in ("vanilla", "one"):

@@ -14,7 +14,7 @@ import yaml
 
 import models
 from launch.build import load_run_config, model_dataset
-from tests.runs import REPO, read_metrics, write_config
+from tests.runs import REPO, read_metrics, write_config, write_teacher_and_kd_table
 from tools.tables import TABLES_DIR, config_path, load_table
 
 TABLES = sorted(p.stem for p in Path(TABLES_DIR).glob("*.yaml"))
@@ -123,14 +123,8 @@ def _run_tool(*args):
 
 def test_reproduce_trains_teacher_first_resumes_killed_run_and_summarises(tmp_path):
     extra = {"data": TINY, "solver": {"milestones": [2]}, "log": {"print_freq": 1, "tensorboard": False}}
-    teacher_cfg = write_config(tmp_path, "teacher", epochs=2, extra=extra)
-    kd_cfg = write_config(tmp_path, "kd", epochs=2, distiller={"name": "kd"}, extra=extra,
-                          teacher={"arch": "resnet8", "checkpoint": str(tmp_path / "absent/last.pth")})
-    table = tmp_path / "tiny.yaml"
-    table.write_text(yaml.safe_dump({"paper": "tiny", "source": "test", "reports": "best", "runs": 2, "rows": [
-        {"name": "teacher_resnet8", "role": "teacher", "arch": "resnet8", "config": str(teacher_cfg), "top1": 50.0},
-        {"name": "kd_r8_r8", "config": str(kd_cfg), "top1": 40.0},
-        {"name": "kd_other", "top1": 1.0, "reproducible": False, "why": "no such model"}]}))
+    table = write_teacher_and_kd_table(tmp_path, extra, [
+        {"name": "kd_other", "top1": 1.0, "reproducible": False, "why": "no such model"}])
     out_dir = tmp_path / "out"
     common = [str(table), "--seeds", "0", "1", "--output-dir", str(out_dir), "--jobs-per-gpu", "2"]
     first = _run_tool(*common, "--only", "teacher*")

@@ -56,7 +56,7 @@ def test_tensorboard_events_hold_the_named_tags(vanilla_run):
     events = EventAccumulator(str(run_dir / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/loss_ce", "train/lr", "train/images_per_s",
+    for tag in ("train/loss", "train/weighted/loss_ce", "train/lr", "train/top1", "train/images_per_s",
                 "val/top1", "val/top5", "val/loss"):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("val/top1")] == [1, 2, 3]

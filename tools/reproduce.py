@@ -2,6 +2,7 @@
 
     python tools/reproduce.py dkd_cifar100_diff --seeds 0 1 2 --gpus 0,1 --jobs-per-gpu 2
     python tools/reproduce.py dkd_cifar100_diff --dry-run > jobs.txt    # one command per line
+    python tools/reproduce.py dkd_cifar100_diff --slurm > jobs.sh; bash jobs.sh   # SLURM job arrays
     python tools/reproduce.py dkd_cifar100_diff --summary                # Markdown + CSV
 
 Runs live in ``<output-dir>/<table>/<row>/seed<k>``. A finished run (``run.json`` with a
@@ -25,6 +26,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
+from utils.cli import parse_with_overrides  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 
 
@@ -156,7 +158,17 @@ def parse_args(argv=None):
     parser.add_argument("--only", metavar="PATTERN", help="rows whose name matches (glob or substring)")
     parser.add_argument("--summary", action="store_true", help="only summarise the runs that exist")
     parser.add_argument("--output-dir", default="checkpoints/tables")
-    return parser.parse_args(argv)
+    parser.add_argument("--slurm", action="store_true",
+                        help="print an sbatch submission script: a job array of teacher runs, then one "
+                             "of student runs depending on it (tools/slurm.py)")
+    parser.add_argument("--slurm-option", action="append", default=[], metavar="'--partition=gpu'",
+                        help="an #SBATCH line for both arrays (repeatable): partition, time, account...")
+    return parse_with_overrides(parser, argv)
+
+
+def repo_command(run: PlannedRun) -> List[str]:
+    """A run's command as typed at the repository root (for --dry-run and --slurm)."""
+    return ["python", "train.py", *run.command[2:]]
 
 
 def main(argv=None) -> int:
@@ -172,13 +184,20 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    if args.slurm:
+        from tools.slurm import sbatch_script
+        invocation = shlex.join(["python", "tools/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
+        print(sbatch_script(table["name"], [repo_command(r) for r in runs if r.phase == 0],
+                            [repo_command(r) for r in runs if r.phase == 1], REPO,
+                            os.path.join(output_dir, "slurm_logs"), invocation, args.slurm_option), end="")
+        return 0
     if args.dry_run:
         for phase in sorted({r.phase for r in runs}):
             print(f"# phase {phase + 1}: {'teachers (finish these first)' if phase == 0 else 'students'}",
                   file=sys.stderr)
             for r in runs:
                 if r.phase == phase:
-                    print(shlex.join(["python", "train.py", *r.command[2:]]))   # from the repo root
+                    print(shlex.join(repo_command(r)))
         return 0
     failures = run_all(runs, gpu_slots(args.gpus, args.jobs_per_gpu))
     from tools.summarize import summarize

@@ -8,7 +8,9 @@ constructor is its schema (``distillers.resolve_distiller_section``).
 """
 import dataclasses
 import difflib
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Tuple
@@ -255,6 +257,85 @@ def apply_overrides(tree: Dict[str, Any], overrides: List[str], provenance: Dict
 
 
 # ---------------------------------------------------------------------------------------------
+# Numbers as researchers write them. YAML 1.1 (PyYAML) reads `5e-4` and `1E-3` as strings (its
+# floats need a dot), so a string that spells a number is taken as that number wherever the
+# schema (or a method's default) expects one. Nothing else is converted: 'ten' stays a type error.
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def as_number(value: Any, kind: type) -> Optional[Any]:
+    """``value`` as a ``kind`` (float or int) if it is one or spells one (``5e-4``, ``1E-3``,
+    ``.1``, ``1_000``, a whole ``1e3`` for an int); None otherwise. Booleans are not numbers;
+    NaN and infinities pass here and are refused by the range checks, with their own message."""
+    if isinstance(value, str):
+        text = re.sub(r"(?<=\d)_(?=\d)", "", value.strip())   # 1_000: digit separators
+        if not _NUMBER.fullmatch(text):
+            return None
+        value = float(text) if re.search(r"[.eE]", text) else int(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if kind is float:
+        return float(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a number must lie: ``low``/``high`` bounds, each inclusive unless ``*_open``."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        return ((self.low is None or (x > self.low if self.low_open else x >= self.low)) and
+                (self.high is None or (x < self.high if self.high_open else x <= self.high)))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return (f"in {'(' if self.low_open else '['}{self.low:g}, "
+                f"{self.high:g}{')' if self.high_open else ']'}")
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, low_open=True), Range(0), Range(1)
+
+# The range of every numeric key (each element of a list key). Types are the schema's; what a
+# value means is checked here, before anything runs. The distiller section has its own rules
+# (distillers/value_checks.py). Cross-key rules (milestones vs epochs) are in _check_consistency.
+RANGES: Dict[str, Range] = {
+    "experiment.seed": NON_NEGATIVE,
+    "data.batch_size": AT_LEAST_1, "data.val_batch_size": AT_LEAST_1,
+    "data.num_workers": NON_NEGATIVE, "data.num_classes": AT_LEAST_1,
+    "data.image_size": AT_LEAST_1, "data.train_size": AT_LEAST_1, "data.val_size": AT_LEAST_1,
+    "data.mean": Range(0, 1), "data.std": Range(0, 1, low_open=True),
+    "teacher.min_top1": Range(0, 100), "teacher.train_epochs": NON_NEGATIVE,
+    "solver.epochs": AT_LEAST_1, "solver.lr": POSITIVE, "solver.momentum": Range(0, 1, high_open=True),
+    "solver.weight_decay": NON_NEGATIVE, "solver.milestones": AT_LEAST_1, "solver.gamma": POSITIVE,
+    "solver.warmup_epochs": NON_NEGATIVE,
+    "log.print_freq": AT_LEAST_1,
+}
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_number(dotted: str, value: Any, allowed: Optional[Range], where: str) -> None:
+    """One number (or each of a list's) finite and within ``allowed``; else a one-line error."""
+    for x in value if isinstance(value, (list, tuple)) else [value]:
+        if x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
+            continue
+        if not math.isfinite(x):
+            raise UserError(f"'{dotted}' in {where} must be a finite number, got {x}")
+        if allowed is not None and not allowed.holds(x):
+            got = value if isinstance(value, (list, tuple)) else x
+            raise UserError(f"'{dotted}' in {where} must be {allowed}, got {got}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation against the schema.
 
 def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
@@ -274,11 +355,9 @@ def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
             return False, value
         converted = [_type_ok(v, args[0]) for v in value]
         return all(ok for ok, _ in converted), [v for _, v in converted]
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint in (float, int):
+        number = as_number(value, hint)
+        return number is not None, value if number is None else number
     if hint in (dict, Dict) or origin in (dict, Dict):
         return isinstance(value, dict), value
     return isinstance(value, hint), value
@@ -311,6 +390,7 @@ def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
         if not ok:
             raise UserError(f"'{dotted}' in {provenance.get(dotted, 'config')} must be "
                             f"{_describe(hint)}, got {value!r}")
+        check_number(dotted, converted, RANGES.get(dotted), provenance.get(dotted, "config"))
         kwargs[key] = converted
     return cls(**kwargs)
 
@@ -319,26 +399,44 @@ def _first_leaf(value: Any, dotted: str) -> str:
     return dotted + "." + _leaf_keys(value)[0] if isinstance(value, dict) and value else dotted
 
 
-def load_config(path: str, overrides: Optional[List[str]] = None) -> Config:
-    """Read ``path`` (+ its bases), apply overrides, validate; user mistakes raise ``UserError``."""
-    provenance: Dict[str, str] = {}
+def load_config(path: str, overrides: Optional[List[str]] = None,
+                provenance: Optional[Dict[str, str]] = None) -> Config:
+    """Read ``path`` (+ its bases), apply overrides, validate; user mistakes raise ``UserError``.
+
+    ``provenance``, when given, is filled with where each key was set (a file, or the
+    command-line overrides), so later checks (the distiller section) blame the right place."""
+    provenance = {} if provenance is None else provenance
     tree = load_yaml_tree(path, provenance)
     apply_overrides(tree, list(overrides or []), provenance)
     cfg = _build(Config, tree, provenance, "")
-    _check_consistency(cfg, path)
+    _check_consistency(cfg, provenance)
     return cfg
 
 
-def _check_consistency(cfg: Config, path: str) -> None:
+SCHEMA_DEFAULTS = "the defaults (utils/config.py)"
+
+
+def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
+    """Rules between keys; each error names where the key it blames was set."""
+    def where(key: str) -> str:
+        return provenance.get(key, SCHEMA_DEFAULTS)
+
     solver = cfg.solver
-    if solver.epochs < 1:
-        raise UserError(f"'solver.epochs' in {path} must be at least 1, got {solver.epochs}")
-    if sorted(solver.milestones) != list(solver.milestones):
-        raise UserError(f"'solver.milestones' in {path} must be increasing, got {solver.milestones}")
-    if cfg.data.batch_size < 1:
-        raise UserError(f"'data.batch_size' in {path} must be at least 1, got {cfg.data.batch_size}")
-    if cfg.log.print_freq < 1:
-        raise UserError(f"'log.print_freq' in {path} must be at least 1, got {cfg.log.print_freq}")
+    milestones = list(solver.milestones)
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise UserError(f"'solver.milestones' in {where('solver.milestones')} must be increasing, "
+                        f"got {milestones}")
+    if milestones and milestones[-1] > solver.epochs:
+        raise UserError(f"'solver.milestones' in {where('solver.milestones')} must lie within the "
+                        f"{solver.epochs} epochs (solver.epochs in {where('solver.epochs')}), got "
+                        f"{milestones}: a later milestone never takes effect; drop it (e.g. "
+                        f"solver.milestones=[{', '.join(str(m) for m in milestones if m <= solver.epochs)}])")
+    if solver.warmup_epochs > solver.epochs:
+        raise UserError(f"'solver.warmup_epochs' in {where('solver.warmup_epochs')} must be at most "
+                        f"solver.epochs={solver.epochs}, got {solver.warmup_epochs}")
+    if not DEVICE.fullmatch(cfg.runtime.device):
+        raise UserError(f"'runtime.device' in {where('runtime.device')} must be auto, cpu, cuda, "
+                        f"cuda:N or mps, got {cfg.runtime.device!r}")
 
 
 def replace_section(cfg: Config, section: str, **changes) -> Config:

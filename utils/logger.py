@@ -55,6 +55,22 @@ class RunLogger:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
 
+    def hparams(self, params: Dict[str, object], results: Dict[str, float]) -> None:
+        """The run's hyper-parameters and final results for TensorBoard's HPARAMS tab, where the
+        runs of a table sit side by side (one row per run directory). Written into this run's
+        own event file, so the tab lists the run under its directory name."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+        plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+        results = {k: v for k, v in results.items() if v is not None}   # e.g. no epoch ran
+        writer = self.writer._get_file_writer()
+        for summary in hparams(plain, results):
+            writer.add_summary(summary)
+        for tag, value in results.items():
+            self.writer.add_scalar(tag, value)
+        self.writer.flush()
+
     def metrics(self, record: Dict) -> None:
         """One JSON object per epoch, appended; scripts read this, not the event files."""
         if self.enabled:

@@ -1,0 +1,51 @@
+"""The values of a ``distiller`` section: numbers as researchers write them, and their ranges.
+
+A method's constructor defaults are its schema of keys (``resolve_distiller_section``); this
+module checks what the values mean before anything is built, so ``distiller.temperature=-1`` or
+``distiller.kd_weight=.nan`` is one line naming where it was set, not a traceback or a silent
+NaN at the first step. The rules go by the parameter's name, the conventions every method here
+follows (``*_weight`` is a loss weight, ``temperature``/``tau`` divide logits), so a new method
+gets them without listing its keys anywhere.
+"""
+from typing import Any, Callable, Dict, Optional
+
+from utils.config import NON_NEGATIVE, POSITIVE, Range, as_number, check_number
+from utils.errors import UserError
+
+RULES_BY_NAME: Dict[str, Range] = {
+    "temperature": POSITIVE, "base_temperature": POSITIVE, "tau": POSITIVE,   # logits / T
+    "alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "gamma": NON_NEGATIVE,      # term weights
+    "warmup": POSITIVE,     # DKD: min(epoch / warmup, 1)
+    "rampup": NON_NEGATIVE,  # ONE: sigmoid ramp length in epochs (0: no ramp)
+}
+
+
+def value_range(key: str) -> Optional[Range]:
+    if key.endswith("_weight"):
+        return NON_NEGATIVE
+    return RULES_BY_NAME.get(key)
+
+
+def check_distiller_values(section: Dict[str, Any], defaults: Dict[str, Any],
+                           where: Callable[[str], str]) -> Dict[str, Any]:
+    """``section`` with number spellings converted to the type of each key's default (``5e-4``
+    for a float, ``1e3`` for an int) and every number checked finite and in range; ``where(key)``
+    names the file or command line that set the key."""
+    checked = dict(section)
+    for key, value in section.items():
+        default = defaults.get(key)
+        if key == "name" or default is None:
+            continue
+        kind = type(default)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise UserError(f"'distiller.{key}' in {where(key)} must be true or false, got {value!r}")
+            continue
+        if kind in (int, float):
+            number = as_number(value, kind)
+            if number is None:
+                raise UserError(f"'distiller.{key}' in {where(key)} must be "
+                                f"{'a number' if kind is float else 'an integer'}, got {value!r}")
+            checked[key] = number
+        check_number(f"distiller.{key}", checked[key], value_range(key), where(key))
+    return checked
