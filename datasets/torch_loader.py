@@ -4,17 +4,38 @@ The sampler (``SeededSampler``) decides the order and hands each index over with
 ``SeededAugmentation`` runs the dataset's random transforms under that seed. The sampler runs in
 the main process and the seed travels with the index, so persistent workers, which keep the
 dataset object they were started with, still see each new epoch. See datasets/samplers.py for why
-the seed is per sample.
+the seed is per sample. Both loaders yield ``utils.batch.Batch``es: each item carries its dataset
+index, and ``collate_batch`` stacks them.
 """
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from datasets.samplers import SeededSampler, ShardSampler, derive_seed
+from utils.batch import Batch
+
+
+class Indexed(Dataset):
+    """Item ``index`` -> ``(*dataset[index], index)``: the validation items with their row."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (*self.dataset[index], index)
+
+
+def collate_batch(items) -> Batch:
+    """``(image, target, index)`` items -> one ``Batch`` (images stacked, targets and indices int64)."""
+    images, targets, indices = default_collate(items)
+    return Batch(images, targets, indices)
 
 
 class SeededAugmentation(Dataset):
-    """Item ``(index, sample_seed)`` -> ``dataset[index]`` computed with torch's CPU generator
-    seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
+    """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed with
+    torch's CPU generator seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
     previous state is restored afterwards, so with ``num_workers=0`` the trainer's RNG stream is
     left as it was."""
 
@@ -29,7 +50,7 @@ class SeededAugmentation(Dataset):
         state = torch.get_rng_state()
         torch.default_generator.manual_seed(sample_seed)
         try:
-            return self.dataset[index]
+            return (*self.dataset[index], index)
         finally:
             torch.set_rng_state(state)
 
@@ -56,10 +77,10 @@ def build_torch_loaders(train_set: Dataset, val_set: Dataset, *, batch_size: int
     """Train: shuffled, DistributedSampler shards, no drop_last (as the reference recipes).
     Val: in order, disjoint unpadded shards. Pinned memory for CUDA; persistent workers."""
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
-                  pin_memory=torch.device(device).type == "cuda")
+                  pin_memory=torch.device(device).type == "cuda", collate_fn=collate_batch)
     train = EpochDataLoader(train_set, seed=seed, rank=rank, world_size=world_size,
                             batch_size=batch_size, drop_last=False, **common)
-    val = DataLoader(val_set, batch_size=val_batch_size,
+    val = DataLoader(Indexed(val_set), batch_size=val_batch_size,
                      sampler=ShardSampler(len(val_set), rank=rank, world_size=world_size),
                      **common)
     return train, val

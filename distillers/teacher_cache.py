@@ -4,8 +4,8 @@ The CIFAR training augmentation (random crop with 4-pixel zero padding, horizont
 finite view space: (2·padding+1)² crop offsets × 2 flips = 162 views per image. A frozen
 teacher's logits are a function of the view alone, so they are computed once per (teacher
 weights, training images, normalisation) and looked up by ``(index, offset, flip)`` during
-training: no teacher forward at all, for any number of students. The views come from the GPU
-loader (``BatchViews``), which applies exactly these views to the images the student sees.
+training: no teacher forward at all, for any number of students. The views come with the GPU
+loader's training batches (``utils.batch.BatchViews``), which are exactly the views the student sees.
 
 Size: N × 162 × C values; CIFAR-100 (50,000 × 162 × 100) is 1.62 GB in fp16, 3.24 GB in fp32.
 The file is ``<output_dir>/teacher_cache/<key>.pt``; the key hashes the teacher's sha256, the
@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from utils.atomic import atomic_torch_save
 from utils.errors import UserError
 
 CACHE_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -120,7 +121,7 @@ class TeacherCache:
         if not os.path.isfile(path) and is_main:
             logits = compute_view_logits(teacher, images, mean, std, padding, augment,
                                          CACHE_DTYPES[dtype], batch_size)
-            _write_atomically({"logits": logits, "padding": padding, "key": key}, path)
+            atomic_torch_save({"logits": logits, "padding": padding, "key": key}, path)
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -128,14 +129,3 @@ class TeacherCache:
             raise UserError(f"teacher cache {path} does not match the data; delete it")
         return cls(state["logits"], padding, path)
 
-
-def _write_atomically(state: dict, path: str) -> None:
-    """Save under a temporary name beside ``path``, then rename: readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.{os.getpid()}.partial"
-    try:
-        torch.save(state, partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)

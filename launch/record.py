@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 import torch
 import torchvision
 
+from utils.atomic import atomic_write_bytes
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -72,7 +74,4 @@ def build_record(cfg, device: torch.device, world_size: int, argv: List[str],
 
 
 def write_json(path: str, data: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())

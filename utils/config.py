@@ -252,9 +252,11 @@ def _first_leaf(value: Any, dotted: str) -> str:
     return dotted + "." + _leaf_keys(value)[0] if isinstance(value, dict) and value else dotted
 
 
-def load_config(path: str, overrides: Optional[List[str]] = None) -> Config:
-    """Read ``path`` (+ its bases), apply overrides, validate; user mistakes raise ``UserError``."""
-    provenance: Dict[str, str] = {}
+def load_config(path: str, overrides: Optional[List[str]] = None,
+                provenance: Optional[Dict[str, str]] = None) -> Config:
+    """Read ``path`` (+ its bases), apply overrides, validate; user mistakes raise ``UserError``.
+    ``provenance``, when given, is filled with where each dotted key was set."""
+    provenance = {} if provenance is None else provenance
     tree = load_yaml_tree(path, provenance)
     apply_overrides(tree, list(overrides or []), provenance)
     cfg = _build(Config, tree, provenance, "")
@@ -286,3 +288,15 @@ def config_from_dict(tree: Dict[str, Any], where: str = "checkpoint") -> Config:
     """Rebuild a Config from its ``to_dict()`` form (e.g. the copy stored in a checkpoint)."""
     provenance = {key: where for key in _leaf_keys(tree)}
     return _build(Config, tree, provenance, "")
+
+
+def check_section_value(dotted: str, value: Any, hint: Any, where: str) -> None:
+    """One value of a section whose schema is not a dataclass (the distiller's, read from the
+    method's constructor) against its type hint; a mismatch is a one-line error naming the key
+    and ``where`` it was set."""
+    try:
+        ok, _ = _type_ok(value, hint)
+    except TypeError:   # a hint isinstance cannot test (e.g. Sequence[int]): the method checks
+        return
+    if not ok:
+        raise UserError(f"'{dotted}' in {where} must be {_describe(hint)}, got {value!r}")
