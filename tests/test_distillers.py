@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import models
-from distillers import build_distiller, distiller_defaults, get_distiller_class, list_distillers
-from distillers.losses import dist_loss, dkd_loss, zscore
+from distillers import build_distiller, distiller_defaults, get_distiller_class
+from distillers.losses import dist_loss, dkd_loss, kd_loss, zscore
+from tests.methods import LOGIT_METHODS, METHODS, case
 from utils.batch import Batch
 from utils.errors import UserError
 
-METHODS = list_distillers()
 STUDENT_ARCH = {"one": "one_resnet32"}  # an online method's student is its multi-branch network
 BATCH = 4
 
@@ -42,7 +42,7 @@ def weight_keys(name):
             (k.endswith("_weight") or k in ("alpha", "beta", "gamma"))]
 
 
-@pytest.mark.parametrize("name", ["kd", "dkd", "dist"])
+@pytest.mark.parametrize("name", LOGIT_METHODS)
 def test_standardization_switch_selects_its_own_weight_and_temperature(name):
     plain = build(name, kd_weight=0.37, zscore_kd_weight=7.5, base_temperature=2.5)
     standardized = build(name, kd_weight=0.37, zscore_kd_weight=7.5, base_temperature=2.5,
@@ -181,19 +181,20 @@ def test_dkd_warms_up_linearly_over_its_warmup_epochs():
 
 
 STANDARDIZED = {
+    "kd": lambda s, t, y: kd_loss(zscore(s), zscore(t), 3.0),
     "dkd": lambda s, t, y: dkd_loss(zscore(s), zscore(t), y, 1.0, 8.0, 3.0),
     "dist": lambda s, t, y: dist_loss(zscore(s), zscore(t), 1.0, 1.0, 3.0),
 }
 
 
-@pytest.mark.parametrize("name", sorted(STANDARDIZED))
+@pytest.mark.parametrize("name", LOGIT_METHODS)
 def test_logit_standardization_uses_zscored_logits_at_the_base_temperature(name):
     distiller = build(name, logit_standardization=True, base_temperature=3.0, zscore_kd_weight=2.0)
     data = batch()
     logits, losses = distiller.train()(data, 100)
     with torch.no_grad():
         teacher_logits = distiller.teacher(data.images)
-    expected = 2.0 * STANDARDIZED[name](logits, teacher_logits, data.targets)
+    expected = 2.0 * case(STANDARDIZED, name)(logits, teacher_logits, data.targets)
     torch.testing.assert_close(losses["loss_kd"], expected)
     assert "T=3" in distiller.describe() or "τ=3" in distiller.describe()
 
