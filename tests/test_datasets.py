@@ -476,6 +476,45 @@ def test_batch_indices_name_the_files_of_the_device_jpeg_loader(folder_root, wor
         assert_rows_cover_the_set(rows_per_rank, 12)
 
 
+def _rows_worker(rank: int, world_size: int, init_file: str, root: str, result: str):
+    """One of two real gloo processes: its loaders (built as train.py builds them under
+    torchrun) and the rows and targets their batches name."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    try:
+        rows = {}
+        for kind in ("torch", "gpu"):
+            loaders = build_loaders(data_cfg(root=root, loader=kind), seed=1,
+                                    rank=dist.get_rank(), world_size=dist.get_world_size())
+            loaders.set_epoch(3)
+            for split, loader in (("train", loaders.train), ("val", loaders.val)):
+                batches = list(loader)
+                rows[f"{kind}/{split}"] = (torch.cat([b.indices for b in batches]),
+                                     torch.cat([b.targets for b in batches]))
+        torch.save(rows, f"{result}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_indices_under_two_real_processes(cifar_root, tmp_path):
+    """Two gloo processes: each rank's batches name rows whose targets they carry, and the
+    ranks' rows together are the whole set, each row once."""
+    import torch.multiprocessing as mp
+    root, written = cifar_root
+    result = str(tmp_path / "rows")
+    mp.spawn(_rows_worker, args=(2, str(tmp_path / "init"), str(root), result), nprocs=2, join=True)
+    parts = [torch.load(f"{result}.{rank}", weights_only=True) for rank in range(2)]
+    for kind in ("torch", "gpu"):
+        for split, size, labels in (("train", N_TRAIN, written["train"][1]),
+                                    ("val", N_VAL, written["test"][1])):
+            for part in parts:
+                indices, targets = part[f"{kind}/{split}"]
+                assert torch.equal(targets, torch.as_tensor(labels)[indices])
+            rows = torch.cat([part[f"{kind}/{split}"][0] for part in parts])
+            assert sorted(rows.tolist()) == list(range(size))
+
+
 # --- fingerprints and config mistakes -----------------------------------------------------------
 
 def test_fingerprint_of_generated_cifar_is_not_official(cifar_root):
