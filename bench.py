@@ -36,6 +36,8 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from engine.evaluate import on_device
+from utils.batch import Batch, BatchViews
 from utils.cli import parse_with_overrides
 from utils.errors import EXIT_USER_ERROR, UserError
 
@@ -133,7 +135,6 @@ def synchronize(device: torch.device) -> None:
 # --- the two things timed --------------------------------------------------------------------------
 def step_variant(label: str, cfg) -> Variant:
     """The Trainer's step on one generated batch, repeated."""
-    from datasets.gpu_loader import BatchViews
     from engine.trainer import Trainer
     from launch.build import build_run, resolve_device
     device = resolve_device(cfg)
@@ -146,18 +147,19 @@ def step_variant(label: str, cfg) -> Variant:
     if cfg.runtime.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     targets = torch.randint(0, loaders.num_classes, (batch,), device=device)
-    cache = getattr(distiller, "teacher_cache", None)
+    cache = distiller.teacher.cache if distiller.teacher is not None else None
+    indices = torch.randint(0, loaders.train_size, (batch,), device=device)
     views = None
     if cache is not None:
         side = 2 * cache.padding + 1
-        views = BatchViews(torch.randint(0, loaders.train_size, (batch,), device=device),
-                           torch.randint(0, side, (batch, 2), device=device),
+        views = BatchViews(indices, torch.randint(0, side, (batch, 2), device=device),
                            torch.rand(batch, device=device) < 0.5)
+    generated = Batch(images, targets, indices, views)
     info = {"distiller": cfg.distiller["name"], "student": cfg.student.arch,
             "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
             "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
             "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
-    variant = Variant(label, cfg, device, lambda: trainer._step(images, targets, 1, views), info,
+    variant = Variant(label, cfg, device, lambda: trainer._step(generated, 1), info,
                       memory_base, module=trainer.module, val_loader=loaders.val)
     variant.info["trainer"] = trainer
     return variant
@@ -188,7 +190,7 @@ def next_batch_fn(loaders, device: torch.device):
             loaders.set_epoch(state["epoch"])
             state["batches"] = iter(loaders.train)
             batch = next(state["batches"])
-        return [t.to(device, non_blocking=True) if torch.is_tensor(t) else t for t in batch]
+        return batch.to(device, non_blocking=True)
 
     return next_batch
 
@@ -200,15 +202,19 @@ def pipeline_variant(label: str, cfg) -> Variant:
     next_batch = next_batch_fn(trainer.loaders, variant.device)
 
     def run() -> None:
-        images, targets, *views = next_batch()
-        if cfg.runtime.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        trainer._step(images, targets, 1, views[0] if views else None)
+        trainer._step(on_device(next_batch(), variant.device, cfg.runtime.channels_last), 1)
 
     variant.run = run
     variant.info.update(loader=type(trainer.loaders.train).__name__,
                         num_workers=cfg.data.num_workers)
     return variant
+
+
+def collate_batch(items) -> "Batch":
+    """The peer's validation batches as the ``Batch`` our ``evaluate`` reads."""
+    from torch.utils.data import default_collate
+    images, targets = default_collate(items)
+    return Batch(images, targets)
 
 
 def peer_variant(label: str, cfg) -> Variant:
@@ -232,7 +238,8 @@ def peer_variant(label: str, cfg) -> Variant:
     plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
     val_loader = DataLoader(ArrayDataset(source.arrays[1], plain),
                             batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                            collate_fn=collate_batch)
     torch.manual_seed(cfg.experiment.seed)
     student = build_student(cfg, source.num_classes)
     teacher = build_teacher(cfg, source.num_classes, (3, size, size))
@@ -250,7 +257,7 @@ def peer_variant(label: str, cfg) -> Variant:
             state["batches"] = iter(loader)
             images, targets = next(state["batches"])
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        logits, losses = distiller(images, targets, 1)
+        logits, losses = distiller(Batch(images, targets), 1)
         loss = sum(losses.values())
         optimizer.zero_grad()
         loss.backward()

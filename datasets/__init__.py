@@ -25,8 +25,9 @@ LOADERS = ("auto", "torch", "gpu")
 
 @dataclass(frozen=True)
 class Loaders:
-    """``train`` and ``val`` yield ``(images float32 [N, 3, H, W] normalised, targets int64 [N])``
-    and have ``len()`` (batches on this rank). ``train_size`` and ``val_size`` count the whole
+    """``train`` and ``val`` yield ``utils.batch.Batch``es (images float32 [N, 3, H, W]
+    normalised, targets int64 [N], the rows' dataset indices, and the views where the loader
+    draws them) and have ``len()`` (batches on this rank). ``train_size`` and ``val_size`` count the whole
     dataset, over all ranks; ``input_shape`` is (C, H, W)."""
     train: Iterable
     val: Iterable

@@ -35,7 +35,7 @@ class ArrayDataset(Dataset):
 
 class ArrayViews(Dataset):
     """Training items of the CIFAR recipe with the view given: item ``(index, top, left, flip)``
-    -> ``(normalised view [C, H, W], label)``. The sampler (``samplers.ViewSampler``) hands
+    -> ``(normalised view [C, H, W], label, index, top, left, flip)``. The sampler (``samplers.ViewSampler``) hands
     each index its view from the epoch's table, the one the GPU loader applies too."""
 
     def __init__(self, arrays: ImageArrays, mean: Sequence[float], std: Sequence[float],
@@ -49,4 +49,4 @@ class ArrayViews(Dataset):
         index, top, left, flip = item
         image = cifar_view(Image.fromarray(self.arrays.images[index]), top, left, flip,
                            self.mean, self.std, self.padding)
-        return image, int(self.arrays.targets[index])
+        return image, int(self.arrays.targets[index]), index, top, left, flip

@@ -11,14 +11,14 @@ loader uses too; the views of all samples are the epoch's table ``samplers.epoch
 epoch)``, which the torch loader applies too: sample i gets the same view, pixel for pixel, from
 either loader and on whichever rank it lands.
 
-Views for a teacher-logit cache: after each batch, ``last_views`` holds its ``BatchViews`` (sample
-indices, crop offsets (top, left) in the padded image, flip flags); with ``return_views=True``
-the loader yields ``(images, targets, views)`` instead of ``(images, targets)``. A validation
-batch reports the unaugmented view: offsets (padding, padding), no flip.
+Each ``Batch`` carries its samples' dataset indices; a training batch also carries their
+``BatchViews`` (crop offsets (top, left) in the padded image, flip flags), which the cache of
+teacher logits over the training views looks up. Validation batches are not augmented and carry
+no views, so nothing can look a validation row up in a cache of training rows.
 """
 import math
 from collections.abc import Iterator
-from typing import NamedTuple, Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +27,7 @@ from torch.utils.data import DistributedSampler
 from datasets.arrays import ImageArrays
 from datasets.samplers import ShardSampler, epoch_views
 from datasets.transforms import CIFAR_PADDING
-
-
-class BatchViews(NamedTuple):
-    indices: torch.Tensor  # int64 [B], rows of the dataset
-    offsets: torch.Tensor  # int64 [B, 2], (top, left) of the crop in the padded image
-    flips: torch.Tensor    # bool [B], mirrored after the crop
+from utils.batch import Batch, BatchViews
 
 
 def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -65,22 +60,20 @@ def augment_batch(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
 
 
 class GpuCifarLoader:
-    """Batches of ``(images float32 [B, C, H, W], targets int64 [B])`` from an ``ImageArrays`` held
+    """``Batch``es (images float32 [B, C, H, W], targets, indices, views) of an ``ImageArrays`` held
     on ``device``. ``train=True``: shuffled, padded to equal shards per rank, augmented (call
     ``set_epoch`` before each epoch); ``train=False``: in order, shard ``rank::world_size``
     without padding, normalised only. The last batch may be smaller (no drop_last)."""
 
     def __init__(self, arrays: ImageArrays, *, batch_size: int, mean: Sequence[float],
                  std: Sequence[float], device="cpu", train: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, padding: int = CIFAR_PADDING,
-                 return_views: bool = False):
+                 rank: int = 0, world_size: int = 1, padding: int = CIFAR_PADDING):
         self.images = torch.as_tensor(arrays.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.targets = torch.as_tensor(arrays.targets, dtype=torch.int64).to(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(std, dtype=torch.float32, device=device)
         self.batch_size, self.train, self.seed, self.padding = batch_size, train, seed, padding
-        self.return_views, self.epoch = return_views, 0
-        self.last_views: Optional[BatchViews] = None
+        self.epoch = 0
         size = len(self.targets)
         self.sampler = (DistributedSampler(range(size), num_replicas=world_size, rank=rank,
                                            shuffle=True, seed=seed) if train
@@ -99,21 +92,15 @@ class GpuCifarLoader:
         offsets, flips = epoch_views(self.seed, self.epoch, len(self.targets), self.padding)
         return offsets.to(self.images.device), flips.to(self.images.device)
 
-    def _views(self, indices: torch.Tensor, epoch_views) -> BatchViews:
-        if epoch_views is not None:
-            return BatchViews(indices, epoch_views[0][indices], epoch_views[1][indices])
-        centre = torch.full((len(indices), 2), self.padding, device=indices.device)
-        return BatchViews(indices, centre, torch.zeros_like(indices, dtype=torch.bool))
-
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[Batch]:
         order = torch.tensor(list(self.sampler), dtype=torch.int64, device=self.images.device)
-        epoch_views = self.epoch_views() if self.train else None
+        offsets, flips = self.epoch_views() if self.train else (None, None)
         for start in range(0, len(order), self.batch_size):
-            views = self._views(order[start:start + self.batch_size], epoch_views)
-            raw = self.images[views.indices]
-            images = (augment_batch(raw, views.offsets, views.flips, self.mean, self.std,
-                                    self.padding) if self.train
-                      else normalize_batch(raw, self.mean, self.std))
-            self.last_views = views
-            targets = self.targets[views.indices]
-            yield (images, targets, views) if self.return_views else (images, targets)
+            indices = order[start:start + self.batch_size]
+            raw, targets = self.images[indices], self.targets[indices]
+            if not self.train:
+                yield Batch(normalize_batch(raw, self.mean, self.std), targets, indices)
+                continue
+            views = BatchViews(indices, offsets[indices], flips[indices])
+            images = augment_batch(raw, views.offsets, views.flips, self.mean, self.std, self.padding)
+            yield Batch(images, targets, indices, views)

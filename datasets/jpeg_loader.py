@@ -27,14 +27,15 @@ from torchvision.transforms.v2 import functional as F2
 
 from datasets.gpu_loader import normalize_batch
 from datasets.samplers import ShardSampler, derive_seed
-from datasets.torch_loader import EpochDataLoader
+from datasets.torch_loader import EpochDataLoader, Indexed
+from utils.batch import Batch
 from utils.errors import UserError
 
 JPEG_MAGIC = b"\xff\xd8"
 
 
 class FileBytes(Dataset):
-    """``(file bytes, target, index)`` of an ImageFolder's samples: what the workers do is read,
+    """``(file bytes, target)`` of an ImageFolder's samples: what the workers do is read,
     nothing else. Plain ``bytes`` travel through the worker pipe; a tensor per file would be
     shared through one file descriptor each, which runs out under prefetching."""
 
@@ -47,10 +48,11 @@ class FileBytes(Dataset):
     def __getitem__(self, index: int):
         path, target = self.samples[index]
         with open(path, "rb") as f:
-            return f.read(), target, index
+            return f.read(), target
 
 
 def collate_files(items):
+    """``(file bytes, target, index)`` items (the index added by the sampler's dataset wrapper)."""
     data, targets, indices = zip(*items)
     return list(data), torch.tensor(targets), torch.tensor(indices)
 
@@ -109,7 +111,7 @@ def val_view(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class DeviceJpegLoader:
-    """Batches ``(images float32 [B, 3, size, size] on device, targets [B])`` of an ImageFolder;
+    """``Batch``es (images float32 [B, 3, size, size], targets, indices, on device) of an ImageFolder;
     ``set_epoch`` and ``len`` as the torch loader, whose order and sharding it shares."""
 
     def __init__(self, folder, *, size: int, mean: Sequence[float], std: Sequence[float],
@@ -128,7 +130,7 @@ class DeviceJpegLoader:
             self.batches = EpochDataLoader(files, seed=seed, rank=rank, world_size=world_size,
                                            drop_last=False, **common)
         else:
-            self.batches = DataLoader(files, sampler=ShardSampler(len(files), rank=rank,
+            self.batches = DataLoader(Indexed(files), sampler=ShardSampler(len(files), rank=rank,
                                                                   world_size=world_size), **common)
         crop = T.RandomResizedCrop(size)
         self.scale, self.ratio = crop.scale, crop.ratio
@@ -156,5 +158,6 @@ class DeviceJpegLoader:
                 print(f"data.loader=gpu: the {self.device.type} JPEG decoder refused {refused} "
                       f"file(s) of a batch (CMYK or damaged JPEGs?); those it refuses are "
                       f"decoded on the CPU instead (said once)", file=sys.stderr)
-            batch = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
-            yield normalize_batch(batch, self.mean, self.std), targets.to(self.device, non_blocking=True)
+            crops = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
+            yield Batch(normalize_batch(crops, self.mean, self.std), targets, indices).to(
+                self.device, non_blocking=True)

@@ -6,18 +6,48 @@ the main process and the seed travels with the index, so persistent workers, whi
 dataset object they were started with, still see each new epoch. See datasets/samplers.py for why
 the seed is per sample. In-memory CIFAR-recipe sets (``ArrayViews``) take their views from the
 epoch's table instead (``ViewSampler``), the one the GPU loader applies: same view per sample.
+Both loaders yield ``utils.batch.Batch``es: each item carries its dataset index, and
+``collate_batch`` stacks them.
 """
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from datasets.samplers import SeededSampler, ShardSampler, ViewSampler, derive_seed
+from utils.batch import Batch, BatchViews
+
+
+class Indexed(Dataset):
+    """Item ``index`` -> ``(*dataset[index], index)``: the validation items with their row."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (*self.dataset[index], index)
+
+
+def collate_batch(items) -> Batch:
+    """``(image, target, index)`` items -> one ``Batch`` (images stacked, targets and indices int64)."""
+    images, targets, indices = default_collate(items)
+    return Batch(images, targets, indices)
+
+
+def collate_view_batch(items) -> Batch:
+    """``(image, target, index, top, left, flip)`` items (``ArrayViews``) -> one ``Batch`` that
+    reports its views, as the GPU loader's do."""
+    images, targets, indices, tops, lefts, flips = default_collate(items)
+    return Batch(images, targets, indices,
+                 BatchViews(indices, torch.stack([tops, lefts], dim=1), flips.bool()))
 
 
 class SeededAugmentation(Dataset):
-    """Item ``(index, sample_seed)`` -> ``dataset[index]`` computed with torch's CPU generator
-    seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
+    """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed with
+    torch's CPU generator seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
     previous state is restored afterwards, so with ``num_workers=0`` the trainer's RNG stream is
     left as it was."""
 
@@ -32,7 +62,7 @@ class SeededAugmentation(Dataset):
         state = torch.get_rng_state()
         torch.default_generator.manual_seed(sample_seed)
         try:
-            return self.dataset[index]
+            return (*self.dataset[index], index)
         finally:
             torch.set_rng_state(state)
 
@@ -51,6 +81,7 @@ class EpochDataLoader(DataLoader):
             sampler, dataset = SeededSampler(len(dataset), **shard), SeededAugmentation(dataset)
         else:
             sampler = ViewSampler(len(dataset), padding=view_padding, **shard)
+            kwargs["collate_fn"] = collate_view_batch
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.seed = seed
         self.set_epoch(0)
@@ -67,11 +98,11 @@ def build_torch_loaders(train_set: Dataset, val_set: Dataset, *, batch_size: int
     """Train: shuffled, DistributedSampler shards, no drop_last (as the reference recipes).
     Val: in order, disjoint unpadded shards. Pinned memory for CUDA; persistent workers."""
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
-                  pin_memory=torch.device(device).type == "cuda")
+                  pin_memory=torch.device(device).type == "cuda", collate_fn=collate_batch)
     train = EpochDataLoader(train_set, seed=seed, rank=rank, world_size=world_size,
                             view_padding=view_padding, batch_size=batch_size, drop_last=False,
                             **common)
-    val = DataLoader(val_set, batch_size=val_batch_size,
+    val = DataLoader(Indexed(val_set), batch_size=val_batch_size,
                      sampler=ShardSampler(len(val_set), rank=rank, world_size=world_size),
                      **common)
     return train, val

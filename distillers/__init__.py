@@ -1,22 +1,36 @@
 """Distillation methods: a registry of ``Distiller`` classes, one small file per method.
 
-A method's keyword arguments and their defaults, in its own file, are the one source of truth for
-its config section: ``distiller_defaults`` reads them, ``build_distiller`` checks a section
-against them (unknown keys get a spelling hint) and constructs the method.
+Every module of this package is imported on first use (``pkgutil``, no hand-kept list), so a
+new file that registers a method is found; an error while importing one is raised, never
+hidden. A method outside the package is named in a config as ``package.module:Class``.
+
+A method's keyword-only constructor arguments, their defaults and type hints, in its own file,
+are the one source of truth for its config section (``method_parameters``): ``resolve_distiller_section``
+checks a section against them (unknown keys get a spelling hint, values must fit the hints, a key
+without a default is required) and fills in the defaults. Arguments named as a context value
+(``CONTEXT``) are not config keys: ``build_distiller`` hands them in.
 """
 import difflib
 import importlib
 import inspect
-from typing import Any, Dict, Optional
+import pkgutil
+import typing
+from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
 from distillers.value_checks import check_distiller_values
+from utils.config import check_section_value
 from utils.errors import UserError
 from utils.registry import Registry
 
 DISTILLERS = Registry("distiller")
-_METHOD_MODULES = ("vanilla", "kd", "dkd", "dist", "fitnet", "srrl", "one")
+
+# What a constructor may ask for by naming it, beside ``student`` and ``teacher``.
+CONTEXT = ("num_classes", "input_shape", "train_size", "student_feature_shapes",
+           "teacher_feature_shapes")
+_BUILDER_ARGS = ("self", "student", "teacher", *CONTEXT)
+_REQUIRED = inspect.Parameter.empty
 
 
 def register_distiller(name: str):
@@ -24,12 +38,9 @@ def register_distiller(name: str):
 
 
 def _load_methods() -> None:
-    for module in _METHOD_MODULES:
-        try:
-            importlib.import_module(f"distillers.{module}")
-        except ModuleNotFoundError as err:  # a method not written yet must not hide the others
-            if err.name != f"distillers.{module}":
-                raise
+    """Import every module of this package (each registers its methods as it is imported)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def list_distillers():
@@ -37,57 +48,153 @@ def list_distillers():
     return DISTILLERS.names()
 
 
+def _load_plugin(name: str):
+    """``package.module:Class``: the Distiller subclass ``Class`` of an importable module. A
+    module that is not there is the config's mistake (one line); an error inside the module
+    is the module's own, raised as it is."""
+    from distillers.base import Distiller
+    module_name, _, class_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name) and module_name[len(err.name):][:1] in ("", "."):
+            raise UserError(f"distiller.name '{name}': no module '{err.name}' on the Python path "
+                            "(PYTHONPATH)") from None
+        raise
+    cls = getattr(module, class_name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, Distiller)):
+        raise UserError(f"distiller.name '{name}': {module_name} has no Distiller subclass "
+                        f"'{class_name}'")
+    return cls
+
+
 def get_distiller_class(name: str):
+    """A registered method by name, or a method of another package named ``module:Class``."""
+    if not isinstance(name, str):
+        raise UserError(f"distiller.name must be a method's name, got {name!r}")
+    if ":" in name:
+        return _load_plugin(name)
     _load_methods()
     return DISTILLERS.get(name)
 
 
-# Constructor arguments supplied by the builder, not by the config section.
-_CONTEXT_ARGS = ("self", "student", "teacher", "input_shape")
+def method_parameters(cls) -> Dict[str, inspect.Parameter]:
+    """The config keys of a method: keyword-only constructor arguments that are not context,
+    from the class itself and, where its constructor passes ``**kwargs`` on, from its bases
+    (so an argument declared once in a base, e.g. the Z-score switch, is a key of every
+    method built on it; a subclass's redeclaration changes its default). A base's arguments
+    without a default are not inherited: the subclass passes them itself."""
+    found: Dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        init = vars(klass)["__init__"]
+        hints = typing.get_type_hints(init)
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            inherited_required = klass is not cls and p.default is _REQUIRED
+            if (p.kind == p.KEYWORD_ONLY and p.name not in _BUILDER_ARGS and p.name not in found
+                    and not inherited_required):
+                found[p.name] = p.replace(annotation=hints.get(p.name, _REQUIRED))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return found
 
 
 def distiller_defaults(name: str) -> Dict[str, Any]:
-    """The method's hyper-parameters and their defaults, read from its constructor."""
-    params = inspect.signature(get_distiller_class(name).__init__).parameters
-    return {k: (None if p.default is inspect.Parameter.empty else p.default)
-            for k, p in params.items()
-            if k not in _CONTEXT_ARGS and p.kind == p.KEYWORD_ONLY}
+    """The method's hyper-parameters and their defaults (None where one is required)."""
+    return {k: (None if p.default is _REQUIRED else p.default)
+            for k, p in method_parameters(get_distiller_class(name)).items()}
 
 
 def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
                               provenance: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Fill the method's defaults into a config section and check its values; unknown keys and
-    bad values are a user error naming where the key was set (``provenance``: dotted key ->
-    file or command line, as ``load_config`` fills it; ``where`` otherwise)."""
+    """The section with the method's defaults filled in, each value converted as researchers
+    write numbers (``5e-4``), checked in range (``distillers.value_checks``) and against its
+    constructor's type hint. ``provenance`` names where each key was set (``distiller.<key>`` ->
+    file or "the command-line overrides", as ``load_config`` fills it); ``where`` stands in for
+    keys it does not name."""
+    sources = provenance or {}
+
     def where_of(key: str) -> str:
-        return (provenance or {}).get(f"distiller.{key}", where)
+        return sources.get(f"distiller.{key}", where)
 
     if "name" not in section:
         raise UserError(f"missing key 'distiller.name' in {where}; one of: {', '.join(list_distillers())}")
-    defaults = distiller_defaults(section["name"])
-    for key in section:
-        if key != "name" and key not in defaults:
-            close = difflib.get_close_matches(key, defaults, n=1)
+    params = method_parameters(get_distiller_class(section["name"]))
+    resolved = {"name": section["name"]}
+    for key, value in section.items():
+        if key == "name":
+            continue
+        origin = sources.get(f"distiller.{key}", where)
+        if key not in params:
+            close = difflib.get_close_matches(key, params, n=1)
             hint = f"; did you mean 'distiller.{close[0]}'?" if close else (
-                f"; '{section['name']}' takes: {', '.join(defaults) or 'no options'}")
-            raise UserError(f"unknown key 'distiller.{key}' in {where_of(key)}{hint}")
-    resolved = {"name": section["name"], **defaults, **{k: v for k, v in section.items() if k != "name"}}
-    missing = [k for k, v in resolved.items() if v is None and k != "name"]
-    if missing:
-        raise UserError(f"missing key 'distiller.{missing[0]}' in {where}")
-    return check_distiller_values(resolved, defaults, where_of)
+                f"; '{section['name']}' takes: {', '.join(params) or 'no options'}")
+            raise UserError(f"unknown key 'distiller.{key}' in {origin}{hint}")
+        resolved[key] = value
+    for key, param in params.items():
+        if key not in resolved:
+            if param.default is _REQUIRED:
+                raise UserError(f"missing key 'distiller.{key}' in {where}: "
+                                f"'{section['name']}' has no default for it")
+            resolved[key] = param.default
+    defaults = {key: param.default for key, param in params.items() if param.default is not _REQUIRED}
+    resolved = check_distiller_values(resolved, defaults, where_of)
+    for key, value in resolved.items():
+        if key != "name" and params[key].annotation is not _REQUIRED:
+            check_section_value(f"distiller.{key}", value, params[key].annotation, where_of(key))
+    return resolved
+
+
+def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:
+    """The context arguments the constructor names, each computed only when asked for."""
+    wanted = inspect.signature(cls.__init__).parameters
+    context = {"student": student}
+    if "teacher" in wanted:
+        context["teacher"] = teacher
+    for name in CONTEXT:
+        if name in wanted:
+            context[name] = values[name]()
+    return context
 
 
 def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[nn.Module] = None,
-                    input_shape=(3, 32, 32)):
-    """Construct the method named by ``cfg["name"]`` from a (resolved or partial) section."""
+                    input_shape=(3, 32, 32), num_classes: Optional[int] = None,
+                    train_size: Optional[int] = None):
+    """Construct the method named by ``cfg["name"]`` from a (resolved or partial) section.
+
+    Context a constructor may ask for: ``num_classes`` (default: the student's), ``input_shape``
+    ``(C, H, W)``, ``train_size`` (images in the training set), and ``student_feature_shapes``
+    / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of ``forward_features``,
+    probed once on a zero image)."""
+    from distillers.base import probe_feature_shapes
+    from distillers.teacher import FrozenTeacher
     section = resolve_distiller_section(dict(cfg))
     cls = get_distiller_class(section.pop("name"))
     if cls.needs_teacher and teacher is None:
         raise UserError(f"distiller '{cfg['name']}' needs a teacher: set teacher.arch and teacher.checkpoint")
-    context = {"student": student}
+    frozen = None
     if cls.needs_teacher:
-        context["teacher"] = teacher
-    if "input_shape" in inspect.signature(cls.__init__).parameters:
-        context["input_shape"] = tuple(input_shape)
-    return cls(**context, **section)
+        frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
+    shape = tuple(input_shape)
+
+    def known_train_size():
+        if train_size is None:
+            raise UserError(f"distiller '{cfg['name']}' needs the training set's size: "
+                            "pass train_size to build_distiller")
+        return train_size
+
+    values = {"num_classes": lambda: num_classes or _num_classes(student, cfg["name"]),
+              "input_shape": lambda: shape, "train_size": known_train_size,
+              "student_feature_shapes": lambda: probe_feature_shapes(student, shape),
+              "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape)}
+    return cls(**_context(cls, student, frozen, values), **section)
+
+
+def _num_classes(student: nn.Module, method: str) -> int:
+    """The student's ``num_classes`` (every model of models/ has it), when not handed in."""
+    if not hasattr(student, "num_classes"):
+        raise UserError(f"distiller '{method}' needs the number of classes: pass num_classes "
+                        "to build_distiller")
+    return int(student.num_classes)

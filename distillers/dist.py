@@ -25,19 +25,16 @@ class DIST(LogitDistiller):
 
     def __init__(self, student, teacher, *, ce_weight: float = 1.0, kd_weight: float = 2.0,
                  beta: float = 1.0, gamma: float = 1.0, tau: float = 4.0,
-                 logit_standardization: bool = False, base_temperature: float = 2.0,
-                 zscore_kd_weight: float = 2.0):
-        super().__init__(student, teacher, temperature=tau,
-                         logit_standardization=logit_standardization,
-                         base_temperature=base_temperature, kd_weight=kd_weight,
-                         zscore_kd_weight=zscore_kd_weight)
+                 zscore_kd_weight: float = 2.0, **standardization):
+        super().__init__(student, teacher, temperature=tau, kd_weight=kd_weight,
+                         zscore_kd_weight=zscore_kd_weight, **standardization)
         self.ce_weight = float(ce_weight)
         self.beta, self.gamma = float(beta), float(gamma)
 
-    def forward_train(self, images, targets, epoch):
-        logits, (student_in, teacher_in, tau) = self.logits_and_loss_inputs(images)
+    def forward_train(self, batch, epoch):
+        logits, (student_in, teacher_in, tau) = self.logits_and_loss_inputs(batch)
         return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, targets),
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
             "loss_kd": self.kd_weight * dist_loss(gather_batch(student_in), gather_batch(teacher_in),
                                                   self.beta, self.gamma, tau),
         }

@@ -19,29 +19,25 @@ class DKD(LogitDistiller):
     Plain DKD has no KD weight (``kd_weight`` 1).
     """
 
-    def __init__(self, student, teacher, *, ce_weight: float = 1.0, alpha: float = 1.0,
-                 beta: float = 8.0, temperature: float = 4.0, warmup: int = 20,
-                 kd_weight: float = 1.0, logit_standardization: bool = False,
-                 base_temperature: float = 2.0, zscore_kd_weight: float = 9.0):
-        super().__init__(student, teacher, temperature=temperature,
-                         logit_standardization=logit_standardization,
-                         base_temperature=base_temperature, kd_weight=kd_weight,
-                         zscore_kd_weight=zscore_kd_weight)
-        classes = getattr(student, "num_classes", 3)
-        if classes < 3:
+    def __init__(self, student, teacher, *, num_classes: int, ce_weight: float = 1.0,
+                 alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
+                 warmup: int = 20, kd_weight: float = 1.0, **standardization):
+        super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
+                         **standardization)
+        if num_classes < 3:
             raise UserError(f"DKD needs at least 3 classes (a target and 2+ non-target classes to "
-                            f"decouple); this data has {classes}: use kd instead")
+                            f"decouple); this data has {num_classes}: use kd instead")
         if warmup <= 0:
             raise UserError(f"distiller.warmup must be a positive number of epochs; got {warmup}")
         self.ce_weight = float(ce_weight)
         self.alpha, self.beta, self.warmup = float(alpha), float(beta), warmup
 
-    def forward_train(self, images, targets, epoch):
-        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(images)
+    def forward_train(self, batch, epoch):
+        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(batch)
         ramp = min(epoch / self.warmup, 1.0)
-        dkd = dkd_loss(student_in, teacher_in, targets, self.alpha, self.beta, temperature)
+        dkd = dkd_loss(student_in, teacher_in, batch.targets, self.alpha, self.beta, temperature)
         return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, targets),
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
             "loss_kd": ramp * self.kd_weight * dkd,
         }
 

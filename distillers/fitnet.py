@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillers import register_distiller
-from distillers.base import Distiller, probe_feature_shapes
+from distillers.base import Distiller
 from distillers.losses import fitnet_loss
 from utils.errors import UserError
 
@@ -36,15 +36,14 @@ class FitNet(Distiller):
     """loss = ce_weight·CE + feat_weight·MSE(regressor(f_s), f_t) on ``feats[hint_layer]``.
 
     Defaults are mdistiller's CIFAR-100 ones (hint on ``feats[2]``, the second stage's output;
-    CE 1, feature weight 100). The regressor is sized by probing both networks once and is
-    trained and checkpointed with the student.
+    CE 1, feature weight 100). The regressor is sized from both networks' feature shapes (the
+    builder probes them once) and is trained and checkpointed with the student.
     """
 
-    def __init__(self, student, teacher, *, hint_layer: int = 2, ce_weight: float = 1.0,
-                 feat_weight: float = 100.0, input_shape=(3, 32, 32)):
+    def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
+                 hint_layer: int = 2, ce_weight: float = 1.0, feat_weight: float = 100.0):
         super().__init__(student, teacher)
-        student_shapes = probe_feature_shapes(student, input_shape)
-        teacher_shapes = probe_feature_shapes(teacher, input_shape)
+        student_shapes, teacher_shapes = student_feature_shapes, teacher_feature_shapes
         depth = min(len(student_shapes), len(teacher_shapes))
         if not -depth <= hint_layer < depth:
             raise UserError(f"distiller.hint_layer={hint_layer} is out of range: the student has "
@@ -58,12 +57,12 @@ class FitNet(Distiller):
         first = next(student.parameters())
         self.regressor.to(device=first.device, dtype=first.dtype)
 
-    def forward_train(self, images, targets, epoch):
-        out = self.student.forward_features(images)
-        teacher_feature = self.teacher_features(images)["feats"][self.hint_layer]
+    def forward_train(self, batch, epoch):
+        out = self.student.forward_features(batch.images)
+        teacher_feature = self.teacher.features(batch.images)["feats"][self.hint_layer]
         regressed = self.regressor(out["feats"][self.hint_layer])
         return out["logits"], {
-            "loss_ce": self.ce_weight * F.cross_entropy(out["logits"], targets),
+            "loss_ce": self.ce_weight * F.cross_entropy(out["logits"], batch.targets),
             "loss_feat": self.feat_weight * fitnet_loss(regressed, teacher_feature.to(regressed.dtype)),
         }
 

@@ -15,18 +15,15 @@ class KD(LogitDistiller):
     """
 
     def __init__(self, student, teacher, *, ce_weight: float = 0.1, kd_weight: float = 0.9,
-                 temperature: float = 4.0, logit_standardization: bool = False,
-                 base_temperature: float = 2.0, zscore_kd_weight: float = 9.0):
-        super().__init__(student, teacher, temperature=temperature,
-                         logit_standardization=logit_standardization,
-                         base_temperature=base_temperature, kd_weight=kd_weight,
-                         zscore_kd_weight=zscore_kd_weight)
+                 temperature: float = 4.0, **standardization):
+        super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
+                         **standardization)
         self.ce_weight = float(ce_weight)
 
-    def forward_train(self, images, targets, epoch):
-        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(images)
+    def forward_train(self, batch, epoch):
+        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(batch)
         return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, targets),
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
             "loss_kd": self.kd_weight * kd_loss(student_in, teacher_in, temperature),
         }
 

@@ -1,4 +1,4 @@
-"""Distillation losses as pure functions on tensors (public API, see DESIGN.md).
+"""Distillation losses as pure functions on tensors (public API, listed in the README, Methods).
 
 Each returns a batch-mean scalar exactly as the reference implementation computes it
 (tests/reference/LOSSES.md); loss weights and warm-up factors belong to the distillers.

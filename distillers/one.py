@@ -29,9 +29,9 @@ class ONE(Distiller):
     def consistency_weight(self, epoch: int) -> float:
         return sigmoid_rampup(epoch + self.epoch_offset, self.rampup)
 
-    def forward_train(self, images, targets, epoch):
-        out = self.student.forward_features(images)
-        branches, ensemble = out["branch_logits"], out["ensemble_logits"]
+    def forward_train(self, batch, epoch):
+        out = self.student.forward_features(batch.images)
+        branches, ensemble, targets = out["branch_logits"], out["ensemble_logits"], batch.targets
         ce = sum(F.cross_entropy(logits, targets) for logits in branches)
         return out["logits"], {
             "loss_ce": self.ce_weight * (ce + F.cross_entropy(ensemble, targets)),

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillers import register_distiller
-from distillers.base import Distiller, probe_feature_shapes
+from distillers.base import Distiller
 from distillers.losses import srrl_feature_loss, srrl_sr_loss
 
 
@@ -37,24 +37,24 @@ class SRRL(Distiller):
     """
 
     def __init__(self, student, teacher, *, ce_weight: float = 1.0, feat_weight: float = 1.0,
-                 sr_weight: float = 1.0, input_shape=(3, 32, 32)):
+                 sr_weight: float = 1.0, student_feature_shapes, teacher_feature_shapes):
         super().__init__(student, teacher)
-        student_channels = probe_feature_shapes(student, input_shape)[-1][0]
-        teacher_channels = probe_feature_shapes(teacher, input_shape)[-1][0]
+        student_channels = student_feature_shapes[-1][0]
+        teacher_channels = teacher_feature_shapes[-1][0]
         self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
         self.sr_weight = float(sr_weight)
         self.connector = build_connector(student_channels, teacher_channels)
         first = next(student.parameters())
         self.connector.to(device=first.device, dtype=first.dtype)
 
-    def forward_train(self, images, targets, epoch):
-        out = self.student.forward_features(images)
-        teacher_out = self.teacher_features(images)
+    def forward_train(self, batch, epoch):
+        out = self.student.forward_features(batch.images)
+        teacher_out = self.teacher.features(batch.images)
         connected = self.connector(out["feats"][-1])
         teacher_feature = teacher_out["feats"][-1].to(connected.dtype)
-        through_teacher_head = self.teacher.forward_head(connected)
+        through_teacher_head = self.teacher.head(connected)
         return out["logits"], {
-            "loss_ce": self.ce_weight * F.cross_entropy(out["logits"], targets),
+            "loss_ce": self.ce_weight * F.cross_entropy(out["logits"], batch.targets),
             "loss_feat": self.feat_weight * srrl_feature_loss(connected, teacher_feature),
             "loss_sr": self.sr_weight * srrl_sr_loss(through_teacher_head,
                                                      teacher_out["logits"].to(connected.dtype)),

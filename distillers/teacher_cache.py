@@ -4,8 +4,8 @@ The CIFAR training augmentation (random crop with 4-pixel zero padding, horizont
 finite view space: (2·padding+1)² crop offsets × 2 flips = 162 views per image. A frozen
 teacher's logits are a function of the view alone, so they are computed once per (teacher
 weights, training images, normalisation) and looked up by ``(index, offset, flip)`` during
-training: no teacher forward at all, for any number of students. The views come from the GPU
-loader (``BatchViews``), which applies exactly these views to the images the student sees.
+training: no teacher forward at all, for any number of students. The views come with the GPU
+loader's training batches (``utils.batch.BatchViews``), which are exactly the views the student sees.
 
 Size: N × 162 × C values; CIFAR-100 (50,000 × 162 × 100) is 1.62 GB in fp16, 3.24 GB in fp32.
 The file is ``<output_dir>/teacher_cache/<key>.pt``; the key hashes the teacher's sha256, the

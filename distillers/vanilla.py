@@ -12,9 +12,9 @@ class Vanilla(Distiller):
     def __init__(self, student, teacher=None):
         super().__init__(student, None)
 
-    def forward_train(self, images, targets, epoch):
-        logits = self.student(images)
-        return logits, {"loss_ce": F.cross_entropy(logits, targets)}
+    def forward_train(self, batch, epoch):
+        logits = self.student(batch.images)
+        return logits, {"loss_ce": F.cross_entropy(logits, batch.targets)}
 
     def describe(self) -> str:
         return "loss = 1·CE"

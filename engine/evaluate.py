@@ -5,6 +5,9 @@ batch); under torch.distributed the val loader shards without padding and the su
 all-reduced, so N processes report exactly what one process would. A module may return a dict
 of named logits (e.g. ONE's first branch and ensemble): every entry is scored, the first is the
 headline.
+
+The loaders yield ``utils.batch.Batch``es; a module that reads whole batches (the trainer's,
+``whole_batch=True``) gets the batch, a plain model its images.
 """
 from contextlib import nullcontext
 from typing import Dict
@@ -19,6 +22,14 @@ def autocast_context(device: torch.device, amp: str):
     if amp == "off":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def on_device(batch, device: torch.device, channels_last: bool = False):
+    """The loader's ``Batch`` on ``device``, its images channels-last when asked."""
+    batch = batch.to(device, non_blocking=True)
+    if channels_last:
+        batch = batch.replace(images=batch.images.contiguous(memory_format=torch.channels_last))
+    return batch
 
 
 def _named_logits(output) -> Dict[str, torch.Tensor]:
@@ -46,20 +57,18 @@ def target_ranks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(module, loader, device: torch.device, amp: str = "off",
-             channels_last: bool = False) -> Dict[str, float]:
+             channels_last: bool = False, whole_batch: bool = False) -> Dict[str, float]:
     """``{"top1", "top5", "loss", "samples"}`` (plus ``<name>/top1`` ... for named outputs);
     top-k with the tie rule of ``target_ranks``."""
     was_training = module.training
     module.eval()
     sums = None  # per output: [correct@1, correct@5, summed CE]; plus the sample count
     names = None
-    for images, targets, *_ in loader:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+    for batch in loader:
+        batch = on_device(batch, device, channels_last)
+        targets = batch.targets
         with autocast_context(device, amp):
-            outputs = _named_logits(module(images))
+            outputs = _named_logits(module(batch if whole_batch else batch.images))
         if sums is None:
             names = list(outputs)
             sums = torch.zeros(len(names) * 3 + 1, dtype=torch.float64, device=device)

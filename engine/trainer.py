@@ -1,7 +1,8 @@
 """The epoch loop: train, evaluate, checkpoint, log — for any module, on 1..N processes.
 
-The module's training forward is ``module(images, targets, epoch) -> (logits, {name: loss})``
-with 1-based epochs; its eval forward returns logits (or named logits). Running sums stay on the
+The module's training forward is ``module(batch, epoch) -> (logits, {name: loss})`` with the
+loader's whole ``utils.batch.Batch`` and 1-based epochs; its eval forward ``module(batch)``
+returns logits (or named logits). Running sums stay on the
 device and are read every ``print_freq`` steps, which is also when a non-finite loss is caught.
 
 A checkpoint is written only when the epoch's weights (every tensor of the module) and its
@@ -27,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.resume import check_resumable, repair_best
 from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
-from engine.evaluate import autocast_context, evaluate
+from engine.evaluate import autocast_context, evaluate, on_device
 from engine.rng import get_rng_state, set_rng_state
 from engine.schedule import build_optimizer, build_scheduler
 from utils.errors import UserError
@@ -164,7 +165,8 @@ class Trainer:
     def _validate(self, epoch: int) -> Dict[str, float]:
         if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
             broadcast_buffers(self.module)
-        metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last)
+        metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last,
+                           whole_batch=True)
         if not self._all_finite(metrics):  # same answer on every rank: weights and metrics agree
             raise UserError(f"the weights or the validation became non-finite at epoch {epoch} "
                             f"(val loss {metrics['loss']}): stopped without saving; "
@@ -187,13 +189,11 @@ class Trainer:
         bar = self.logger.progress(self.steps_per_epoch, f"epoch {epoch}/{self.cfg.solver.epochs}")
         sums, names, t0 = None, None, time.time()
         lr = self.optimizer.param_groups[0]["lr"]
-        for i, (images, targets, *views) in enumerate(self.loaders.train):
-            images = images.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+        for i, batch in enumerate(self.loaders.train):
+            batch = on_device(batch, self.device, self.channels_last)
+            targets = batch.targets
             step_lr = self.optimizer.param_groups[0]["lr"]   # the lr this step uses (shown)
-            logits, losses = self._step(images, targets, epoch, *views)
+            logits, losses = self._step(batch, epoch)
             if sums is None:   # the method's terms, its weights applied: they sum to "loss"
                 names = ["loss", *(f"weighted/{name}" for name in losses)]
                 sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.device)
@@ -215,10 +215,9 @@ class Trainer:
         stats["images_per_s"] = count / max(time.time() - t0, 1e-9)
         return stats
 
-    def _step(self, images, targets, epoch: int, views=None):
-        extra = {} if views is None else {"views": views}  # a loader's BatchViews, for a cache
+    def _step(self, batch, epoch: int):
         with autocast_context(self.device, self.amp):
-            logits, losses = self.train_module(images, targets, epoch, **extra)
+            logits, losses = self.train_module(batch, epoch)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -144,7 +144,7 @@ def teacher_run_config(cfg: Config) -> Config:
                           milestones=[m for m in cfg.solver.milestones if m <= epochs],
                           warmup_epochs=min(cfg.solver.warmup_epochs, epochs))
     cfg = replace_section(cfg, "teacher", arch=None, checkpoint=None, train_epochs=0)
-    return cfg.__class__(**{**cfg.__dict__, "distiller": {"name": "vanilla"}})
+    return dataclasses.replace(cfg, distiller={"name": "vanilla"})
 
 
 def per_process_data(cfg: Config, world_size: int):
@@ -170,8 +170,10 @@ def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
                         "class every prediction is certain and there is nothing to transfer)")
     student = build_student(cfg, loaders.num_classes)
     teacher = build_teacher(cfg, loaders.num_classes, loaders.input_shape)
-    distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape)
-    distiller.teacher_amp = None if cfg.teacher.amp == "auto" else cfg.teacher.amp
+    distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape,
+                                num_classes=loaders.num_classes, train_size=loaders.train_size)
+    if distiller.teacher is not None:
+        distiller.teacher.amp = None if cfg.teacher.amp == "auto" else cfg.teacher.amp
     attach_teacher_cache(cfg, loaders, distiller, device, is_main=rank == 0)
     return loaders, distiller
 
@@ -179,7 +181,7 @@ def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
 def attach_teacher_cache(cfg: Config, loaders, distiller, device: torch.device,
                          is_main: bool = True) -> None:
     """``teacher.cache: auto|fp16|fp32``: serve a logit distiller's teacher from the exact view cache
-    (distillers/teacher_cache.py) when the train loader reports each batch's views (the GPU
+    (distillers/teacher_cache.py) when the train loader's batches carry their views (the GPU
     loader); otherwise the teacher runs as usual and one line says why. ``auto`` stores fp16
     (1.6 GB for CIFAR-100 at 100 classes); ``fp32`` doubles that and equals the teacher exactly."""
     from datasets.gpu_loader import GpuCifarLoader, augment_batch
@@ -190,16 +192,15 @@ def attach_teacher_cache(cfg: Config, loaders, distiller, device: torch.device,
     train = loaders.train
     reason = (f"distiller '{cfg.distiller['name']}' needs more than the teacher's logits"
               if not isinstance(distiller, LogitDistiller) else
-              "the train loader does not report views (use data.loader=gpu)"
+              "it is built from the GPU loader's images (use data.loader=gpu)"
               if not isinstance(train, GpuCifarLoader) else None)
     if reason:
         if is_main:
             print(f"teacher.cache=auto: not used, {reason}")
         return
-    teacher = distiller.teacher.to(device)
-    distiller.teacher_cache = TeacherCache.load_or_build(
+    teacher = distiller.teacher.to(device).model
+    distiller.teacher.cache = TeacherCache.load_or_build(
         teacher, train.images, train.mean, train.std, padding=train.padding, augment=augment_batch,
         directory=os.path.join(cfg.experiment.output_dir, "teacher_cache"),
         teacher_sha256=weights_sha256(teacher, cfg.teacher.checkpoint), is_main=is_main,
         dtype="fp16" if cfg.teacher.cache == "auto" else cfg.teacher.cache)
-    train.return_views = True

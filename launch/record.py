@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torchvision
 
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

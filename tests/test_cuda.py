@@ -19,7 +19,7 @@ from PIL import Image
 import models
 from datasets import build_loaders
 from datasets import jpeg_loader
-from datasets.gpu_loader import BatchViews, GpuCifarLoader, augment_batch
+from datasets.gpu_loader import GpuCifarLoader, augment_batch
 from datasets.synthetic import generate
 from datasets.transforms import IMAGENET_STD
 from distillers import build_distiller
@@ -30,6 +30,7 @@ from launch.build import load_run_config
 from launch.run import run_training
 from tests import datagen
 from tests.runs import load, read_metrics, write_config
+from utils.batch import Batch, BatchViews
 from utils.errors import UserError
 
 HAS_CUDA = torch.cuda.is_available()
@@ -77,14 +78,10 @@ def data_cfg(**overrides):
 def images_by_index(loaders):
     """{dataset row: image on the CPU} of one epoch of a train loader, and the rows in order."""
     seen, order = {}, []
-    for images, _ in loaders.train:
-        rows = (loaders.train.last_views.indices.tolist() if isinstance(loaders.train, GpuCifarLoader)
-                else None)
-        if rows is None:
-            start = len(order)
-            rows = loaders.train.sampler.indices()[start:start + len(images)]
+    for batch in loaders.train:
+        rows = batch.indices.tolist()
         order += rows
-        seen.update(zip(rows, images.cpu()))
+        seen.update(zip(rows, batch.images.cpu()))
     return seen, order
 
 
@@ -135,8 +132,8 @@ def first_batches(root, loader, device, epoch=1):
                                      num_classes=None, train_size=None, val_size=None),
                             seed=5, device=device)
     loaders.set_epoch(epoch)
-    (train, train_targets), (val, val_targets) = next(iter(loaders.train)), next(iter(loaders.val))
-    return train.cpu(), train_targets.cpu(), val.cpu(), val_targets.cpu()
+    train, val = next(iter(loaders.train)), next(iter(loaders.val))
+    return train.images.cpu(), train.targets.cpu(), val.images.cpu(), val.targets.cpu()
 
 
 def levels_apart(root):
@@ -185,7 +182,7 @@ def test_refused_jpegs_fall_back_to_the_cpu_and_say_so_once(photo_root, device, 
     loaders.set_epoch(1)
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        batches = [images.cpu() for images, _ in loaders.train]
+        batches = [batch.images.cpu() for batch in loaders.train]
     assert len(batches) > 1
     assert stderr.getvalue().count("decoded on the CPU") == 1   # said once
     assert (torch.cat(batches)[:13] - expected[0]).abs().max() == 0
@@ -313,7 +310,7 @@ def test_channels_last_equals_the_default_layout(exact_float32):
         images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
         targets = torch.randint(0, 100, (64,), generator=torch.Generator().manual_seed(2)).cuda()
         kd.zero_grad()
-        _, losses = kd(images.contiguous(memory_format=layout), targets, 1)
+        _, losses = kd(Batch(images.contiguous(memory_format=layout), targets), 1)
         sum(losses.values()).backward()
         results.append((losses, {n: p.grad.clone() for n, p in kd.named_parameters()}))
     (losses_a, grads_a), (losses_b, grads_b) = results

@@ -56,7 +56,7 @@ def all_views(image_hwc):
 
 def epoch_batches(loaders, epoch):
     loaders.set_epoch(epoch)
-    return [(images.clone(), targets.clone()) for images, targets in loaders.train]
+    return [(batch.images.clone(), batch.targets.clone()) for batch in loaders.train]
 
 
 def assert_same_batches(first, second):
@@ -143,7 +143,7 @@ def test_torch_pipeline_yields_cifar_views_of_the_source_images(cifar_root):
     loaders = build_loaders(data_cfg(root=str(root)), seed=0)
     loaders.set_epoch(0)
     order = loaders.train.sampler.indices()
-    images = torch.cat([batch for batch, _ in loaders.train])
+    images = torch.cat([batch.images for batch in loaders.train])
     seen = set()
     for image, index in zip(images[:24], order):
         matches = [view for view, pixels in all_views(written["train"][0][index]).items()
@@ -155,7 +155,8 @@ def test_torch_pipeline_yields_cifar_views_of_the_source_images(cifar_root):
 
 def test_validation_images_are_normalised_source_images(cifar_root):
     root, written = cifar_root
-    images, targets = next(iter(build_loaders(data_cfg(root=str(root)), seed=0).val))
+    first = next(iter(build_loaders(data_cfg(root=str(root)), seed=0).val))
+    images, targets = first.images, first.targets
     assert torch.equal(images[0], reference_view(written["test"][0][0], 4, 4, False))
     assert torch.equal(targets, torch.as_tensor(written["test"][1][:16]))
 
@@ -174,9 +175,9 @@ def test_different_epochs_differ_in_order_and_augmentation(cifar_root):
     root, _ = cifar_root
     loaders = build_loaders(data_cfg(root=str(root)), seed=0)
     loaders.set_epoch(0)
-    order_0, images_0 = loaders.train.sampler.indices(), torch.cat([x for x, _ in loaders.train])
+    order_0, images_0 = loaders.train.sampler.indices(), torch.cat([b.images for b in loaders.train])
     loaders.set_epoch(1)
-    order_1, images_1 = loaders.train.sampler.indices(), torch.cat([x for x, _ in loaders.train])
+    order_1, images_1 = loaders.train.sampler.indices(), torch.cat([b.images for b in loaders.train])
     assert order_0 != order_1 and sorted(order_0) == sorted(order_1)
     same_view = sum(torch.equal(images_0[order_0.index(index)], images_1[order_1.index(index)])
                     for index in range(N_TRAIN))
@@ -197,10 +198,7 @@ def shard_indices(loaders, *, train):
     """The dataset rows a rank sees this epoch, whichever loader it is."""
     loader = loaders.train if train else loaders.val
     if isinstance(loader, GpuCifarLoader):
-        indices = []
-        for _ in loader:
-            indices += loader.last_views.indices.tolist()
-        return indices
+        return [i for batch in loader for i in batch.indices.tolist()]
     return loader.sampler.indices()
 
 
@@ -222,13 +220,13 @@ def test_train_shards_of_two_ranks_are_disjoint_and_cover_the_set(cifar_root, ki
 def test_val_shards_of_an_odd_set_count_every_sample_once(cifar_root, kind):
     root, _ = cifar_root
     cfg = data_cfg(root=str(root), loader=kind)
-    whole = torch.cat([x for x, _ in build_loaders(cfg, seed=0).val])
+    whole = torch.cat([b.images for b in build_loaders(cfg, seed=0).val])
     counted = torch.zeros(N_VAL, dtype=torch.int64)
     for rank in (0, 1):
         loaders = build_loaders(cfg, seed=0, rank=rank, world_size=2)
         indices = shard_indices(loaders, train=False)
         counted[indices] += 1
-        assert torch.equal(torch.cat([x for x, _ in loaders.val]), whole[indices])
+        assert torch.equal(torch.cat([b.images for b in loaders.val]), whole[indices])
     assert counted.tolist() == [1] * N_VAL
 
 
@@ -240,9 +238,9 @@ def test_imagenet_folder_of_jpegs_loads_with_224_transforms(folder_root):
     assert loaders.num_classes == 3 and loaders.input_shape == (3, 224, 224)
     assert (loaders.train_size, loaders.val_size) == (12, 12)
     loaders.set_epoch(0)
-    images, targets = next(iter(loaders.train))
-    assert images.shape == (4, 3, 224, 224) and targets.dtype == torch.int64
-    val_images, _ = next(iter(loaders.val))
+    first = next(iter(loaders.train))
+    assert first.images.shape == (4, 3, 224, 224) and first.targets.dtype == torch.int64
+    val_images = next(iter(loaders.val)).images
     jpeg = Image.open(folder_root / "val" / "class_000" / "class_000_0000.JPEG").convert("RGB")
     expected = TF.normalize(TF.to_tensor(TF.center_crop(TF.resize(jpeg, 256), 224)),
                             IMAGENET_MEAN, IMAGENET_STD)
@@ -254,7 +252,8 @@ def test_imagefolder_counts_classes_and_takes_the_cifar_recipe_when_small(tmp_pa
     cfg = data_cfg(dataset="imagefolder", root=str(tmp_path), image_size=32)
     loaders = build_loaders(cfg, seed=0)
     assert loaders.num_classes == 5 and loaders.input_shape == (3, 32, 32)
-    val_images, val_targets = next(iter(loaders.val))
+    val = next(iter(loaders.val))
+    val_images, val_targets = val.images, val.targets
     jpeg = Image.open(tmp_path / "val" / "class_000" / "class_000_0000.JPEG").convert("RGB")
     assert torch.equal(val_images[0], TF.normalize(TF.to_tensor(jpeg), IMAGENET_MEAN, IMAGENET_STD))
     assert val_targets.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
@@ -309,10 +308,12 @@ def test_augment_batch_equals_torchvision_for_given_offsets_and_flips():
 def test_gpu_loader_epoch_covers_every_sample_once_with_the_views_it_reports(cifar_root):
     root, written = cifar_root
     loader = GpuCifarLoader(cifar.read_split(root, "train"), batch_size=16, mean=CIFAR100_MEAN,
-                            std=CIFAR100_STD, seed=0, return_views=True)
+                            std=CIFAR100_STD, seed=0)
     loader.set_epoch(4)
     seen = []
-    for images, targets, views in loader:
+    for batch in loader:
+        images, targets, views = batch.images, batch.targets, batch.views
+        assert torch.equal(batch.indices, views.indices)
         for image, index, (top, left), flip in zip(images, views.indices.tolist(),
                                                    views.offsets.tolist(), views.flips.tolist()):
             assert torch.equal(image, reference_view(written["train"][0][index], top, left, flip))
@@ -363,7 +364,8 @@ def one_batch_per_split(root, loader, epoch):
     loaders = build_loaders(data_cfg(dataset="imagefolder", root=str(root), image_size=96,
                                      loader=loader, batch_size=10, val_batch_size=10), seed=5)
     loaders.set_epoch(epoch)
-    (train, train_targets), (val, val_targets) = next(iter(loaders.train)), next(iter(loaders.val))
+    train, val = next(iter(loaders.train)), next(iter(loaders.val))
+    train, train_targets, val, val_targets = train.images, train.targets, val.images, val.targets
     return type(loaders.train).__name__, train, train_targets, val, val_targets
 
 
@@ -382,6 +384,128 @@ def test_device_jpeg_loader_takes_the_torch_loaders_windows_and_flips(photo_root
         assert (ours - reference).abs().mean() < 0.01 * level
     other_epoch = one_batch_per_split(photo_root, "gpu", 2)[1]
     assert (other_epoch - train).abs().mean() > 10 * level
+
+
+# --- Batch.indices: the dataset rows the images came from, for every loader, 1 and 2 ranks ------
+
+def expected_cifar_row(written, split, index, batch, k, epoch, seed, kind):
+    """The image of dataset row ``index`` as the loader must have made it: the view of the epoch's
+    table (``samplers.epoch_views``) that both loaders apply and report; unaugmented for val."""
+    image = written["train" if split == "train" else "test"][0][index]
+    if split == "val":
+        return TF.normalize(TF.to_tensor(Image.fromarray(image)), CIFAR100_MEAN, CIFAR100_STD)
+    from datasets.samplers import epoch_views
+    offsets, flips = epoch_views(seed, epoch, N_TRAIN, 4)
+    assert batch.views.offsets[k].tolist() == offsets[index].tolist()
+    assert bool(batch.views.flips[k]) == bool(flips[index])
+    return reference_view(image, *offsets[index].tolist(), bool(flips[index]))
+
+
+def assert_rows_cover_the_set(rows_per_rank, size):
+    """Every row exactly once over the ranks (the sets here divide evenly: no padded shard)."""
+    assert sorted(r for rows in rows_per_rank for r in rows) == list(range(size))
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.parametrize("kind", ["torch", "gpu"])
+def test_batch_indices_name_the_rows_of_in_memory_data(cifar_root, kind, world_size):
+    """CIFAR files (as synthetic data, in memory): each image equals its named row's image under
+    the view the loader drew (train) or unaugmented (val); targets match; the ranks' rows cover
+    the set (the samplers' shards, built for rank 0 and 1 of world 2 in this process)."""
+    root, written = cifar_root
+    seed, epoch = 3, 2
+    for split, size in (("train", N_TRAIN), ("val", N_VAL)):
+        rows_per_rank = []
+        for rank in range(world_size):
+            loaders = build_loaders(data_cfg(root=str(root), loader=kind, batch_size=16), seed=seed,
+                                    rank=rank, world_size=world_size)
+            loaders.set_epoch(epoch)
+            rows = []
+            for batch in (loaders.train if split == "train" else loaders.val):
+                assert batch.indices.dtype == torch.int64 and len(batch.indices) == len(batch)
+                assert batch.targets.tolist() == [int(written["train" if split == "train" else "test"][1][i])
+                                                  for i in batch.indices.tolist()]
+                for k, index in enumerate(batch.indices.tolist()):
+                    expected = expected_cifar_row(written, split, index, batch, k, epoch, seed, kind)
+                    assert torch.allclose(batch.images[k], expected, atol=1e-6), (split, index)
+                rows += batch.indices.tolist()
+            rows_per_rank.append(rows)
+        assert_rows_cover_the_set(rows_per_rank, size)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_batch_indices_name_the_files_of_the_device_jpeg_loader(folder_root, world_size):
+    """data.loader=gpu on an image folder: each image is its named file decoded and viewed with
+    that sample's seed (train) or centre-cropped (val); targets are the files' classes."""
+    from datasets.jpeg_loader import decode_batch, train_view, val_view
+    from datasets.samplers import derive_seed
+    from datasets.gpu_loader import normalize_batch
+    from torchvision import transforms as T
+    seed, epoch, size = 4, 1, 96
+    crop = T.RandomResizedCrop(size)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    for split in ("train", "val"):
+        rows_per_rank = []
+        for rank in range(world_size):
+            loaders = build_loaders(data_cfg(dataset="imagefolder", root=str(folder_root),
+                                             image_size=size, loader="gpu", batch_size=4,
+                                             val_batch_size=4), seed=seed, rank=rank,
+                                    world_size=world_size)
+            loaders.set_epoch(epoch)
+            loader = loaders.train if split == "train" else loaders.val
+            samples = loader.batches.dataset.dataset.samples
+            rows = []
+            for batch in loader:
+                for k, index in enumerate(batch.indices.tolist()):
+                    path, target = samples[index]
+                    assert int(batch.targets[k]) == target
+                    with open(path, "rb") as f:
+                        image = decode_batch([f.read()], torch.device("cpu"), [path])[0][0]
+                    view = (train_view(image, derive_seed(seed, epoch, index), size, crop.scale, crop.ratio)
+                            if split == "train" else val_view(image, size))
+                    assert torch.equal(batch.images[k], normalize_batch(view[None], mean, std)[0])
+                rows += batch.indices.tolist()
+            rows_per_rank.append(rows)
+        assert_rows_cover_the_set(rows_per_rank, 12)
+
+
+def _rows_worker(rank: int, world_size: int, init_file: str, root: str, result: str):
+    """One of two real gloo processes: its loaders (built as train.py builds them under
+    torchrun) and the rows and targets their batches name."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    try:
+        rows = {}
+        for kind in ("torch", "gpu"):
+            loaders = build_loaders(data_cfg(root=root, loader=kind), seed=1,
+                                    rank=dist.get_rank(), world_size=dist.get_world_size())
+            loaders.set_epoch(3)
+            for split, loader in (("train", loaders.train), ("val", loaders.val)):
+                batches = list(loader)
+                rows[f"{kind}/{split}"] = (torch.cat([b.indices for b in batches]),
+                                     torch.cat([b.targets for b in batches]))
+        torch.save(rows, f"{result}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_indices_under_two_real_processes(cifar_root, tmp_path):
+    """Two gloo processes: each rank's batches name rows whose targets they carry, and the
+    ranks' rows together are the whole set, each row once."""
+    import torch.multiprocessing as mp
+    root, written = cifar_root
+    result = str(tmp_path / "rows")
+    mp.spawn(_rows_worker, args=(2, str(tmp_path / "init"), str(root), result), nprocs=2, join=True)
+    parts = [torch.load(f"{result}.{rank}", weights_only=True) for rank in range(2)]
+    for kind in ("torch", "gpu"):
+        for split, size, labels in (("train", N_TRAIN, written["train"][1]),
+                                    ("val", N_VAL, written["test"][1])):
+            for part in parts:
+                indices, targets = part[f"{kind}/{split}"]
+                assert torch.equal(targets, torch.as_tensor(labels)[indices])
+            rows = torch.cat([part[f"{kind}/{split}"][0] for part in parts])
+            assert sorted(rows.tolist()) == list(range(size))
 
 
 # --- fingerprints and config mistakes -----------------------------------------------------------

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import models
-from distillers import build_distiller, distiller_defaults, get_distiller_class, list_distillers
-from distillers.losses import dist_loss, dkd_loss, zscore
+from distillers import build_distiller, distiller_defaults, get_distiller_class
+from distillers.losses import dist_loss, dkd_loss, kd_loss, zscore
+from tests.methods import LOGIT_METHODS, METHODS, case
+from utils.batch import Batch
 from utils.errors import UserError
 
-METHODS = list_distillers()
 STUDENT_ARCH = {"one": "one_resnet32"}  # an online method's student is its multi-branch network
 BATCH = 4
 
@@ -25,13 +26,12 @@ def build(name, seed=0, student_arch=None, **overrides):
 def batch(seed=0):
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(BATCH, 3, 32, 32, generator=generator)
-    return images, torch.randint(100, (BATCH,), generator=generator)
+    return Batch(images, torch.randint(100, (BATCH,), generator=generator), torch.arange(BATCH))
 
 
 def train_step(distiller, epoch=5):
-    images, targets = batch()
     distiller.train()
-    logits, losses = distiller(images, targets, epoch)
+    logits, losses = distiller(batch(), epoch)
     sum(losses.values()).backward()
     return logits, losses
 
@@ -42,7 +42,7 @@ def weight_keys(name):
             (k.endswith("_weight") or k in ("alpha", "beta", "gamma"))]
 
 
-@pytest.mark.parametrize("name", ["kd", "dkd", "dist"])
+@pytest.mark.parametrize("name", LOGIT_METHODS)
 def test_standardization_switch_selects_its_own_weight_and_temperature(name):
     plain = build(name, kd_weight=0.37, zscore_kd_weight=7.5, base_temperature=2.5)
     standardized = build(name, kd_weight=0.37, zscore_kd_weight=7.5, base_temperature=2.5,
@@ -81,7 +81,7 @@ def test_step_trains_the_student_and_leaves_the_teacher_untouched(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_eval_forward_returns_the_students_logits(name):
     distiller = build(name).eval()
-    images, _ = batch()
+    images = batch().images
     with torch.no_grad():
         out = distiller(images)
     if isinstance(out, dict):  # several named predictions: the first is the headline one
@@ -106,7 +106,7 @@ def test_checkpoint_state_round_trips_into_a_fresh_distiller(name):
     restored.load_checkpoint_state(trained.checkpoint_state())
     expected = trained.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in restored.state_dict().items())
-    images, _ = batch(seed=1)
+    images = batch(seed=1).images
     want = eval_outputs(trained, images)
     for key, got in eval_outputs(restored, images).items():
         torch.testing.assert_close(got, want[key])
@@ -172,29 +172,29 @@ def test_srrl_sr_loss_reaches_the_connector_through_the_frozen_teacher_head():
 
 def test_dkd_warms_up_linearly_over_its_warmup_epochs():
     distiller = build("dkd", warmup=20)
-    images, targets = batch()
     distiller.train()
-    first = distiller(images, targets, 1)[1]["loss_kd"]
-    full = distiller(images, targets, 20)[1]["loss_kd"]
-    later = distiller(images, targets, 40)[1]["loss_kd"]
+    first = distiller(batch(), 1)[1]["loss_kd"]
+    full = distiller(batch(), 20)[1]["loss_kd"]
+    later = distiller(batch(), 40)[1]["loss_kd"]
     torch.testing.assert_close(first * 20, full)
     torch.testing.assert_close(later, full)
 
 
 STANDARDIZED = {
+    "kd": lambda s, t, y: kd_loss(zscore(s), zscore(t), 3.0),
     "dkd": lambda s, t, y: dkd_loss(zscore(s), zscore(t), y, 1.0, 8.0, 3.0),
     "dist": lambda s, t, y: dist_loss(zscore(s), zscore(t), 1.0, 1.0, 3.0),
 }
 
 
-@pytest.mark.parametrize("name", sorted(STANDARDIZED))
+@pytest.mark.parametrize("name", LOGIT_METHODS)
 def test_logit_standardization_uses_zscored_logits_at_the_base_temperature(name):
     distiller = build(name, logit_standardization=True, base_temperature=3.0, zscore_kd_weight=2.0)
-    images, targets = batch()
-    logits, losses = distiller.train()(images, targets, 100)
+    data = batch()
+    logits, losses = distiller.train()(data, 100)
     with torch.no_grad():
-        teacher_logits = distiller.teacher(images)
-    expected = 2.0 * STANDARDIZED[name](logits, teacher_logits, targets)
+        teacher_logits = distiller.teacher(data.images)
+    expected = 2.0 * case(STANDARDIZED, name)(logits, teacher_logits, data.targets)
     torch.testing.assert_close(losses["loss_kd"], expected)
     assert "T=3" in distiller.describe() or "τ=3" in distiller.describe()
 
@@ -209,21 +209,21 @@ def test_one_consistency_weight_counts_epochs_from_zero_by_default():
 def test_teacher_precision_follows_the_step_or_teacher_amp():
     """teacher.amp: None follows the step's autocast; "off" keeps the teacher in fp32 even inside
     a bf16 step; "bf16" runs the teacher alone in bf16 and hands float32 outputs to the loss."""
-    distiller = build("kd")
+    teacher = build("kd").teacher
     torch.manual_seed(1)
     images = torch.randn(4, 3, 32, 32)
-    fp32 = distiller.teacher_forward(images)
-    distiller.teacher_amp = "bf16"
-    bf16 = distiller.teacher_forward(images)
+    fp32 = teacher.logits(Batch(images))
+    teacher.amp = "bf16"
+    bf16 = teacher.logits(Batch(images))
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
     torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.05)
-    features = distiller.teacher_features(images)
+    features = teacher.features(images)
     assert all(f.dtype == torch.float32 for f in features["feats"])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        distiller.teacher_amp = "off"
-        assert torch.equal(distiller.teacher_forward(images), fp32)
-        distiller.teacher_amp = None
-        assert torch.equal(distiller.teacher_forward(images).float(), bf16)
+        teacher.amp = "off"
+        assert torch.equal(teacher.logits(Batch(images)), fp32)
+        teacher.amp = None
+        assert torch.equal(teacher.logits(Batch(images)).float(), bf16)
 
 
 def test_teacher_amp_is_set_from_the_config(tmp_path):
@@ -234,4 +234,4 @@ def test_teacher_amp_is_set_from_the_config(tmp_path):
                               teacher={"arch": "resnet8", "allow_random": True, "amp": value},
                               extra={"data": {"train_size": 4}})
         _, distiller = build_run(load_run_config(str(config)))
-        assert distiller.teacher_amp == expected
+        assert distiller.teacher.amp == expected

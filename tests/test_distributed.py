@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from tests.methods import METHODS as REGISTERED, case
 from tests.runs import REPO, load, read_metrics
 
 TIMEOUT = 240  # seconds per launch: a hang fails the test instead of blocking CI
@@ -43,7 +44,8 @@ TEACHER = {"arch": "resnet8", "allow_random": True}   # the same random weights 
 # in another order; same recipe, same samples). Measured: spread 1.8e-4, a real semantic
 # difference (BatchNorm statistics per process instead of synchronised) 1.4e-2.
 SPREAD_FACTOR = 4
-METHODS = {"kd": ({"name": "kd"}, 2, 256, 5e-5, "resnet8"),
+METHODS = {"vanilla": ({"name": "vanilla"}, 1, 64, 1e-5, "resnet8"),
+           "kd": ({"name": "kd"}, 2, 256, 5e-5, "resnet8"),
            "fitnet": ({"name": "fitnet", "feat_weight": 1.0}, 1, 256, None, "resnet8"),
            "dkd": ({"name": "dkd", "warmup": 1}, 1, 64, 1e-5, "resnet8"),
            "dist": ({"name": "dist"}, 1, 64, 5e-5, "resnet8"),
@@ -152,14 +154,14 @@ def runs(tmp_path_factory):
     return result
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", REGISTERED)
 def test_two_processes_equal_one_process_with_the_same_global_batch(runs, method):
     """2 x 32 with SyncBatchNorm == 1 x 64 after 8 (KD) / 4 (FitNet) / 1 (others) SGD steps: the same
     samples per step (DistributedSampler's shards of one permutation), the same augmentation,
     gradients averaged over 64, BN statistics over 64. FitNet's regressor and SRRL's connector
     (distiller modules with their own BatchNorm) must be synchronised too. FitNet's tolerance is
     SPREAD_FACTOR x the float32 spread of the one-process run itself (see METHODS)."""
-    _, epochs, train_size, atol, _ = METHODS[method]
+    _, epochs, train_size, atol, _ = case(METHODS, method)
     ddp, one = runs[method, "ddp"], runs[method, "single"]
     if atol is None:
         spread = max_abs_difference(one, runs[method, "reordered"])

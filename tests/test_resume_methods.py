@@ -1,24 +1,29 @@
-"""Resume restores a method's own learnable modules: FitNet's regressor, SRRL's connector, ONE's
-branches and gate. A run stopped after epoch 1 and resumed equals the uninterrupted run, bit for
-bit (CPU, deterministic data order and augmentation)."""
+"""Resume, for every registered method: a run stopped after epoch 1 and resumed equals the
+uninterrupted run, bit for bit (CPU, deterministic data order and augmentation), including a
+method's own learnable modules (FitNet's regressor, SRRL's connector, ONE's branches and gate)."""
 import pytest
 import torch
 
+from tests.methods import METHODS, case
 from tests.runs import load, run_script, write_config
 
-METHODS = {
-    "fitnet": dict(student="resnet8", distiller={"name": "fitnet"},
-                   teacher={"arch": "resnet20", "allow_random": True}),
-    "srrl": dict(student="resnet8", distiller={"name": "srrl"},
-                 teacher={"arch": "resnet20", "allow_random": True}),
+TEACHER = {"arch": "resnet20", "allow_random": True}
+CASES = {
+    "vanilla": dict(student="resnet8", distiller={"name": "vanilla"}),
+    "kd": dict(student="resnet8", distiller={"name": "kd"}, teacher=TEACHER),
+    "dkd": dict(student="resnet8", distiller={"name": "dkd", "warmup": 2}, teacher=TEACHER),
+    "dist": dict(student="resnet8", distiller={"name": "dist"}, teacher=TEACHER),
+    "fitnet": dict(student="resnet8", distiller={"name": "fitnet"}, teacher=TEACHER),
+    "srrl": dict(student="resnet8", distiller={"name": "srrl"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
 }
+OWN_MODULES = ("fitnet", "srrl")   # methods whose learnable modules sit beside the student
 SMALL = {"data": {"train_size": 128, "val_size": 64}}
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", METHODS)
 def test_resumed_run_equals_uninterrupted_run(method, tmp_path):
-    spec = METHODS[method]
+    spec = case(CASES, method)
     full = write_config(tmp_path, "full", epochs=2, extra=SMALL, **spec)
     assert run_script("train.py", "--config", str(full)).returncode == 0
     part = write_config(tmp_path, "part", epochs=2, extra=SMALL, **spec)
@@ -32,5 +37,5 @@ def test_resumed_run_equals_uninterrupted_run(method, tmp_path):
         assert a[section].keys() == b[section].keys()
         for key in a[section]:
             assert torch.equal(a[section][key], b[section][key]), f"{section}.{key}"
-    if method != "one":
+    if method in OWN_MODULES:
         assert a["distiller"], "the method's learnable modules are checkpointed"

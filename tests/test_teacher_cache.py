@@ -4,12 +4,13 @@ import pytest
 import torch
 
 import models
-from datasets.gpu_loader import BatchViews, augment_batch
+from datasets.gpu_loader import augment_batch
 from datasets.synthetic import generate
 from distillers import build_distiller
 from distillers.teacher_cache import TeacherCache, weights_sha256
 from launch.build import build_run, load_run_config
 from tests.runs import write_config
+from utils.batch import Batch, BatchViews
 
 CLASSES, IMAGES, PADDING = 10, 16, 4
 MEAN, STD = torch.tensor([0.5, 0.48, 0.44]), torch.tensor([0.27, 0.26, 0.28])
@@ -70,12 +71,12 @@ def test_kd_loss_with_the_cache_equals_kd_without_it(images, fp32_cache):
     student = models.build_model("resnet8", num_classes=CLASSES, dataset="cifar100")
     kd = build_distiller({"name": "kd"}, student, make_teacher()).train()
     views = random_views(seed=4)
-    batch = augment_batch(images[views.indices], views.offsets, views.flips, MEAN, STD)
-    targets = torch.randint(0, CLASSES, (len(batch),))
-    _, without = kd(batch, targets, 1)
-    kd.teacher_cache = fp32_cache
-    kd.teacher.register_forward_pre_hook(lambda *_: pytest.fail("the teacher ran despite the cache"))
-    _, with_cache = kd(batch, targets, 1, views=views)
+    augmented = augment_batch(images[views.indices], views.offsets, views.flips, MEAN, STD)
+    batch = Batch(augmented, torch.randint(0, CLASSES, (len(augmented),)), views.indices, views)
+    _, without = kd(batch.replace(views=None), 1)
+    kd.teacher.cache = fp32_cache
+    kd.teacher.model.register_forward_pre_hook(lambda *_: pytest.fail("the teacher ran despite the cache"))
+    _, with_cache = kd(batch, 1)
     for name in without:
         torch.testing.assert_close(with_cache[name], without[name], rtol=1e-5, atol=1e-6)
 
@@ -106,12 +107,14 @@ def test_cache_is_reused_for_the_same_teacher_file_and_rebuilt_when_it_changes(
 @pytest.mark.parametrize("method, loader, used", [
     ("kd", "gpu", True), ("kd", "torch", False), ("fitnet", "gpu", False)])
 def test_auto_cache_serves_logit_distillers_whose_loader_reports_views(tmp_path, method, loader, used):
+    """The cache is attached only where it serves: a logit method, and the GPU loader, which holds
+    the uint8 images the cache is built from (both CIFAR loaders report each batch's views)."""
     config = write_config(tmp_path, f"{method}_{loader}", distiller={"name": method},
                           teacher={"arch": "resnet8", "allow_random": True, "cache": "auto"},
                           extra={"data": {"train_size": 4, "loader": loader}})
     loaders, distiller = build_run(load_run_config(str(config)))
-    assert (distiller.teacher_cache is not None) == used
-    assert len(next(iter(loaders.train))) == (3 if used else 2)
+    assert (distiller.teacher.cache is not None) == used
+    assert next(iter(loaders.train)).views is not None
 
 
 @pytest.mark.parametrize("setting, dtype", [("auto", torch.float16), ("fp16", torch.float16),
@@ -122,5 +125,5 @@ def test_cache_storage_precision_is_chosen_by_the_config(tmp_path, setting, dtyp
                           teacher={"arch": "resnet8", "allow_random": True, "cache": setting},
                           extra={"data": {"train_size": 2, "loader": "gpu"}})
     _, distiller = build_run(load_run_config(str(config)))
-    assert distiller.teacher_cache.logits.dtype == dtype
-    assert distiller.teacher_cache.logits.shape == (2, 162, 10)
+    assert distiller.teacher.cache.logits.dtype == dtype
+    assert distiller.teacher.cache.logits.shape == (2, 162, 10)

@@ -1,6 +1,6 @@
 """Collectives with gradients that losses need under torch.distributed (no-ops in one process).
 
-Lives in utils/ because distillers may import only models/ and utils/ (DESIGN.md, Layers).
+Lives in utils/ because distillers may import only models/ and utils/ (README, Layout).
 """
 import torch
 import torch.distributed as dist

@@ -451,3 +451,15 @@ def config_from_dict(tree: Dict[str, Any], where: str = "checkpoint") -> Config:
     """Rebuild a Config from its ``to_dict()`` form (e.g. the copy stored in a checkpoint)."""
     provenance = {key: where for key in _leaf_keys(tree)}
     return _build(Config, tree, provenance, "")
+
+
+def check_section_value(dotted: str, value: Any, hint: Any, where: str) -> None:
+    """One value of a section whose schema is not a dataclass (the distiller's, read from the
+    method's constructor) against its type hint; a mismatch is a one-line error naming the key
+    and ``where`` it was set."""
+    try:
+        ok, _ = _type_ok(value, hint)
+    except TypeError:   # a hint isinstance cannot test (e.g. Sequence[int]): the method checks
+        return
+    if not ok:
+        raise UserError(f"'{dotted}' in {where} must be {_describe(hint)}, got {value!r}")

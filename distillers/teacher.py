@@ -1,0 +1,91 @@
+"""The frozen teacher a method asks for answers: one object owns everything done to it.
+
+Frozen means: eval mode for good (its BatchNorm statistics never move), no parameter that
+requires a gradient, answers computed without autograd. Its precision is its own
+(``teacher.amp``): ``None`` follows the step's autocast; ``"off"`` keeps it in float32 even
+inside a reduced-precision step; ``"bf16"``/``"fp16"`` autocast the teacher alone, and its
+outputs are handed back in float32 so the losses compute as with a float32 teacher. When an
+exact cache of its logits over the training views is attached (distillers/teacher_cache.py)
+and a batch carries its views, ``logits`` looks the answer up instead of running the network.
+
+A ``Distiller`` holds it outside its module tree, so it is never optimised nor saved with the
+student; ``.to()`` on the distiller still moves it.
+"""
+from contextlib import nullcontext
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from utils.batch import Batch
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher's BatchNorm statistics must never move."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def as_float32(outputs):
+    """Floating tensors (alone, or in lists, tuples and dicts) in float32."""
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: as_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(as_float32(v) for v in outputs)
+    return outputs
+
+
+class FrozenTeacher(nn.Module):
+    """A pretrained network, frozen; ``amp`` and ``cache`` as the module docstring says."""
+
+    def __init__(self, model: nn.Module, amp: Optional[str] = None, cache=None):
+        super().__init__()
+        self.model = freeze(model)
+        self.amp = amp       # None | "off" | "bf16" | "fp16" (config teacher.amp; None = "auto")
+        self.cache = cache   # a TeacherCache, attached by the builder when the loader has views
+        self.eval()
+
+    def train(self, mode: bool = True):
+        """Always eval mode, whatever the caller asks."""
+        return super().train(False)
+
+    def forward(self, images):
+        """The network's logits, as ``model(images)`` (gradients as the caller's context says)."""
+        return self.model(images)
+
+    @torch.no_grad()
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """The teacher's logits for ``batch``: from the exact cache when there is one and the
+        batch carries its views, else one forward in the teacher's precision."""
+        if self.cache is not None and batch.views is not None:
+            return self.cache(batch.views)
+        with self._precision():
+            return self._handed_back(self.model(batch.images))
+
+    @torch.no_grad()
+    def features(self, images) -> Dict[str, object]:
+        """The network's ``forward_features`` (logits and stage maps), without gradients."""
+        with self._precision():
+            return self._handed_back(self.model.forward_features(images))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """The teacher's classifier on given features, gradients flowing to them (SRRL): the
+        head's own parameters stay frozen."""
+        return self.model.forward_head(features)
+
+    def _handed_back(self, outputs):
+        """A reduced-precision teacher's outputs in float32; unchanged when the step rules."""
+        return outputs if self.amp in (None, "off") else as_float32(outputs)
+
+    def _precision(self):
+        if self.amp is None:
+            return nullcontext()
+        device_type = next(self.model.parameters()).device.type
+        if self.amp == "off":
+            return torch.autocast(device_type, enabled=False)
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type, dtype=dtype)
