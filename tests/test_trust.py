@@ -70,7 +70,7 @@ def test_run_record_answers_what_ran(teacher, kd_run):
         assert key in record["environment"], key
     assert record["teacher"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["batch_size"] == {"global": 32, "per_process": 32}
-    assert set(record["git"]) == {"commit", "dirty"}
+    assert set(record["git"]) == {"commit", "dirty", *(["diff"] if record["git"]["dirty"] else [])}
     assert record["summary"]["best_epoch"] == 1 and "last_top1" in record["summary"]
     checkpoint = load(run_dir / "last.pth")
     assert checkpoint["record"]["config_hash"] == record["config_hash"]
