@@ -23,7 +23,8 @@ EXAMPLE = re.compile(r"<!-- example: (\S+) -->\n```\w+\n(.*?)```", re.S)
 TINY = ["data.dataset=synthetic", "data.num_classes=10", "data.train_size=128",
         "data.val_size=64", "data.batch_size=32", "data.num_workers=0", "student.arch=resnet8",
         "teacher.arch=resnet8", "teacher.allow_random=true", "runtime.device=cpu",
-        "log.tensorboard=false", "log.print_freq=2", "solver.epochs=2"]
+        "log.tensorboard=false", "log.print_freq=2", "solver.epochs=2",
+        "solver.milestones=[]"]
 
 
 @pytest.fixture(scope="module")
