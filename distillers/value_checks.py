@@ -44,8 +44,8 @@ def check_distiller_values(section: Dict[str, Any], defaults: Dict[str, Any],
         if kind in (int, float):
             number = as_number(value, kind)
             if number is None:
-                raise UserError(f"'distiller.{key}' in {where(key)} must be "
-                                f"{'a number' if kind is float else 'an integer'}, got {value!r}")
+                raise UserError(f"'distiller.{key}' in {where(key)} must be {kind.__name__}, "
+                                f"got {value!r}")   # the schema's wording for every section
             checked[key] = number
         check_number(f"distiller.{key}", checked[key], value_range(key), where(key))
     return checked

@@ -40,7 +40,8 @@ def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: boo
     section = resolve_distiller_section(cfg.distiller, f"{path} (distiller section)", provenance)
     cfg = replace_section(cfg, "distiller", **section)
     if smoke:
-        cfg = replace_section(cfg, "experiment", output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
+        cfg = replace_section(cfg, "experiment", smoke=True,
+                              output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
     if get_distiller_class(section["name"]).needs_teacher and not cfg.teacher.arch:
         raise UserError(f"distiller '{section['name']}' needs a teacher: set teacher.arch in {path}")
     return cfg

@@ -19,56 +19,56 @@ EPOCH = 4
 
 
 def expected_kd(d, images, targets, logits):
-    teacher = d.teacher(images)
+    teacher = d.teacher.model(images)
     return {"loss_ce": 0.3 * F.cross_entropy(logits, targets),
             "loss_kd": 0.7 * kd_loss(logits, teacher, 4.0)}
 
 
 def expected_kd_zscore(d, images, targets, logits):
-    teacher = d.teacher(images)
+    teacher = d.teacher.model(images)
     return {"loss_ce": 0.3 * F.cross_entropy(logits, targets),
             "loss_kd": 5.0 * kd_loss(zscore(logits), zscore(teacher), 3.0)}
 
 
 def expected_dkd(d, images, targets, logits):
-    teacher = d.teacher(images)
+    teacher = d.teacher.model(images)
     ramp = EPOCH / 10
     return {"loss_ce": 0.4 * F.cross_entropy(logits, targets),
             "loss_kd": ramp * 1.5 * dkd_loss(logits, teacher, targets, 2.0, 5.0, 3.0)}
 
 
 def expected_dkd_zscore(d, images, targets, logits):
-    teacher = d.teacher(images)
+    teacher = d.teacher.model(images)
     ramp = EPOCH / 10
     return {"loss_ce": 0.4 * F.cross_entropy(logits, targets),
             "loss_kd": ramp * 6.0 * dkd_loss(zscore(logits), zscore(teacher), targets, 2.0, 5.0, 2.5)}
 
 
 def expected_dist(d, images, targets, logits):
-    teacher = d.teacher(images)
+    teacher = d.teacher.model(images)
     return {"loss_ce": 0.6 * F.cross_entropy(logits, targets),
             "loss_kd": 1.7 * dist_loss(logits, teacher, 0.5, 2.5, 3.0)}
 
 
 def expected_dist_zscore(d, images, targets, logits):
-    teacher = d.teacher(images)
+    teacher = d.teacher.model(images)
     return {"loss_ce": 0.6 * F.cross_entropy(logits, targets),
             "loss_kd": 4.5 * dist_loss(zscore(logits), zscore(teacher), 0.5, 2.5, 1.5)}
 
 
 def expected_fitnet(d, images, targets, logits):
     student_map = d.student.forward_features(images)["feats"][2]
-    teacher_map = d.teacher.forward_features(images)["feats"][2]
+    teacher_map = d.teacher.model.forward_features(images)["feats"][2]
     return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
             "loss_feat": 3.0 * fitnet_loss(d.regressor(student_map), teacher_map)}
 
 
 def expected_srrl(d, images, targets, logits):
     connected = d.connector(d.student.forward_features(images)["feats"][-1])
-    teacher_out = d.teacher.forward_features(images)
+    teacher_out = d.teacher.model.forward_features(images)
     return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
             "loss_feat": 2.0 * srrl_feature_loss(connected, teacher_out["feats"][-1]),
-            "loss_sr": 3.0 * srrl_sr_loss(d.teacher.forward_head(connected), teacher_out["logits"])}
+            "loss_sr": 3.0 * srrl_sr_loss(d.teacher.model.forward_head(connected), teacher_out["logits"])}
 
 
 def expected_one(d, images, targets, logits):
@@ -126,9 +126,9 @@ def test_every_method_and_every_weight_has_a_case():
 def test_constructor_weights_reach_their_own_loss_term(case):
     method, arguments, expected_losses = CASES[case]
     distiller = build(method, **arguments).double().train()
-    images, targets = batch()
-    images = images.double()
-    logits, losses = distiller(images, targets, EPOCH)
+    data = batch()
+    images, targets = data.images.double(), data.targets
+    logits, losses = distiller(data.replace(images=images), EPOCH)
     with torch.no_grad():
         expected = expected_losses(distiller, images, targets, logits)
     assert losses.keys() == expected.keys()

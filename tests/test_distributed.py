@@ -8,6 +8,7 @@ Tiny synthetic data (10 classes, 256 train images, 201 val images: odd on purpos
 global batch 64. Each run is shared by the tests that inspect it (module-scoped fixtures).
 """
 import json
+import math
 import os
 import shutil
 import socket
@@ -50,7 +51,7 @@ METHODS = {"vanilla": ({"name": "vanilla"}, 1, 64, 1e-5, "resnet8"),
            "dkd": ({"name": "dkd", "warmup": 1}, 1, 64, 1e-5, "resnet8"),
            "dist": ({"name": "dist"}, 1, 64, 5e-5, "resnet8"),
            "srrl": ({"name": "srrl"}, 1, 64, 1e-5, "resnet8"),
-           "one": ({"name": "one"}, 1, 64, 1e-4, "one_resnet32")}
+           "one": ({"name": "one"}, 1, 64, 3e-4, "one_resnet32")}
 
 
 def torchrun_command():
@@ -237,8 +238,9 @@ def test_validation_under_ddp_equals_eval_in_one_process(tmp_path):
     assert metrics["top1"] == logged["val/top1"] and metrics["top5"] == logged["val/top5"]
     # CE is summed in float32 per batch (25 per rank vs 50): equal to float32 rounding
     assert metrics["loss"] == pytest.approx(logged["val/loss"], rel=1e-6)
-    assert logged["val/top1"] > 10.0   # learnt something: predictions depend on the statistics
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+    # predictions are not uniform (so they depend on the BatchNorm statistics being compared)
+    assert abs(logged["val/loss"] - math.log(10)) > 1e-3
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == sorted(
         ["best.pth", "config.yaml", "last.pth", "metrics.jsonl", "run.json"])
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.evaluate import evaluate, target_ranks
+from utils.batch import Batch
 
 CPU = torch.device("cpu")
 
@@ -63,7 +64,7 @@ class Fixed(torch.nn.Module):
 
 
 def loader_of(logits, targets, batch_size):
-    return [(logits[i:i + batch_size], targets[i:i + batch_size])
+    return [Batch(logits[i:i + batch_size], targets[i:i + batch_size])
             for i in range(0, len(targets), batch_size)]
 
 

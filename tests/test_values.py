@@ -55,7 +55,7 @@ BAD_VALUES = [
     ("distiller.temperature=0", "'distiller.temperature' in {cli} must be > 0, got 0.0"),
     ("distiller.kd_weight=-1", "'distiller.kd_weight' in {cli} must be >= 0, got -1.0"),
     ("distiller.ce_weight=.nan", "'distiller.ce_weight' in {cli} must be a finite number, got nan"),
-    ("distiller.kd_weight=abc", "'distiller.kd_weight' in {cli} must be a number, got 'abc'"),
+    ("distiller.kd_weight=abc", "'distiller.kd_weight' in {cli} must be float, got 'abc'"),
     ("distiller.logit_standardization=2", "'distiller.logit_standardization' in {cli} must be true or false, got 2"),
 ]
 
@@ -71,7 +71,7 @@ def test_bad_value_is_one_line_naming_the_command_line(override, message):
     ("configs/cifar100/dist/res32x4_res8x4.yaml", "distiller.tau=-4", "'distiller.tau' in {cli} must be > 0"),
     ("configs/cifar100/dist/res32x4_res8x4.yaml", "distiller.gamma=-1", "'distiller.gamma' in {cli} must be >= 0"),
     ("configs/cifar100/fitnet/res32x4_res8x4.yaml", "distiller.feat_weight=-100", "'distiller.feat_weight' in {cli} must be >= 0"),
-    ("configs/cifar100/fitnet/res32x4_res8x4.yaml", "distiller.hint_layer=1.5", "'distiller.hint_layer' in {cli} must be an integer"),
+    ("configs/cifar100/fitnet/res32x4_res8x4.yaml", "distiller.hint_layer=1.5", "'distiller.hint_layer' in {cli} must be int"),
     ("configs/cifar100/srrl/res34_res10.yaml", "distiller.sr_weight=-1", "'distiller.sr_weight' in {cli} must be >= 0"),
     ("configs/cifar100/one/res110.yaml", "distiller.rampup=-80", "'distiller.rampup' in {cli} must be >= 0"),
 ])

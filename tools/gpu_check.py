@@ -208,7 +208,8 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
         with timed_cache_build() as build:
             variant = bench.peer_variant(label, cfg) if kind == "peer" else bench.pipeline_variant(label, cfg)
         trainer = variant.info.get("trainer")
-        cache = getattr(trainer.module, "teacher_cache", None) if trainer else None
+        teacher = getattr(trainer.module, "teacher", None) if trainer else None
+        cache = getattr(teacher, "cache", None)
         cache_s = None
         if cache is not None:   # the build on the generated set, projected to CIFAR-100's size
             cache_s = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size

@@ -25,6 +25,7 @@ class ExperimentConfig:
     name: str = "run"
     output_dir: str = "checkpoints"
     seed: int = 0
+    smoke: bool = False   # set by --smoke: a few steps whose numbers mean nothing
 
 
 @dataclass(frozen=True)
