@@ -210,18 +210,12 @@ def pipeline_variant(label: str, cfg) -> Variant:
     return variant
 
 
-def collate_batch(items) -> "Batch":
-    """The peer's validation batches as the ``Batch`` our ``evaluate`` reads."""
-    from torch.utils.data import default_collate
-    images, targets = default_collate(items)
-    return Batch(images, targets)
-
-
 def peer_variant(label: str, cfg) -> Variant:
     """A common trainer's loop on the same data, models and loss (see the module docstring)."""
     from torch.utils.data import DataLoader
     from torchvision import transforms
     from datasets.arrays import ArrayDataset
+    from datasets.torch_loader import Indexed, collate_batch
     from datasets.sources import build_source
     from launch.build import build_student, build_teacher, resolve_device
     from distillers import build_distiller
@@ -236,7 +230,7 @@ def peer_variant(label: str, cfg) -> Variant:
                         shuffle=True, num_workers=cfg.data.num_workers, drop_last=True,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
     plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
-    val_loader = DataLoader(ArrayDataset(source.arrays[1], plain),
+    val_loader = DataLoader(Indexed(ArrayDataset(source.arrays[1], plain)),
                             batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
                             num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                             collate_fn=collate_batch)
