@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from distillers.teacher import FrozenTeacher
+from distillers.teacher import FrozenTeacher, cast_floating
 from utils.batch import Batch, as_batch
 
 Losses = Dict[str, torch.Tensor]
@@ -134,3 +134,51 @@ class LogitDistiller(Distiller):
         if self.logit_standardization:
             return f"T={self.base_temperature:g}, z-score both sides"
         return f"T={self.temperature:g}"
+
+
+class FeatureDistiller(Distiller):
+    """Shared shape of the feature- and relation-based methods: one forward of each network
+    through ``forward_features`` and ``loss = ce_weight·CE + feat_weight·L_feat``.
+
+    A method file implements ``feature_loss(student_out, teacher_out, batch, epoch)`` on the two
+    ``forward_features`` dicts (``logits``, ``feats``, ``preact_feats``, ``pooled_feat``), so the
+    maps it taps are written in one line of its own file, and ``formula`` (for ``describe``).
+    ``ce_weight`` is declared here once (CE 1, as every baseline of the benchmark has it); a
+    method declares ``feat_weight`` with its own default and passes the rest on as ``**weights``.
+    The teacher's outputs reach the loss in the student's dtype (a reduced-precision teacher
+    hands back float32, see distillers/teacher.py).
+    """
+
+    formula = "L_feat"
+
+    def __init__(self, student, teacher, *, feat_weight: float, ce_weight: float = 1.0):
+        super().__init__(student, teacher)
+        self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
+
+    def place_like_student(self, module: nn.Module) -> nn.Module:
+        """A learnable piece on the student's device and dtype (built after the student was)."""
+        first = next(self.student.parameters())
+        return module.to(device=first.device, dtype=first.dtype)
+
+    def outputs_of_both(self, batch: Batch):
+        """``(student forward_features, teacher features in the student's dtype)``."""
+        student_out = self.student.forward_features(batch.images)
+        dtype = student_out["logits"].dtype
+        teacher_out = cast_floating(self.teacher.features(batch.images), dtype)
+        return student_out, teacher_out
+
+    def feature_loss(self, student_out, teacher_out, batch: Batch, epoch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_train(self, batch: Batch, epoch: int) -> Tuple[torch.Tensor, Losses]:
+        import torch.nn.functional as F
+        student_out, teacher_out = self.outputs_of_both(batch)
+        logits = student_out["logits"]
+        return logits, {
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
+            "loss_feat": self.feat_weight * self.feature_loss(student_out, teacher_out, batch, epoch),
+        }
+
+    def describe(self) -> str:
+        return f"loss = {self.ce_weight:g}·CE + {self.feat_weight:g}·{self.formula}"
+

@@ -1,11 +1,10 @@
 """FitNets (Romero et al., ICLR 2015): a regressor maps a student stage onto the teacher's."""
 from collections import OrderedDict
 
-import torch.nn.functional as F
 from torch import nn
 
 from distillers import register_distiller
-from distillers.base import Distiller
+from distillers.base import FeatureDistiller
 from distillers.losses import fitnet_loss
 from utils.errors import UserError
 
@@ -32,7 +31,7 @@ def build_regressor(student_shape, teacher_shape) -> nn.Module:
 
 
 @register_distiller("fitnet")
-class FitNet(Distiller):
+class FitNet(FeatureDistiller):
     """loss = ce_weight·CE + feat_weight·MSE(regressor(f_s), f_t) on ``feats[hint_layer]``.
 
     Defaults are mdistiller's CIFAR-100 ones (hint on ``feats[2]``, the second stage's output;
@@ -41,32 +40,21 @@ class FitNet(Distiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 hint_layer: int = 2, ce_weight: float = 1.0, feat_weight: float = 100.0):
-        super().__init__(student, teacher)
+                 hint_layer: int = 2, feat_weight: float = 100.0, **weights):
+        super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         student_shapes, teacher_shapes = student_feature_shapes, teacher_feature_shapes
         depth = min(len(student_shapes), len(teacher_shapes))
         if not -depth <= hint_layer < depth:
             raise UserError(f"distiller.hint_layer={hint_layer} is out of range: the student has "
                             f"{len(student_shapes)} and the teacher {len(teacher_shapes)} feature maps")
         self.hint_layer = hint_layer
-        self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
+        self.formula = f"MSE(regressor(feats_s[{hint_layer}]), feats_t[{hint_layer}])"
         try:
-            self.regressor = build_regressor(student_shapes[hint_layer], teacher_shapes[hint_layer])
+            regressor = build_regressor(student_shapes[hint_layer], teacher_shapes[hint_layer])
         except ValueError as err:
             raise UserError(f"distiller.hint_layer={hint_layer}: {err}") from err
-        first = next(student.parameters())
-        self.regressor.to(device=first.device, dtype=first.dtype)
+        self.regressor = self.place_like_student(regressor)
 
-    def forward_train(self, batch, epoch):
-        out = self.student.forward_features(batch.images)
-        teacher_feature = self.teacher.features(batch.images)["feats"][self.hint_layer]
-        regressed = self.regressor(out["feats"][self.hint_layer])
-        return out["logits"], {
-            "loss_ce": self.ce_weight * F.cross_entropy(out["logits"], batch.targets),
-            "loss_feat": self.feat_weight * fitnet_loss(regressed, teacher_feature.to(regressed.dtype)),
-        }
-
-    def describe(self) -> str:
+    def feature_loss(self, student_out, teacher_out, batch, epoch):
         layer = self.hint_layer
-        return (f"loss = {self.ce_weight:g}·CE + "
-                f"{self.feat_weight:g}·MSE(regressor(feats_s[{layer}]), feats_t[{layer}])")
+        return fitnet_loss(self.regressor(student_out["feats"][layer]), teacher_out["feats"][layer])

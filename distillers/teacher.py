@@ -28,14 +28,14 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def as_float32(outputs):
-    """Floating tensors (alone, or in lists, tuples and dicts) in float32."""
+def cast_floating(outputs, dtype: torch.dtype):
+    """Floating tensors (alone, or in lists, tuples and dicts) cast to ``dtype``."""
     if torch.is_tensor(outputs):
-        return outputs.float() if outputs.is_floating_point() else outputs
+        return outputs.to(dtype) if outputs.is_floating_point() else outputs
     if isinstance(outputs, dict):
-        return {k: as_float32(v) for k, v in outputs.items()}
+        return {k: cast_floating(v, dtype) for k, v in outputs.items()}
     if isinstance(outputs, (list, tuple)):
-        return type(outputs)(as_float32(v) for v in outputs)
+        return type(outputs)(cast_floating(v, dtype) for v in outputs)
     return outputs
 
 
@@ -79,7 +79,7 @@ class FrozenTeacher(nn.Module):
 
     def _handed_back(self, outputs):
         """A reduced-precision teacher's outputs in float32; unchanged when the step rules."""
-        return outputs if self.amp in (None, "off") else as_float32(outputs)
+        return outputs if self.amp in (None, "off") else cast_floating(outputs, torch.float32)
 
     def _precision(self):
         if self.amp is None:
