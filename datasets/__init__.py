@@ -7,7 +7,7 @@ only on (seed, epoch, rank), so an epoch re-run after a crash sees exactly the s
 """
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 
@@ -15,7 +15,7 @@ from datasets import cifar, imagenet, synthetic
 from datasets.arrays import ArrayViews
 from datasets.gpu_loader import GpuCifarLoader
 from datasets.jpeg_loader import DeviceJpegLoader
-from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape
+from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape, train_labels
 from datasets.torch_loader import build_torch_loaders
 from datasets.transforms import CIFAR_PADDING, SMALL_IMAGE_MAX, is_small
 from utils.errors import UserError
@@ -28,13 +28,15 @@ class Loaders:
     """``train`` and ``val`` yield ``utils.batch.Batch``es (images float32 [N, 3, H, W]
     normalised, targets int64 [N], the rows' dataset indices, and the views where the loader
     draws them) and have ``len()`` (batches on this rank). ``train_size`` and ``val_size`` count the whole
-    dataset, over all ranks; ``input_shape`` is (C, H, W)."""
+    dataset, over all ranks; ``input_shape`` is (C, H, W); ``train_labels`` every training
+    sample's label in dataset order (the same on every rank)."""
     train: Iterable
     val: Iterable
     num_classes: int
     input_shape: tuple[int, int, int]
     train_size: int
     val_size: int
+    train_labels: Sequence[int] = ()
 
     def set_epoch(self, epoch: int) -> None:
         """Fixes the coming epoch's shuffle and augmentation; call it before each epoch."""
@@ -95,7 +97,7 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
                                          num_workers=int(setting(data_cfg, "num_workers", 0)),
                                          view_padding=view_padding, **shard)
     return Loaders(train, val, source.num_classes, (3, source.image_size, source.image_size),
-                   len(source.train_set), len(source.val_set))
+                   len(source.train_set), len(source.val_set), train_labels(source))
 
 
 def dataset_fingerprint(data_cfg) -> dict:

@@ -7,20 +7,12 @@ than reseeding torch's global RNG once per epoch, keeps the result independent o
 loader workers, of which worker gets which batch, and of the world size (sample i at epoch e is
 cropped the same on any rank), and it never disturbs the trainer's own RNG stream.
 """
-import hashlib
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DistributedSampler, Sampler
 
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed that depends only on ``parts`` (run seed, epoch, sample index, a tag).
-
-    A hash, not ``seed + epoch``, so that neighbouring seeds and epochs never share a stream.
-    """
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+from utils.seeding import derive_seed
 
 
 def epoch_views(seed: int, epoch: int, dataset_size: int,

@@ -114,5 +114,13 @@ _BUILDERS = {"cifar100": _cifar100, "synthetic": _synthetic,
              "imagenet": _folders, "imagefolder": _folders}
 
 
+def train_labels(source: Source) -> Sequence[int]:
+    """Every training sample's label, in dataset order, as the source holds them (no copy): for
+    methods that draw samples by class over the whole training set (CRD's negatives)."""
+    if source.arrays is not None:
+        return source.arrays[0].targets
+    return source.train_set.targets   # ImageFolder's list of class indices
+
+
 def build_source(data_cfg) -> Source:
     return _BUILDERS[dataset_name(data_cfg)](data_cfg)

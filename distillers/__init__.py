@@ -15,7 +15,7 @@ import importlib
 import inspect
 import pkgutil
 import typing
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from torch import nn
 
@@ -27,8 +27,9 @@ from utils.registry import Registry
 DISTILLERS = Registry("distiller")
 
 # What a constructor may ask for by naming it, beside ``student`` and ``teacher``.
-CONTEXT = ("num_classes", "input_shape", "train_size", "student_feature_shapes",
-           "teacher_feature_shapes")
+CONTEXT = ("num_classes", "input_shape", "train_size", "train_targets", "seed",
+           "student_feature_shapes", "teacher_feature_shapes", "student_pooled_dim",
+           "teacher_pooled_dim")
 _BUILDER_ARGS = ("self", "student", "teacher", *CONTEXT)
 _REQUIRED = inspect.Parameter.empty
 
@@ -161,14 +162,18 @@ def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], An
 
 def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[nn.Module] = None,
                     input_shape=(3, 32, 32), num_classes: Optional[int] = None,
-                    train_size: Optional[int] = None):
+                    train_size: Optional[int] = None, train_targets: Optional[Sequence[int]] = None,
+                    seed: int = 0):
     """Construct the method named by ``cfg["name"]`` from a (resolved or partial) section.
 
     Context a constructor may ask for: ``num_classes`` (default: the student's), ``input_shape``
-    ``(C, H, W)``, ``train_size`` (images in the training set), and ``student_feature_shapes``
-    / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of ``forward_features``,
-    probed once on a zero image)."""
-    from distillers.base import probe_feature_shapes
+    ``(C, H, W)``, ``train_size`` (images in the training set), ``train_targets`` (every
+    training label in dataset order, as an int64 tensor), ``seed`` (the run's, for a method's
+    own random stream), ``student_feature_shapes`` / ``teacher_feature_shapes`` (the
+    ``(C, H, W)`` of each map of ``forward_features``) and ``student_pooled_dim`` /
+    ``teacher_pooled_dim`` (the width of its ``pooled_feat``), probed once on a zero image."""
+    import torch
+    from distillers.base import probe_feature_shapes, probe_pooled_dim
     from distillers.teacher import FrozenTeacher
     section = resolve_distiller_section(dict(cfg))
     cls = get_distiller_class(section.pop("name"))
@@ -185,10 +190,19 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
                             "pass train_size to build_distiller")
         return train_size
 
+    def known_train_targets():
+        if train_targets is None:
+            raise UserError(f"distiller '{cfg['name']}' needs the training set's labels: "
+                            "pass train_targets to build_distiller")
+        return torch.as_tensor(train_targets, dtype=torch.long)
+
     values = {"num_classes": lambda: num_classes or _num_classes(student, cfg["name"]),
               "input_shape": lambda: shape, "train_size": known_train_size,
+              "train_targets": known_train_targets, "seed": lambda: int(seed),
               "student_feature_shapes": lambda: probe_feature_shapes(student, shape),
-              "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape)}
+              "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape),
+              "student_pooled_dim": lambda: probe_pooled_dim(student, shape),
+              "teacher_pooled_dim": lambda: probe_pooled_dim(frozen.model, shape)}
     return cls(**_context(cls, student, frozen, values), **section)
 
 

@@ -21,19 +21,28 @@ Losses = Dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
-    """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` for one zero image of
-    ``input_shape``: what learnable connectors are sized from. Runs in eval mode (so no
-    BatchNorm statistic moves) and gives the model back in the mode it had."""
+def probe_features(model: nn.Module, input_shape) -> Dict[str, object]:
+    """``model.forward_features(x)`` for one zero image of ``input_shape``: what learnable pieces
+    are sized from. Runs in eval mode (so no BatchNorm statistic moves) and gives the model back
+    in the mode it had."""
     was_training = model.training
     first = next(model.parameters())
     model.eval()
     try:
         images = torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype)
-        feats = model.forward_features(images)["feats"]
+        return model.forward_features(images)
     finally:
         model.train(was_training)
-    return [tuple(f.shape[1:]) for f in feats]
+
+
+def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
+    """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` (``probe_features``)."""
+    return [tuple(f.shape[1:]) for f in probe_features(model, input_shape)["feats"]]
+
+
+def probe_pooled_dim(model: nn.Module, input_shape) -> int:
+    """The width of ``model.forward_features(x)["pooled_feat"]`` (``probe_features``)."""
+    return int(probe_features(model, input_shape)["pooled_feat"][0].numel())
 
 
 class Distiller(nn.Module):
@@ -41,8 +50,9 @@ class Distiller(nn.Module):
 
     A subclass's keyword-only constructor arguments are its config section (their defaults and
     type hints the schema); arguments named as the builder's context (``num_classes``,
-    ``input_shape``, ``train_size``, ``student_feature_shapes``, ``teacher_feature_shapes``)
-    are handed in by the builder instead (distillers/__init__.py)."""
+    ``input_shape``, ``train_size``, ``train_targets``, ``seed``, ``student_feature_shapes``,
+    ``teacher_feature_shapes``, ``student_pooled_dim``, ``teacher_pooled_dim``) are handed in
+    by the builder instead (distillers/__init__.py)."""
 
     needs_teacher = True
 

@@ -172,7 +172,8 @@ def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
     student = build_student(cfg, loaders.num_classes)
     teacher = build_teacher(cfg, loaders.num_classes, loaders.input_shape)
     distiller = build_distiller(cfg.distiller, student, teacher, input_shape=loaders.input_shape,
-                                num_classes=loaders.num_classes, train_size=loaders.train_size)
+                                num_classes=loaders.num_classes, train_size=loaders.train_size,
+                                train_targets=loaders.train_labels, seed=cfg.experiment.seed)
     if distiller.teacher is not None:
         distiller.teacher.amp = None if cfg.teacher.amp == "auto" else cfg.teacher.amp
     attach_teacher_cache(cfg, loaders, distiller, device, is_main=rank == 0)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from distillers import distiller_defaults, list_distillers
+from distillers.crd_losses import contrast_scores, crd_loss
 from distillers.losses import (dist_loss, dkd_loss, fitnet_loss, kd_loss, one_kl_loss,
                                sigmoid_rampup, srrl_feature_loss, srrl_sr_loss, zscore)
 from tests.test_distillers import batch, build, weight_keys
@@ -79,6 +80,21 @@ def expected_one(d, images, targets, logits):
             "loss_kl": sigmoid_rampup(EPOCH - 2, 10) * one_kl_loss(branches, ensemble, 2.0)}
 
 
+def expected_crd(d, images, targets, logits):
+    """From a fresh twin (same seed: same initial bank, same first draw), since the forward
+    under test has already updated ``d``'s bank; the embeddings are ``d``'s (a forward leaves
+    them as they were)."""
+    twin = build("crd", ce_weight=0.5, feat_weight=1.5).double()
+    contrast = twin.sampler(torch.arange(len(targets)))
+    v_s = d.embed_s(d.student.forward_features(images)["pooled_feat"])
+    v_t = d.embed_t(d.teacher.model.forward_features(images)["pooled_feat"])
+    scores_s = contrast_scores(v_s, twin.memory.memory_v2, contrast, 0.07)
+    scores_t = contrast_scores(v_t, twin.memory.memory_v1, contrast, 0.07)
+    n = twin.num_data
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 1.5 * crd_loss(scores_s / (scores_s.mean() * n), scores_t / (scores_t.mean() * n), n)}
+
+
 def expected_vanilla(d, images, targets, logits):
     return {"loss_ce": F.cross_entropy(logits, targets)}
 
@@ -102,6 +118,7 @@ CASES = {
     "fitnet": ("fitnet", dict(ce_weight=0.5, feat_weight=3.0), expected_fitnet),
     "srrl": ("srrl", dict(ce_weight=0.5, feat_weight=2.0, sr_weight=3.0), expected_srrl),
     "one": ("one", dict(ce_weight=0.5, temperature=2.0, rampup=10, epoch_offset=-2), expected_one),
+    "crd": ("crd", dict(ce_weight=0.5, feat_weight=1.5), expected_crd),
     "vanilla": ("vanilla", {}, expected_vanilla),
 }
 

@@ -44,6 +44,8 @@ TEACHER = {"arch": "resnet8", "allow_random": True}   # the same random weights 
 # of the one-process run repeated with runtime.channels_last=true (every convolution then sums
 # in another order; same recipe, same samples). Measured: spread 1.8e-4, a real semantic
 # difference (BatchNorm statistics per process instead of synchronised) 1.4e-2.
+# CRD's NCE constants are ~130 (mean score x 64 images, summed in another order over the two
+# processes), where one float32 ulp is 1.5e-5 (measured: exactly that, the student 1.4e-7).
 SPREAD_FACTOR = 4
 METHODS = {"vanilla": ({"name": "vanilla"}, 1, 64, 1e-5, "resnet8"),
            "kd": ({"name": "kd"}, 2, 256, 5e-5, "resnet8"),
@@ -51,7 +53,8 @@ METHODS = {"vanilla": ({"name": "vanilla"}, 1, 64, 1e-5, "resnet8"),
            "dkd": ({"name": "dkd", "warmup": 1}, 1, 64, 1e-5, "resnet8"),
            "dist": ({"name": "dist"}, 1, 64, 5e-5, "resnet8"),
            "srrl": ({"name": "srrl"}, 1, 64, 1e-5, "resnet8"),
-           "one": ({"name": "one"}, 1, 64, 3e-4, "one_resnet32")}
+           "one": ({"name": "one"}, 1, 64, 3e-4, "one_resnet32"),
+           "crd": ({"name": "crd", "nce_k": 16}, 1, 64, 5e-5, "resnet8")}
 
 
 def torchrun_command():
@@ -402,3 +405,79 @@ def test_every_process_follows_the_main_process_teacher_check_cache(tmp_path):
     results = [json.loads((tmp_path / f"result{rank}.json").read_text()) for rank in range(2)]
     assert results[0] == results[1]
     assert results[0]["cached"] and results[0]["top1"] == 79.42 and results[0]["samples"] == 10000
+
+
+# --- CRD's gathered bank update, exact in float64 (2 gloo processes, no torchrun) -----------------
+class LinearFeatures(torch.nn.Module):
+    """A one-layer float64 "network" for CRD: pooled feature = linear(images), logits from it."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body, self.head = torch.nn.Linear(12, width).double(), torch.nn.Linear(width, 4).double()
+
+    def forward_features(self, images):
+        pooled = self.body(images.flatten(1))
+        return {"logits": self.head(pooled), "feats": [], "preact_feats": [], "pooled_feat": pooled}
+
+    def forward(self, images):
+        return self.forward_features(images)["logits"]
+
+
+CRD_STEPS, CRD_BATCH, CRD_DATA = 2, 8, 20
+
+
+def crd_float64_run(rank: int = 0, world_size: int = 1):
+    """Two CRD steps on a float64 global batch of 8 (this process's rows ``rank::world_size``,
+    as DistributedSampler shards): per step the losses and the parameters' gradients; then the
+    method's state (bank, NCE constants, draw count)."""
+    from distillers import build_distiller
+    from utils.batch import Batch
+    torch.manual_seed(0)
+    targets = torch.arange(CRD_DATA) % 4
+    d = build_distiller({"name": "crd", "nce_k": 6, "embed_dim": 5}, LinearFeatures(6), LinearFeatures(7),
+                        input_shape=(3, 2, 2), train_size=CRD_DATA, train_targets=targets).train()
+    data = torch.Generator().manual_seed(1)
+    steps = []
+    for _ in range(CRD_STEPS):
+        images = torch.randn(CRD_BATCH, 3, 2, 2, dtype=torch.float64, generator=data)
+        indices = torch.randperm(CRD_DATA, generator=data)[:CRD_BATCH]
+        rows = slice(rank, None, world_size)
+        d.zero_grad(set_to_none=True)
+        _, losses = d(Batch(images[rows], targets[indices[rows]], indices[rows]), 1)
+        sum(losses.values()).backward()
+        steps.append({"losses": {k: v.detach() for k, v in losses.items()},
+                      "grads": {k: p.grad.clone() for k, p in d.named_parameters()}})
+    return {"steps": steps, "state": d.checkpoint_state()["distiller"]}
+
+
+def _crd_float64_worker(rank: int, world_size: int, init_file: str, result_file: str):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    try:
+        torch.save(crd_float64_run(rank, world_size), f"{result_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_crd_gathered_bank_update_equals_one_process_in_float64(tmp_path):
+    """2 processes x 4 == 1 process x 8 for CRD, to float64 rounding: the banks (updated with the
+    gathered embeddings), the NCE constants (fixed from the global batch), the draws (made for
+    the global batch, whatever its order), and the losses and gradients averaged over the
+    processes as DDP averages them."""
+    import torch.multiprocessing as mp
+    result = str(tmp_path / "result")
+    mp.spawn(_crd_float64_worker, args=(2, str(tmp_path / "init"), result), nprocs=2, join=True)
+    parts = [torch.load(f"{result}.{rank}", weights_only=True) for rank in range(2)]
+    one = crd_float64_run()
+    close = dict(rtol=1e-12, atol=1e-12)
+    for part in parts:
+        assert part["state"].keys() == one["state"].keys()
+        for key, value in one["state"].items():
+            torch.testing.assert_close(part["state"][key], value, **close, msg=lambda m, key=key: f"{key}: {m}")
+    for step, want in enumerate(one["steps"]):
+        for kind in ("losses", "grads"):
+            for key, value in want[kind].items():
+                mean = sum(p["steps"][step][kind][key] for p in parts) / 2
+                torch.testing.assert_close(mean, value, **close,
+                                           msg=lambda m, key=key: f"step {step} {kind} {key}: {m}")

@@ -1,6 +1,7 @@
 """Resume, for every registered method: a run stopped after epoch 1 and resumed equals the
 uninterrupted run, bit for bit (CPU, deterministic data order and augmentation), including a
-method's own learnable modules (FitNet's regressor, SRRL's connector, ONE's branches and gate)."""
+method's own learnable modules (FitNet's regressor, SRRL's connector, ONE's branches and gate)
+and state (CRD's memory bank and the count of its negatives' draws)."""
 import pytest
 import torch
 
@@ -16,8 +17,9 @@ CASES = {
     "fitnet": dict(student="resnet8", distiller={"name": "fitnet"}, teacher=TEACHER),
     "srrl": dict(student="resnet8", distiller={"name": "srrl"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
+    "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 32}, teacher=TEACHER),
 }
-OWN_MODULES = ("fitnet", "srrl")   # methods whose learnable modules sit beside the student
+OWN_MODULES = ("fitnet", "srrl", "crd")   # methods whose learnable modules sit beside the student
 SMALL = {"data": {"train_size": 128, "val_size": 64}}
 
 

@@ -10,6 +10,11 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def process_rank() -> int:
+    """This process's rank (0 in one process): where its rows sit in a ``gather_batch``-ed batch."""
+    return dist.get_rank() if _world_size() > 1 else 0
+
+
 class _GatherOverProcesses(torch.autograd.Function):
     """Concatenate every process's equally sized batch along dim 0, in rank order, with a
     gradient: the gathered tensor's gradient is summed over processes (each one may compute a
