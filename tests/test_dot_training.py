@@ -157,8 +157,10 @@ def dot_config(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["solver.dot_delta=0.95"], "'solver.dot_delta' in the command-line overrides must be at most solver.momentum=0.9"),
-    (["solver.momentum=0.95"], "must keep solver.momentum + dot_delta below 1"),
+    (["solver.dot_delta=0.95"], "solver.dot_delta=0.95 (in the command-line overrides) must be at "
+                                "most solver.momentum=0.9 (in the defaults (utils/config.py))"),
+    (["solver.momentum=0.95"], "solver.momentum=0.95 (in the command-line overrides) + "
+                               "solver.dot_delta=0.075 (in the defaults (utils/config.py)) must stay below 1"),
     (["solver.dot_delta=-0.01"], "'solver.dot_delta' in the command-line overrides must be in [0, 1)"),
     (["solver.optimizer=adam"], "'solver.optimizer' in the command-line overrides must be one of 'sgd', 'dot'"),
     (["runtime.amp=fp16"], "'runtime.amp' in the command-line overrides does not go with solver.optimizer=dot"),
@@ -237,3 +239,14 @@ def test_resumed_dot_run_equals_uninterrupted_run_and_refuses_sgd(tmp_path):
                          "solver.optimizer=sgd")
     assert refused.returncode == 2
     assert "it was trained with solver.optimizer=dot, this run has sgd" in refused.stderr
+
+
+def test_a_missing_teacher_trained_first_uses_sgd(tmp_path):
+    """teacher.train_epochs trains the teacher with CE alone, which DOT cannot split."""
+    from launch.build import teacher_run_config
+    path = tmp_path / "kd_dot.yaml"
+    path.write_text(yaml.safe_dump({"distiller": {"name": "kd"}, "solver": {"optimizer": "dot"},
+                                    "teacher": {"arch": "resnet8", "train_epochs": 2,
+                                                "checkpoint": str(tmp_path / "teacher/last.pth")}}))
+    cfg = load_config(str(path))
+    assert cfg.solver.optimizer == "dot" and teacher_run_config(cfg).solver.optimizer == "sgd"

@@ -450,13 +450,15 @@ def _check_dot(cfg: Config, where) -> None:
     """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1); its two backward
     passes per step rule out what assumes one: fp16's GradScaler unscales and checks one set of
     gradients per step, and compilation and Nesterov are not part of the method."""
-    solver, key = cfg.solver, "solver.dot_delta"
+    solver = cfg.solver
+    momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
+    delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
     if solver.dot_delta > solver.momentum:
-        raise UserError(f"'{key}' in {where(key)} must be at most solver.momentum={solver.momentum:g} "
-                        f"(the task momentum is momentum - dot_delta), got {solver.dot_delta:g}")
+        raise UserError(f"{delta} must be at most {momentum}: the task momentum is "
+                        "momentum - dot_delta")
     if solver.momentum + solver.dot_delta >= 1:
-        raise UserError(f"'{key}' in {where(key)} must keep solver.momentum + dot_delta below 1 (the "
-                        f"distillation momentum), got {solver.momentum:g} + {solver.dot_delta:g}")
+        raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
+                        "momentum + dot_delta")
     refused = [("runtime.amp", cfg.runtime.amp == "fp16", "fp16's GradScaler checks one backward "
                 "pass per step, DOT takes two: use runtime.amp=bf16 or off"),
                ("runtime.compile", cfg.runtime.compile is not False, "its two backward passes "
