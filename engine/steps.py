@@ -10,7 +10,10 @@ The task loss is ``"loss_ce"``; the distillation loss is the sum of every other 
 returns, so a method with several terms (feature + logit) trusts them all with the larger
 momentum. DDP's reducer allows one backward per forward, so the forward runs under ``no_sync``
 and each pass's gradients are averaged over processes by one all-reduce before the optimizer
-takes them: N processes x B/N then step exactly as one process x B does.
+takes them: N processes x B/N then step exactly as one process x B does. Under fp16 both losses
+are scaled by the one GradScaler and each pass's gradients are unscaled and inf-checked before
+the optimizer takes them; an overflow in either pass skips the whole step (neither momentum
+buffer moves) and backs the scale off, as one overflowing backward does under SGD.
 """
 from contextlib import nullcontext
 from typing import Callable, Dict, Optional, Tuple
@@ -47,28 +50,48 @@ def split_losses(losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.T
     return losses[TASK_LOSS], sum(losses[name] for name in others)
 
 
+class _DistillationPass:
+    """The optimizer's parameter groups under another identity: the GradScaler keeps one
+    unscale/inf-check record per optimizer object, so the distillation pass gets its own, and
+    ``update`` backs the scale off when either pass overflowed."""
+
+    def __init__(self, optimizer):
+        self.param_groups = optimizer.param_groups
+
+
 class DotStep:
-    def __init__(self, optimizer, ddp: Optional[torch.nn.Module] = None):
-        self.optimizer, self.ddp = optimizer, ddp
+    def __init__(self, optimizer, scaler, ddp: Optional[torch.nn.Module] = None):
+        self.optimizer, self.scaler, self.ddp = optimizer, scaler, ddp
+        self.distillation_pass = _DistillationPass(optimizer)
 
     def __call__(self, forward: Forward):
-        params = self.optimizer.param_groups[0]["params"]
+        params, scaler = self.optimizer.param_groups[0]["params"], self.scaler
         with self.ddp.no_sync() if self.ddp is not None else nullcontext():
             logits, losses = forward()
             task, distillation = split_losses(losses)
             self.optimizer.zero_grad(set_to_none=True)
-            distillation.backward(retain_graph=True)
+            scaler.scale(distillation).backward(retain_graph=True)
             average_gradients(params)
+            scaler.unscale_(self.distillation_pass)
+            distillation_finite = not scaler.is_enabled() or all_finite(params)
             self.optimizer.step_kd()
             self.optimizer.zero_grad(set_to_none=True)
-            task.backward()
+            scaler.scale(task).backward()
             average_gradients(params)
-        self.optimizer.step()
+        if distillation_finite:
+            scaler.step(self.optimizer)   # unscales the task pass; skips the step on its overflow
+        scaler.update()
         return logits, losses
+
+
+def all_finite(params) -> bool:
+    """Whether every gradient is finite (one host read; fp16 only, as the GradScaler's step)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
 def build_step(solver, optimizer, scaler, ddp: Optional[torch.nn.Module] = None):
     """The step of ``solver.optimizer``; ``ddp``: the DistributedDataParallel wrapper, if any."""
     if getattr(solver, "optimizer", "sgd") == "dot":
-        return DotStep(optimizer, ddp)
+        return DotStep(optimizer, scaler, ddp)
     return SumStep(optimizer, scaler)

@@ -1,5 +1,6 @@
 """DOT in training (``solver.optimizer: dot``): the trainer's step is the authors' order of calls
-on DistillationOrientedSGD, the default stays plain SGD, wrong settings are one-line errors, and a
+on DistillationOrientedSGD (also under fp16 loss scaling, where an overflow in either backward
+pass skips the step), the default stays plain SGD, wrong settings are one-line errors, and a
 resumed DOT run equals the uninterrupted one bit for bit. 2 processes == 1 process: in
 tests/test_distributed.py (slow)."""
 import copy
@@ -136,6 +137,79 @@ def test_dot_trains_under_bf16_autocast():
         assert torch.isfinite(p).all() and not torch.equal(p, q), name
 
 
+def test_dot_under_fp16_equals_the_hand_written_loop_with_the_loss_scale():
+    """Each loss scaled by the GradScaler's scale (2^16), each pass's gradients unscaled before
+    the optimizer takes them: the authors' calls with the scaling written out, bit for bit."""
+    torch.manual_seed(0)
+    module = TwoLossNet()
+    by_hand = copy.deepcopy(module)
+    trainer = trainer_for(module, amp="fp16")
+    trainer.train_epoch(1)
+    scale = trainer.scaler.get_scale()
+    assert scale == 2.0 ** 16   # no overflow, no growth within 4 steps
+    optimizer = DistillationOrientedSGD(by_hand.parameters(), lr=LR, momentum=MOMENTUM - DELTA,
+                                        momentum_kd=MOMENTUM + DELTA, weight_decay=WD)
+    by_hand.train()
+
+    def unscale():
+        for p in by_hand.parameters():
+            if p.grad is not None:
+                p.grad.mul_(1.0 / scale)
+
+    for step, batch in enumerate(batches()):
+        optimizer.param_groups[0]["lr"] = recipe_lr(step)
+        with torch.autocast("cpu", dtype=torch.float16):
+            _, losses = by_hand(batch, 1)
+        optimizer.zero_grad(set_to_none=True)
+        ((losses["loss_kd"] + losses["loss_feat"]) * scale).backward(retain_graph=True)
+        unscale()
+        optimizer.step_kd()
+        optimizer.zero_grad(set_to_none=True)
+        (losses["loss_ce"] * scale).backward()
+        unscale()
+        optimizer.step()
+    assert_same_state(module, by_hand)
+
+
+class Overflowing(torch.nn.Module):
+    """CE and a logit penalty; ``huge`` multiplies one of them by 1e35, so that loss, scaled by
+    2^16, overflows float32 in its backward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3 * 6 * 6, 5)
+        self.huge = None
+
+    def forward(self, batch, epoch=None):
+        logits = self.head(batch.images.flatten(1))
+        losses = {"loss_ce": F.cross_entropy(logits, batch.targets), "loss_kd": logits.float().pow(2).mean()}
+        if self.huge:
+            losses[self.huge] = losses[self.huge] * 1e35
+        return logits, losses
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")   # the skipped step
+@pytest.mark.parametrize("huge", ["loss_kd", "loss_ce"])
+def test_an_fp16_overflow_in_either_pass_skips_the_whole_dot_step(huge):
+    """Neither weights nor momentum buffers move, the scale is halved; the next finite step
+    trains at the lower scale."""
+    torch.manual_seed(0)
+    module = Overflowing()
+    before = copy.deepcopy(module)
+    trainer = trainer_for(module, amp="fp16", warmup_epochs=0)
+    batch = batches(1)[0]
+    module.huge = huge
+    trainer._step(batch, 1)
+    for p, q in zip(module.parameters(), before.parameters()):
+        assert torch.equal(p, q)
+    assert not trainer.optimizer.state and trainer.scaler.get_scale() == 2.0 ** 15
+    module.huge = None
+    trainer._step(batch, 1)
+    assert not torch.equal(module.head.weight, before.head.weight)
+    assert set(trainer.optimizer.state[module.head.weight]) == {"momentum_buffer", "momentum_kd_buffer"}
+    assert trainer.scaler.get_scale() == 2.0 ** 15
+
+
 @pytest.mark.parametrize("names", [("loss_kd", "loss_feat"), ("loss_ce",)])
 def test_a_method_without_the_task_loss_or_without_a_distillation_loss_is_one_line(names):
     """Raised at the first step, before any gradient is applied."""
@@ -163,7 +237,6 @@ def dot_config(tmp_path):
                                "solver.dot_delta=0.075 (in the defaults (utils/config.py)) must stay below 1"),
     (["solver.dot_delta=-0.01"], "'solver.dot_delta' in the command-line overrides must be in [0, 1)"),
     (["solver.optimizer=adam"], "'solver.optimizer' in the command-line overrides must be one of 'sgd', 'dot'"),
-    (["runtime.amp=fp16"], "'runtime.amp' in the command-line overrides does not go with solver.optimizer=dot"),
     (["runtime.compile=true"], "'runtime.compile' in the command-line overrides does not go with"),
     (["solver.nesterov=true"], "DOT has no Nesterov variant"),
 ])
@@ -177,6 +250,7 @@ def test_dot_rules_do_not_apply_to_sgd_and_the_recipe_values_pass(dot_config):
     load_config(dot_config, ["solver.optimizer=sgd", "solver.momentum=0", "runtime.amp=fp16"])
     assert load_config(dot_config, ["solver.dot_delta=0.09"]).solver.dot_delta == 0.09
     assert load_config(dot_config, ["runtime.amp=bf16"]).runtime.amp == "bf16"
+    assert load_config(dot_config, ["runtime.amp=fp16"]).runtime.amp == "fp16"
 
 
 def test_start_up_summary_names_the_optimizer():

@@ -448,8 +448,7 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
 
 def _check_dot(cfg: Config, where) -> None:
     """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1); its two backward
-    passes per step rule out what assumes one: fp16's GradScaler unscales and checks one set of
-    gradients per step, and compilation and Nesterov are not part of the method."""
+    passes through one graph are not supported compiled, and Nesterov is not part of the method."""
     solver = cfg.solver
     momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
     delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
@@ -459,9 +458,7 @@ def _check_dot(cfg: Config, where) -> None:
     if solver.momentum + solver.dot_delta >= 1:
         raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
                         "momentum + dot_delta")
-    refused = [("runtime.amp", cfg.runtime.amp == "fp16", "fp16's GradScaler checks one backward "
-                "pass per step, DOT takes two: use runtime.amp=bf16 or off"),
-               ("runtime.compile", cfg.runtime.compile is not False, "its two backward passes "
+    refused = [("runtime.compile", cfg.runtime.compile is not False, "its two backward passes "
                 "through one graph are not supported compiled: set runtime.compile=false"),
                ("solver.nesterov", solver.nesterov, "DOT has no Nesterov variant: set "
                 "solver.nesterov=false")]
