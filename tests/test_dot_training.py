@@ -188,7 +188,7 @@ class Overflowing(torch.nn.Module):
         return logits, losses
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")   # the skipped step
+@pytest.mark.filterwarnings("ignore:Detected call of .lr_scheduler.step")   # the skipped step
 @pytest.mark.parametrize("huge", ["loss_kd", "loss_ce"])
 def test_an_fp16_overflow_in_either_pass_skips_the_whole_dot_step(huge):
     """Neither weights nor momentum buffers move, the scale is halved; the next finite step
