@@ -120,6 +120,25 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def average_gradients(params) -> None:
+    """Each ``p.grad`` replaced by its mean over processes (no-op in one process), in one flat
+    all-reduce: what DDP's reducer does for the one backward it allows per forward, for a step
+    that takes more than one (DOT). Every process must hold gradients for the same parameters
+    (the same module and losses on every rank)."""
+    if not is_initialized() or dist.get_world_size() < 2:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(dist.get_world_size())
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
 def broadcast_floats(values, device: torch.device, src: int = 0) -> list:
     """Rank ``src``'s list of numbers on every process (itself in one process): for decisions
     one process takes (e.g. from a file) that all must follow, or their collectives diverge."""

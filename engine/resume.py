@@ -72,11 +72,20 @@ def _check_weights(found: Any, expected: Dict[str, torch.Tensor], path: str, sec
 
 
 def _check_optimizer(saved: Any, optimizer: torch.optim.Optimizer, path: str) -> None:
-    """Same parameter groups and sizes, and every per-parameter buffer shaped as its parameter
-    (PyTorch checks the first, not the second: a wrong momentum buffer fails at the first step)."""
+    """The same optimizer (SGD or DOT: loading one's state into the other would replace the
+    run's hyper-parameters with the checkpoint's), the same parameter groups and sizes, and every
+    per-parameter buffer shaped as its parameter (PyTorch checks the group sizes, not the buffers: a
+    wrong momentum buffer fails at the first step)."""
     groups = saved.get("param_groups") if isinstance(saved, dict) else None
     if not isinstance(groups, list) or not isinstance(saved.get("state"), dict):
         raise UserError(f"{path} cannot be resumed from: its optimizer entry is not an optimizer state")
+    kind = {True: "dot", False: "sgd"}
+    saved_dot = any(isinstance(g, dict) and "momentum_kd" in g for g in groups)
+    run_dot = any("momentum_kd" in g for g in optimizer.param_groups)
+    if saved_dot != run_dot:
+        raise UserError(f"{path} cannot be resumed from: it was trained with solver.optimizer="
+                        f"{kind[saved_dot]}, this run has {kind[run_dot]}: resume with "
+                        f"solver.optimizer={kind[saved_dot]}")
     ours = [group["params"] for group in optimizer.param_groups]
     sizes = [len(group.get("params", [])) for group in groups]
     if sizes != [len(params) for params in ours]:

@@ -1,5 +1,9 @@
 """Optimizer and learning-rate schedule of the benchmark recipes.
 
+``solver.optimizer``: ``sgd`` (torch's SGD, fused on CUDA) or ``dot``, DOT's two-momentum SGD
+(engine/dot.py) with momentum - dot_delta for the task loss and momentum + dot_delta for the
+distillation loss, as mdistiller's DOT trainer builds it from SOLVER.MOMENTUM and SOLVER.DOT.DELTA.
+
 The schedule is a pure function of the (0-based) global step, so resuming at any step gives the
 same learning rate as the uninterrupted run: multi-step decay applied per epoch
 (lr · gamma^(number of milestones m with epoch > m), 1-based epochs as mdistiller counts them)
@@ -8,6 +12,8 @@ and an optional linear warm-up over the first ``warmup_epochs``, per step.
 import bisect
 
 import torch
+
+from engine.dot import DistillationOrientedSGD
 
 
 def lr_factor(step: int, steps_per_epoch: int, milestones, gamma: float, warmup_epochs: int) -> float:
@@ -19,7 +25,27 @@ def lr_factor(step: int, steps_per_epoch: int, milestones, gamma: float, warmup_
     return factor
 
 
+def dot_momenta(solver):
+    """(task momentum, distillation momentum) of a DOT run."""
+    return solver.momentum - solver.dot_delta, solver.momentum + solver.dot_delta
+
+
+def describe_optimizer(solver) -> str:
+    """One line for the start-up summary."""
+    if getattr(solver, "optimizer", "sgd") == "dot":
+        task, kd = dot_momenta(solver)
+        return (f"optimizer: DOT (momentum {task:.4g} task / {kd:.4g} distillation, "
+                f"weight decay {solver.weight_decay:g})")
+    nesterov = ", Nesterov" if solver.nesterov else ""
+    return f"optimizer: SGD (momentum {solver.momentum:g}{nesterov}, weight decay {solver.weight_decay:g})"
+
+
 def build_optimizer(params, solver, fused: bool = False) -> torch.optim.Optimizer:
+    """``fused`` (CUDA) applies to SGD only; DOT's step is its own."""
+    if getattr(solver, "optimizer", "sgd") == "dot":
+        task, kd = dot_momenta(solver)
+        return DistillationOrientedSGD(params, lr=solver.lr, momentum=task, momentum_kd=kd,
+                                       weight_decay=solver.weight_decay)
     kwargs = dict(lr=solver.lr, momentum=solver.momentum, weight_decay=solver.weight_decay,
                   nesterov=solver.nesterov)
     if fused:

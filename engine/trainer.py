@@ -31,6 +31,7 @@ from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buff
 from engine.evaluate import autocast_context, evaluate, on_device
 from engine.rng import get_rng_state, set_rng_state
 from engine.schedule import build_optimizer, build_scheduler
+from engine.steps import build_step
 from utils.errors import UserError
 from utils.stopping import Stopped
 
@@ -72,14 +73,16 @@ class Trainer:
         self.steps_per_epoch = len(loaders.train)
         self.scheduler = build_scheduler(self.optimizer, cfg.solver, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+        self.ddp: Optional[DistributedDataParallel] = None
         self.train_module = self._wrap(self.module, runtime)
+        self.update = build_step(cfg.solver, self.optimizer, self.scaler, self.ddp)
         self.state = TrainState()
         self.last_saved: Optional[Tuple[str, int]] = None  # (path, epoch) of the newest good checkpoint
 
     def _wrap(self, module, runtime):
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=ids)
+            module = self.ddp = DistributedDataParallel(module, device_ids=ids)
         if runtime.compile:
             module = torch.compile(module, mode=None if runtime.compile is True else runtime.compile)
         return module
@@ -220,13 +223,11 @@ class Trainer:
         return stats
 
     def _step(self, batch, epoch: int):
-        with autocast_context(self.device, self.amp):
-            logits, losses = self.train_module(batch, epoch)
-        loss = sum(losses.values())
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        """One forward and the update of ``solver.optimizer`` (engine/steps.py), then the lr."""
+        def forward():
+            with autocast_context(self.device, self.amp):
+                return self.train_module(batch, epoch)
+        logits, losses = self.update(forward)
         self.scheduler.step()
         self.state.step += 1
         return logits, losses

@@ -143,7 +143,8 @@ def teacher_run_config(cfg: Config) -> Config:
     epochs = cfg.teacher.train_epochs
     cfg = replace_section(cfg, "solver", epochs=epochs,   # milestones past its end never fire
                           milestones=[m for m in cfg.solver.milestones if m <= epochs],
-                          warmup_epochs=min(cfg.solver.warmup_epochs, epochs))
+                          warmup_epochs=min(cfg.solver.warmup_epochs, epochs),
+                          optimizer="sgd")   # DOT needs a distillation loss; CE alone has none
     cfg = replace_section(cfg, "teacher", arch=None, checkpoint=None, train_epochs=0)
     return dataclasses.replace(cfg, distiller={"name": "vanilla"})
 

@@ -19,6 +19,7 @@ from engine.checkpoint import load_checkpoint
 from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
                                 init_distributed, is_initialized)
 from engine.rng import seed_everything
+from engine.schedule import describe_optimizer
 from engine.trainer import Trainer
 from launch.build import build_run, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
@@ -30,12 +31,13 @@ from utils.run_lock import RunLock
 
 
 def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
-    """The lr of each epoch range and the number of optimizer steps, as the run will use them."""
+    """The optimizer, the lr of each epoch range and the number of optimizer steps, as the run
+    will use them."""
     bounds = [0, *[m for m in solver.milestones if m < solver.epochs], solver.epochs]
     ranges = [f"{solver.lr * solver.gamma ** i:.4g} (epochs {lo + 1}-{hi})"
               for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])) if hi > lo]
     warmup = f", linear warm-up over {solver.warmup_epochs} epochs" if solver.warmup_epochs else ""
-    return [f"lr = {', '.join(ranges)}{warmup}",
+    return [describe_optimizer(solver), f"lr = {', '.join(ranges)}{warmup}",
             f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
 
 

@@ -185,6 +185,29 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(runs, method
     assert out.count("done: best top-1") == 1 and "SyncBatchNorm on" in out   # rank 0 prints
 
 
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_kd_and_dot(tmp_path):
+    """solver.optimizer=dot: DDP's reducer allows one backward per forward, DOT takes two, so its
+    step averages each pass's gradients by hand (engine/steps.py). KD, 2 steps (the second uses
+    both momentum buffers), SyncBatchNorm: 2 x 32 == 1 x 64 to float32 rounding (measured 4e-7;
+    the KD gradients left unaveraged: 1e-3), both momentum buffers included."""
+    config = write_config(tmp_path, "kd_dot", {"name": "kd"}, epochs=1, train_size=128)
+    tree = yaml.safe_load(config.read_text())
+    tree["solver"]["optimizer"] = "dot"
+    config.write_text(yaml.safe_dump(tree))
+    ok(single("train.py", "--config", str(config), "experiment.name=kd_dot_single"))
+    out = ok(single_node("--config", str(config)))
+    one, ddp = (load(tmp_path / "runs" / name / "last.pth") for name in ("kd_dot_single", "kd_dot"))
+    assert ddp["step"] == one["step"] == 2
+    assert_close(ddp["model"], one["model"], atol=5e-5)
+    buffers = {(i, name): value for i, state in one["optimizer"]["state"].items()
+               for name, value in state.items()}
+    assert {name for _, name in buffers} == {"momentum_buffer", "momentum_kd_buffer"}
+    for (i, name), value in buffers.items():
+        torch.testing.assert_close(ddp["optimizer"]["state"][i][name], value, atol=5e-5, rtol=0)
+    assert "optimizer: DOT (momentum 0.825 task / 0.975 distillation" in out.stdout
+
+
 def test_checkpoint_written_under_ddp_loads_in_a_bare_student(runs):
     import models
     student = models.build_model("resnet8", num_classes=10)

@@ -27,7 +27,7 @@ def test_cpu_mode_runs_every_section_and_writes_the_table(tmp_path):
         assert label in table
     assert kd["(e) + teacher cache"]["cache_build_s_projected"] > 0
     assert kd["(a) common trainers' loop"]["x_common_loop"] == 1
-    assert set(report["methods"]) == {"DKD", "DIST", "FitNet", "SRRL", "ONE"}
+    assert set(report["methods"]) == {"DKD", "DIST", "FitNet", "SRRL", "ONE", "KD+DOT"}
     assert all("error" not in row and row["images_per_s"] > 0 for row in report["methods"].values())
     assert len(report["imagenet"]["rows"]) == 4
     assert "device decode" in table and "PIL workers" in table

@@ -14,8 +14,9 @@ What is measured, on generated data of the real shapes (no download, random teac
    ms/step, share of the device's dense bf16 peak, peak memory, and the projected wall time of the
    240-epoch recipe (240 x 50,000 training images at the measured rate, 240 evaluations of 10,000
    images at the measured eval rate, plus the cache build where used).
-2. DKD, DIST, FitNet, SRRL and ONE on their fastest setting without compilation (bf16,
-   channels_last, GPU loader, the teacher cache where the method takes it), one line each.
+2. DKD, DIST, FitNet, SRRL, ONE and KD with DOT (``solver.optimizer=dot``: two backward passes
+   per step) on their fastest setting without compilation (bf16, channels_last, GPU loader, the
+   teacher cache where the method takes it), one line each.
 3. ImageNet ResNet34 -> ResNet18 on JPEGs of ImageNet-like sizes written by the script: PIL
    workers vs device decode, for the loader alone and for loader + step (bf16, channels_last).
 Variants are timed alternately in one process where they are compared (bench.py's ``measure``),
@@ -50,7 +51,11 @@ METHODS = {"DKD": "configs/cifar100/dkd/res32x4_res8x4.yaml",
            "DIST": "configs/cifar100/dist/res32x4_res8x4.yaml",
            "FitNet": "configs/cifar100/fitnet/res32x4_res8x4.yaml",
            "SRRL": "configs/cifar100/srrl/wrn40_4_wrn16_2.yaml",
-           "ONE": "configs/cifar100/one/res110.yaml"}
+           "ONE": "configs/cifar100/one/res110.yaml",
+           "KD+DOT": KD}
+# what a method's line adds to the shared fastest setting
+METHOD_OVERRIDES = {"DKD": ["teacher.cache=auto"], "DIST": ["teacher.cache=auto"],
+                    "KD+DOT": ["teacher.cache=auto", "solver.optimizer=dot"]}
 IMAGENET = "configs/imagenet/kd/res34_res18.yaml"
 RECIPE = SimpleNamespace(epochs=240, train_images=50_000, val_images=10_000)
 FAST = "runtime.amp=bf16 runtime.channels_last=true"
@@ -282,7 +287,7 @@ def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) ->
         base += ["data.batch_size=4", "data.val_batch_size=4"]
     rows = {}
     for name, path in METHODS.items():
-        overrides = base + (["teacher.cache=auto"] if name in ("DKD", "DIST") else [])
+        overrides = base + METHOD_OVERRIDES.get(name, [])
         if device.type == "cpu":
             overrides += CPU_SMALL.get(name, CPU_PAIR)
         try:
@@ -372,7 +377,7 @@ def markdown(report: Dict[str, Any]) -> str:
         lines.append("")
     methods = report.get("methods")
     if methods:
-        lines += ["### Other methods, fastest setting without compilation (bf16, channels_last, GPU loader; cache for DKD/DIST)", "",
+        lines += ["### Other methods, fastest setting without compilation (bf16, channels_last, GPU loader; cache for DKD/DIST/KD+DOT)", "",
                   "| method | pair | images/s | ms/step | share of bf16 peak | peak memory | 240 epochs (train only) |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for name, r in methods.items():

@@ -73,6 +73,10 @@ class SolverConfig:
     milestones: List[int] = field(default_factory=lambda: [150, 180, 210])
     gamma: float = 0.1
     warmup_epochs: int = 0
+    # sgd: one backward of the summed losses; dot: DOT (Zhao et al., ICCV 2023), the task loss
+    # ("loss_ce") stepped with momentum - dot_delta, every other loss with momentum + dot_delta
+    optimizer: Literal["sgd", "dot"] = "sgd"
+    dot_delta: float = 0.075
 
 
 @dataclass(frozen=True)
@@ -318,7 +322,7 @@ RANGES: Dict[str, Range] = {
     "teacher.min_top1": Range(0, 100), "teacher.train_epochs": NON_NEGATIVE,
     "solver.epochs": AT_LEAST_1, "solver.lr": POSITIVE, "solver.momentum": Range(0, 1, high_open=True),
     "solver.weight_decay": NON_NEGATIVE, "solver.milestones": AT_LEAST_1, "solver.gamma": POSITIVE,
-    "solver.warmup_epochs": NON_NEGATIVE,
+    "solver.warmup_epochs": NON_NEGATIVE, "solver.dot_delta": Range(0, 1, high_open=True),
     "log.print_freq": AT_LEAST_1,
 }
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -435,9 +439,33 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
     if solver.warmup_epochs > solver.epochs:
         raise UserError(f"'solver.warmup_epochs' in {where('solver.warmup_epochs')} must be at most "
                         f"solver.epochs={solver.epochs}, got {solver.warmup_epochs}")
+    if solver.optimizer == "dot":
+        _check_dot(cfg, where)
     if not DEVICE.fullmatch(cfg.runtime.device):
         raise UserError(f"'runtime.device' in {where('runtime.device')} must be auto, cpu, cuda, "
                         f"cuda:N or mps, got {cfg.runtime.device!r}")
+
+
+def _check_dot(cfg: Config, where) -> None:
+    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1); its two backward
+    passes through one graph are not supported compiled, and Nesterov is not part of the method."""
+    solver = cfg.solver
+    momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
+    delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
+    if solver.dot_delta > solver.momentum:
+        raise UserError(f"{delta} must be at most {momentum}: the task momentum is "
+                        "momentum - dot_delta")
+    if solver.momentum + solver.dot_delta >= 1:
+        raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
+                        "momentum + dot_delta")
+    refused = [("runtime.compile", cfg.runtime.compile is not False, "its two backward passes "
+                "through one graph are not supported compiled: set runtime.compile=false"),
+               ("solver.nesterov", solver.nesterov, "DOT has no Nesterov variant: set "
+                "solver.nesterov=false")]
+    for name, bad, reason in refused:
+        if bad:
+            raise UserError(f"'{name}' in {where(name)} does not go with solver.optimizer=dot "
+                            f"(in {where('solver.optimizer')}): {reason}")
 
 
 def replace_section(cfg: Config, section: str, **changes) -> Config:
