@@ -21,19 +21,29 @@ Losses = Dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
-    """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` for one zero image of
-    ``input_shape``: what learnable connectors are sized from. Runs in eval mode (so no
-    BatchNorm statistic moves) and gives the model back in the mode it had."""
+def probe_features(model: nn.Module, input_shape) -> Dict[str, object]:
+    """``model.forward_features(x)`` for one zero image of ``input_shape``: what learnable
+    connectors are sized from. Runs in eval mode (so no BatchNorm statistic moves) and gives the
+    model back in the mode it had."""
     was_training = model.training
     first = next(model.parameters())
     model.eval()
     try:
         images = torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype)
-        feats = model.forward_features(images)["feats"]
+        return model.forward_features(images)
     finally:
         model.train(was_training)
-    return [tuple(f.shape[1:]) for f in feats]
+
+
+def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
+    """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` (``probe_features``)."""
+    return [tuple(f.shape[1:]) for f in probe_features(model, input_shape)["feats"]]
+
+
+def probe_pooled_width(model: nn.Module, input_shape) -> int:
+    """The width of ``forward_features(x)["pooled_feat"]`` (``probe_features``): not always the
+    last map's (MobileNetV2 pools a 1280-wide map after its last 160-wide stage)."""
+    return int(probe_features(model, input_shape)["pooled_feat"].shape[1])
 
 
 class Distiller(nn.Module):

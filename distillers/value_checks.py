@@ -9,7 +9,7 @@ gets them without listing its keys anywhere.
 """
 from typing import Any, Callable, Dict, Optional
 
-from utils.config import NON_NEGATIVE, POSITIVE, Range, as_number, check_number
+from utils.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, as_number, check_number
 from utils.errors import UserError
 
 RULES_BY_NAME: Dict[str, Range] = {
@@ -17,6 +17,10 @@ RULES_BY_NAME: Dict[str, Range] = {
     "alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "gamma": NON_NEGATIVE,      # term weights
     "warmup": POSITIVE,     # DKD: min(epoch / warmup, 1)
     "rampup": NON_NEGATIVE,  # ONE: sigmoid ramp length in epochs (0: no ramp)
+    "warmup_epochs": POSITIVE,   # ReviewKD: min(epoch / warmup_epochs, 1)
+    "eps": POSITIVE,             # VID: σ² = softplus(α) + eps
+    "init_pred_var": POSITIVE,   # VID: the initial variance (must also exceed eps)
+    "connector_kernel_size": AT_LEAST_1, "max_mid_channels": AT_LEAST_1,  # OFD, ReviewKD widths
 }
 
 
