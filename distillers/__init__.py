@@ -173,7 +173,7 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
     ``(C, H, W)`` of each map of ``forward_features``) and ``student_pooled_dim`` /
     ``teacher_pooled_dim`` (the width of its ``pooled_feat``), probed once on a zero image."""
     import torch
-    from distillers.base import probe_feature_shapes, probe_pooled_dim
+    from distillers.base import probe_feature_shapes, probe_pooled_width
     from distillers.teacher import FrozenTeacher
     section = resolve_distiller_section(dict(cfg))
     cls = get_distiller_class(section.pop("name"))
@@ -201,8 +201,8 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
               "train_targets": known_train_targets, "seed": lambda: int(seed),
               "student_feature_shapes": lambda: probe_feature_shapes(student, shape),
               "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape),
-              "student_pooled_dim": lambda: probe_pooled_dim(student, shape),
-              "teacher_pooled_dim": lambda: probe_pooled_dim(frozen.model, shape)}
+              "student_pooled_dim": lambda: probe_pooled_width(student, shape),
+              "teacher_pooled_dim": lambda: probe_pooled_width(frozen.model, shape)}
     return cls(**_context(cls, student, frozen, values), **section)
 
 

@@ -40,9 +40,10 @@ def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]
     return [tuple(f.shape[1:]) for f in probe_features(model, input_shape)["feats"]]
 
 
-def probe_pooled_dim(model: nn.Module, input_shape) -> int:
-    """The width of ``model.forward_features(x)["pooled_feat"]`` (``probe_features``)."""
-    return int(probe_features(model, input_shape)["pooled_feat"][0].numel())
+def probe_pooled_width(model: nn.Module, input_shape) -> int:
+    """The width of ``forward_features(x)["pooled_feat"]`` (``probe_features``): not always the
+    last map's (MobileNetV2 pools a 1280-wide map after its last 160-wide stage)."""
+    return int(probe_features(model, input_shape)["pooled_feat"].shape[1])
 
 
 class Distiller(nn.Module):

@@ -19,6 +19,10 @@ RULES_BY_NAME: Dict[str, Range] = {
     "rampup": NON_NEGATIVE,  # ONE: sigmoid ramp length in epochs (0: no ramp)
     "nce_temperature": POSITIVE, "nce_k": AT_LEAST_1, "embed_dim": AT_LEAST_1,   # CRD
     "nce_momentum": Range(0, 1, high_open=True),   # CRD bank: momentum·row + (1 − momentum)·v
+    "warmup_epochs": POSITIVE,   # ReviewKD: min(epoch / warmup_epochs, 1)
+    "eps": POSITIVE,             # VID: σ² = softplus(α) + eps
+    "init_pred_var": POSITIVE,   # VID: the initial variance (must also exceed eps)
+    "connector_kernel_size": AT_LEAST_1, "max_mid_channels": AT_LEAST_1,  # OFD, ReviewKD widths
 }
 
 

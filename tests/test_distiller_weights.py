@@ -13,7 +13,11 @@ import torch.nn.functional as F
 from distillers import distiller_defaults, list_distillers
 from distillers.crd_losses import contrast_scores, crd_loss
 from distillers.losses import (dist_loss, dkd_loss, fitnet_loss, kd_loss, one_kl_loss,
-                               sigmoid_rampup, srrl_feature_loss, srrl_sr_loss, zscore)
+                               pool_to_common_size, sigmoid_rampup, srrl_feature_loss, srrl_sr_loss,
+                               zscore)
+from distillers.ofd_losses import ofd_loss, ofd_margin
+from distillers.reviewkd_losses import hcl_loss
+from distillers.vid_losses import vid_initial_log_scale, vid_loss
 from tests.test_distillers import batch, build, weight_keys
 
 EPOCH = 4
@@ -72,6 +76,36 @@ def expected_srrl(d, images, targets, logits):
             "loss_sr": 3.0 * srrl_sr_loss(d.teacher.model.forward_head(connected), teacher_out["logits"])}
 
 
+def expected_vid(d, images, targets, logits):
+    student_maps = d.student.forward_features(images)["feats"][1:]
+    teacher_maps = d.teacher.model.forward_features(images)["feats"][1:]
+    total = 0.0
+    for regressor, f_s, f_t in zip(d.regressors, student_maps, teacher_maps):
+        f_s, f_t = pool_to_common_size(f_s, f_t)
+        log_scale = vid_initial_log_scale(f_t.shape[1], init_pred_var=4.0, eps=1e-4).double()
+        total = total + vid_loss(regressor(f_s), f_t, log_scale, eps=1e-4)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets), "loss_feat": 3.0 * total}
+
+
+def expected_ofd(d, images, targets, logits):
+    student_maps = d.student.forward_features(images)["preact_feats"][-3:]
+    teacher_maps = d.teacher.model.forward_features(images)["preact_feats"][-3:]
+    margins = [ofd_margin(bn.weight, bn.bias).float() for bn in d.teacher.model.bn_before_relu()[-3:]]
+    connected = [c(s) for c, s in zip(d.connectors, student_maps)]
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 0.01 * ofd_loss(connected, teacher_maps, margins)}
+
+
+def expected_reviewkd(d, images, targets, logits):
+    student_out = d.student.forward_features(images)
+    teacher_out = d.teacher.model.forward_features(images)
+    student = student_out["feats"][-3:] + [student_out["pooled_feat"][:, :, None, None]]
+    teacher = teacher_out["preact_feats"][-3:] + [teacher_out["pooled_feat"][:, :, None, None]]
+    fused = d.fusion(student, [t.shape[2] for t in teacher])
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 2.0 * (EPOCH / 8) * hcl_loss(fused, teacher)}
+
+
 def expected_one(d, images, targets, logits):
     out = d.student.forward_features(images)
     branches, ensemble = out["branch_logits"], out["ensemble_logits"]
@@ -117,6 +151,9 @@ CASES = {
                                  base_temperature=1.5), expected_dist_zscore),
     "fitnet": ("fitnet", dict(ce_weight=0.5, feat_weight=3.0), expected_fitnet),
     "srrl": ("srrl", dict(ce_weight=0.5, feat_weight=2.0, sr_weight=3.0), expected_srrl),
+    "vid": ("vid", dict(ce_weight=0.5, feat_weight=3.0, eps=1e-4, init_pred_var=4.0), expected_vid),
+    "ofd": ("ofd", dict(ce_weight=0.5, feat_weight=0.01), expected_ofd),
+    "reviewkd": ("reviewkd", dict(ce_weight=0.5, feat_weight=2.0, warmup_epochs=8), expected_reviewkd),
     "one": ("one", dict(ce_weight=0.5, temperature=2.0, rampup=10, epoch_offset=-2), expected_one),
     "crd": ("crd", dict(ce_weight=0.5, feat_weight=1.5), expected_crd),
     "vanilla": ("vanilla", {}, expected_vanilla),

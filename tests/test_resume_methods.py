@@ -1,7 +1,8 @@
 """Resume, for every registered method: a run stopped after epoch 1 and resumed equals the
 uninterrupted run, bit for bit (CPU, deterministic data order and augmentation), including a
-method's own learnable modules (FitNet's regressor, SRRL's connector, ONE's branches and gate)
-and state (CRD's memory bank and the count of its negatives' draws)."""
+method's own learnable modules (FitNet's regressor, SRRL's connector, VID's regressors, OFD's
+connectors, ReviewKD's ABFs, ONE's branches and gate) and state (CRD's memory bank and the count of
+its negatives' draws)."""
 import pytest
 import torch
 
@@ -16,10 +17,13 @@ CASES = {
     "dist": dict(student="resnet8", distiller={"name": "dist"}, teacher=TEACHER),
     "fitnet": dict(student="resnet8", distiller={"name": "fitnet"}, teacher=TEACHER),
     "srrl": dict(student="resnet8", distiller={"name": "srrl"}, teacher=TEACHER),
+    "vid": dict(student="resnet8", distiller={"name": "vid"}, teacher=TEACHER),
+    "ofd": dict(student="resnet8", distiller={"name": "ofd"}, teacher=TEACHER),
+    "reviewkd": dict(student="resnet8", distiller={"name": "reviewkd"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
     "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 32}, teacher=TEACHER),
 }
-OWN_MODULES = ("fitnet", "srrl", "crd")   # methods whose learnable modules sit beside the student
+OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd")   # learnable modules beside the student
 SMALL = {"data": {"train_size": 128, "val_size": 64}}
 
 
