@@ -9,7 +9,7 @@ gets them without listing its keys anywhere.
 """
 from typing import Any, Callable, Dict, Optional
 
-from utils.config import NON_NEGATIVE, POSITIVE, Range, as_number, check_number
+from utils.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, as_number, check_number
 from utils.errors import UserError
 
 RULES_BY_NAME: Dict[str, Range] = {
@@ -17,6 +17,9 @@ RULES_BY_NAME: Dict[str, Range] = {
     "alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "gamma": NON_NEGATIVE,      # term weights
     "warmup": POSITIVE,     # DKD: min(epoch / warmup, 1)
     "rampup": NON_NEGATIVE,  # ONE: sigmoid ramp length in epochs (0: no ramp)
+    "p": POSITIVE,          # AT: the attention map's power (p ≤ 0: constant or infinite maps)
+    "k": AT_LEAST_1,        # KDSVD: singular vectors kept (0 would keep them all)
+    "eps": POSITIVE,        # numerical floors (RKD's squared distances: 0 gives NaN gradients)
 }
 
 
