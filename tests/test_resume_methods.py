@@ -15,6 +15,12 @@ CASES = {
     "dist": dict(student="resnet8", distiller={"name": "dist"}, teacher=TEACHER),
     "fitnet": dict(student="resnet8", distiller={"name": "fitnet"}, teacher=TEACHER),
     "srrl": dict(student="resnet8", distiller={"name": "srrl"}, teacher=TEACHER),
+    "at": dict(student="resnet8", distiller={"name": "at"}, teacher=TEACHER),
+    "nst": dict(student="resnet8", distiller={"name": "nst"}, teacher=TEACHER),
+    "sp": dict(student="resnet8", distiller={"name": "sp"}, teacher=TEACHER),
+    "pkt": dict(student="resnet8", distiller={"name": "pkt"}, teacher=TEACHER),
+    "rkd": dict(student="resnet8", distiller={"name": "rkd"}, teacher=TEACHER),
+    "kdsvd": dict(student="resnet8", distiller={"name": "kdsvd"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
 }
 OWN_MODULES = ("fitnet", "srrl")   # methods whose learnable modules sit beside the student
