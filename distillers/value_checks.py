@@ -20,9 +20,11 @@ RULES_BY_NAME: Dict[str, Range] = {
     "nce_temperature": POSITIVE, "nce_k": AT_LEAST_1, "embed_dim": AT_LEAST_1,   # CRD
     "nce_momentum": Range(0, 1, high_open=True),   # CRD bank: momentum·row + (1 − momentum)·v
     "warmup_epochs": POSITIVE,   # ReviewKD: min(epoch / warmup_epochs, 1)
-    "eps": POSITIVE,             # VID: σ² = softplus(α) + eps
     "init_pred_var": POSITIVE,   # VID: the initial variance (must also exceed eps)
     "connector_kernel_size": AT_LEAST_1, "max_mid_channels": AT_LEAST_1,  # OFD, ReviewKD widths
+    "p": POSITIVE,          # AT: the attention map's power (p ≤ 0: constant or infinite maps)
+    "k": AT_LEAST_1,        # KDSVD: singular vectors kept (0 would keep them all)
+    "eps": POSITIVE,        # numerical floors (VID: σ² = softplus(α) + eps; RKD: 0 gives NaN gradients)
 }
 
 

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from distillers import distiller_defaults, list_distillers
 from distillers.crd_losses import contrast_scores, crd_loss
-from distillers.losses import (dist_loss, dkd_loss, fitnet_loss, kd_loss, one_kl_loss,
-                               pool_to_common_size, sigmoid_rampup, srrl_feature_loss, srrl_sr_loss,
-                               zscore)
+from distillers.kdsvd_losses import kdsvd_loss
+from distillers.losses import (at_loss, dist_loss, dkd_loss, fitnet_loss, kd_loss, nst_loss,
+                               one_kl_loss, pkt_loss, pool_to_common_size, rkd_loss, sigmoid_rampup,
+                               sp_loss, srrl_feature_loss, srrl_sr_loss, zscore)
 from distillers.ofd_losses import ofd_loss, ofd_margin
 from distillers.reviewkd_losses import hcl_loss
 from distillers.vid_losses import vid_initial_log_scale, vid_loss
@@ -106,6 +107,47 @@ def expected_reviewkd(d, images, targets, logits):
             "loss_feat": 2.0 * (EPOCH / 8) * hcl_loss(fused, teacher)}
 
 
+def both_features(d, images):
+    return d.student.forward_features(images), d.teacher.model.forward_features(images)
+
+
+def expected_at(d, images, targets, logits):
+    s, t = both_features(d, images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 7.0 * at_loss(s["feats"][1:], t["feats"][1:], p=3.0)}
+
+
+def expected_nst(d, images, targets, logits):
+    s, t = both_features(d, images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 7.0 * nst_loss(s["feats"][1:], t["feats"][1:])}
+
+
+def expected_sp(d, images, targets, logits):
+    s, t = both_features(d, images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 7.0 * sp_loss([s["feats"][-1]], [t["feats"][-1]])}
+
+
+def expected_pkt(d, images, targets, logits):
+    s, t = both_features(d, images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 7.0 * pkt_loss(s["pooled_feat"], t["pooled_feat"])}
+
+
+def expected_rkd(d, images, targets, logits):
+    s, t = both_features(d, images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 7.0 * rkd_loss(s["pooled_feat"], t["pooled_feat"], distance_weight=2.0,
+                                        angle_weight=3.0, squared=True, eps=1e-10)}
+
+
+def expected_kdsvd(d, images, targets, logits):
+    s, t = both_features(d, images)
+    return {"loss_ce": 0.5 * F.cross_entropy(logits, targets),
+            "loss_feat": 7.0 * kdsvd_loss(s["feats"][1:], t["feats"][1:], k=2)}
+
+
 def expected_one(d, images, targets, logits):
     out = d.student.forward_features(images)
     branches, ensemble = out["branch_logits"], out["ensemble_logits"]
@@ -154,6 +196,13 @@ CASES = {
     "vid": ("vid", dict(ce_weight=0.5, feat_weight=3.0, eps=1e-4, init_pred_var=4.0), expected_vid),
     "ofd": ("ofd", dict(ce_weight=0.5, feat_weight=0.01), expected_ofd),
     "reviewkd": ("reviewkd", dict(ce_weight=0.5, feat_weight=2.0, warmup_epochs=8), expected_reviewkd),
+    "at": ("at", dict(ce_weight=0.5, feat_weight=7.0, p=3.0), expected_at),
+    "nst": ("nst", dict(ce_weight=0.5, feat_weight=7.0), expected_nst),
+    "sp": ("sp", dict(ce_weight=0.5, feat_weight=7.0), expected_sp),
+    "pkt": ("pkt", dict(ce_weight=0.5, feat_weight=7.0), expected_pkt),
+    "rkd": ("rkd", dict(ce_weight=0.5, feat_weight=7.0, distance_weight=2.0, angle_weight=3.0,
+                        squared=True, eps=1e-10), expected_rkd),
+    "kdsvd": ("kdsvd", dict(ce_weight=0.5, feat_weight=7.0, k=2), expected_kdsvd),
     "one": ("one", dict(ce_weight=0.5, temperature=2.0, rampup=10, epoch_offset=-2), expected_one),
     "crd": ("crd", dict(ce_weight=0.5, feat_weight=1.5), expected_crd),
     "vanilla": ("vanilla", {}, expected_vanilla),

@@ -20,6 +20,12 @@ CASES = {
     "vid": dict(student="resnet8", distiller={"name": "vid"}, teacher=TEACHER),
     "ofd": dict(student="resnet8", distiller={"name": "ofd"}, teacher=TEACHER),
     "reviewkd": dict(student="resnet8", distiller={"name": "reviewkd"}, teacher=TEACHER),
+    "at": dict(student="resnet8", distiller={"name": "at"}, teacher=TEACHER),
+    "nst": dict(student="resnet8", distiller={"name": "nst"}, teacher=TEACHER),
+    "sp": dict(student="resnet8", distiller={"name": "sp"}, teacher=TEACHER),
+    "pkt": dict(student="resnet8", distiller={"name": "pkt"}, teacher=TEACHER),
+    "rkd": dict(student="resnet8", distiller={"name": "rkd"}, teacher=TEACHER),
+    "kdsvd": dict(student="resnet8", distiller={"name": "kdsvd"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
     "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 32}, teacher=TEACHER),
 }

@@ -1,0 +1,29 @@
+"""KDSVD (Lee et al., ECCV 2018, "Self-supervised knowledge distillation using singular value
+decomposition"): the relations between the leading singular vectors of consecutive stages."""
+from distillers import register_distiller
+from distillers.base import FeatureDistiller
+from distillers.kdsvd_losses import kdsvd_loss
+from distillers.stage_pairs import equal_width_pairs
+
+
+@register_distiller("kdsvd")
+class KDSVD(FeatureDistiller):
+    """loss = ce_weight·CE + feat_weight·KDSVD_k(feats_s[1:], feats_t[1:]): the squared gap of
+    the radial-basis relations between the k leading right singular vectors (the teacher's,
+    and the student's sign-aligned to them) of each stage and the stage before
+    (``kdsvd_losses.kdsvd_loss``).
+
+    Defaults are mdistiller's CIFAR-100 ones (k = 1, CE 1, feature weight 1). The singular
+    vectors have one entry per column of a map, so the two networks' maps must be equally wide
+    stage by stage, with as many stages (checked here, before the first step).
+    """
+
+    def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
+                 k: int = 1, feat_weight: float = 1.0, **weights):
+        super().__init__(student, teacher, feat_weight=feat_weight, **weights)
+        equal_width_pairs("kdsvd", student_feature_shapes, teacher_feature_shapes)
+        self.k = int(k)
+        self.formula = f"KDSVD(feats_s[1:], feats_t[1:], k={self.k})"
+
+    def feature_loss(self, student_out, teacher_out, batch, epoch):
+        return kdsvd_loss(student_out["feats"][1:], teacher_out["feats"][1:], self.k)
