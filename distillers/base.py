@@ -102,6 +102,12 @@ class Distiller(nn.Module):
         """The loss exactly as it is computed, for the start-up summary."""
         return type(self).__name__
 
+    @classmethod
+    def smoke_section(cls, section: Dict[str, object], train_size: int) -> Dict[str, object]:
+        """The method's resolved config section for a smoke run on ``train_size`` synthetic
+        images: unchanged, unless a value is sized by the training set (CRD's negatives)."""
+        return section
+
 
 class LogitDistiller(Distiller):
     """Shared pre-process of every logit-based loss: the optional Z-score standardization.

@@ -76,6 +76,12 @@ class CRD(FeatureDistiller):
     scores, so N processes x B/N update and train as one process x B.
     """
 
+    @classmethod
+    def smoke_section(cls, section, train_size):
+        """A smoke run's few images cannot hold the recipe's 16384 negatives: at most all the
+        others."""
+        return {**section, "nce_k": min(section["nce_k"], train_size - 1)}
+
     def __init__(self, student, teacher, *, train_size, train_targets, seed, student_pooled_dim,
                  teacher_pooled_dim, feat_weight: float = 0.8, embed_dim: int = 128,
                  nce_k: int = 16384, nce_momentum: float = 0.5, nce_temperature: float = 0.07,

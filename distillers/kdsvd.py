@@ -3,7 +3,7 @@ decomposition"): the relations between the leading singular vectors of consecuti
 from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.kdsvd_losses import kdsvd_loss
-from distillers.stage_pairs import equal_width_pairs
+from distillers.stage_pairs import equal_width_pairs, tapped
 
 
 @register_distiller("kdsvd")
@@ -15,15 +15,17 @@ class KDSVD(FeatureDistiller):
 
     Defaults are mdistiller's CIFAR-100 ones (k = 1, CE 1, feature weight 1). The singular
     vectors have one entry per column of a map, so the two networks' maps must be equally wide
-    stage by stage, with as many stages (checked here, before the first step).
+    stage by stage over the paired stages (``stage_pairs``; checked before the first step).
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
                  k: int = 1, feat_weight: float = 1.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
-        equal_width_pairs("kdsvd", student_feature_shapes, teacher_feature_shapes)
+        pairs = equal_width_pairs("kdsvd", student_feature_shapes, teacher_feature_shapes)
+        self.stages, stages = tapped(pairs)
         self.k = int(k)
-        self.formula = f"KDSVD(feats_s[1:], feats_t[1:], k={self.k})"
+        self.formula = f"KDSVD(feats_s{stages}, feats_t{stages}, k={self.k})"
 
     def feature_loss(self, student_out, teacher_out, batch, epoch):
-        return kdsvd_loss(student_out["feats"][1:], teacher_out["feats"][1:], self.k)
+        return kdsvd_loss(student_out["feats"][self.stages], teacher_out["feats"][self.stages],
+                          self.k)

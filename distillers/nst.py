@@ -3,7 +3,7 @@ distribution of the student's channel responses over space matches the teacher's
 from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import nst_loss
-from distillers.stage_pairs import common_size_pairs
+from distillers.stage_pairs import common_size_pairs, tapped
 
 
 @register_distiller("nst")
@@ -15,15 +15,16 @@ class NST(FeatureDistiller):
 
     Defaults are mdistiller's CIFAR-100 ones (CE 1, feature weight 50). Channel counts may
     differ; maps of different sizes are compared after pooling the larger
-    (``losses.pool_to_common_size``), and a pair of networks must have as many stages, each
+    (``losses.pool_to_common_size``), the shallowest stages pair up (``stage_pairs``), each
     reaching a common size (checked here, before the first step).
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
                  feat_weight: float = 50.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
-        common_size_pairs("nst", student_feature_shapes, teacher_feature_shapes)
-        self.formula = "NST(feats_s[1:], feats_t[1:])"
+        pairs = common_size_pairs("nst", student_feature_shapes, teacher_feature_shapes)
+        self.stages, stages = tapped(pairs)
+        self.formula = f"NST(feats_s{stages}, feats_t{stages})"
 
     def feature_loss(self, student_out, teacher_out, batch, epoch):
-        return nst_loss(student_out["feats"][1:], teacher_out["feats"][1:])
+        return nst_loss(student_out["feats"][self.stages], teacher_out["feats"][self.stages])

@@ -1,7 +1,10 @@
 """Which student/teacher pairs the stage-by-stage methods can take, decided at construction.
 
 AT, NST and KDSVD pair the maps ``feats[1:]`` (the stage outputs after the stem) of the two
-networks stage by stage. Whether a pair of networks fits is known from the probed shapes
+networks stage by stage; where one network has more stages, the shallowest ``min(n_s, n_t)`` pair
+up and the rest are left out, as the original's ``zip`` does (mdistiller's ImageNet AT config
+distils ResNet50's 4 stages into MobileNetV1's 3 that way). ``tapped`` gives the slice of
+``feats`` a method then reads, and its text for ``describe()``. Whether a pair of networks fits is known from the probed shapes
 (``student_feature_shapes`` / ``teacher_feature_shapes``) before the first step, so a pair
 that cannot work is one line naming the pair here rather than a shape error inside a loss
 at step one. Each check returns the ``(student, teacher)`` shape pairs it accepted.
@@ -21,12 +24,19 @@ _CHOOSE = "choose another student.arch / teacher.arch pair"
 
 def stage_pairs(method: str, student_shapes: Sequence[Shape],
                 teacher_shapes: Sequence[Shape]) -> List[Tuple[Shape, Shape]]:
-    """``feats[1:]`` of both networks, paired stage by stage; as many stages on each side."""
+    """``feats[1:]`` of both networks, paired stage by stage from the shallowest (the original's
+    ``zip``: the deeper network's extra stages are left out)."""
     student, teacher = list(student_shapes[FIRST_STAGE:]), list(teacher_shapes[FIRST_STAGE:])
-    if len(student) != len(teacher):
+    if not student or not teacher:
         raise UserError(f"distiller '{method}' pairs feats[1:] stage by stage, but the student has "
                         f"{len(student)} such maps and the teacher {len(teacher)}: {_CHOOSE}")
     return list(zip(student, teacher))
+
+
+def tapped(pairs) -> Tuple[slice, str]:
+    """The slice of ``feats`` the accepted pairs cover, and how ``describe()`` writes it."""
+    stop = FIRST_STAGE + len(pairs)
+    return slice(FIRST_STAGE, stop), f"[{FIRST_STAGE}:{stop}]"
 
 
 def _pooled_size(student_shape: Shape, teacher_shape: Shape):

@@ -38,6 +38,8 @@ def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: boo
     provenance: Dict[str, str] = {}
     cfg = load_config(path, overrides, provenance)
     section = resolve_distiller_section(cfg.distiller, f"{path} (distiller section)", provenance)
+    if smoke:
+        section = get_distiller_class(section["name"]).smoke_section(section, cfg.data.train_size)
     cfg = replace_section(cfg, "distiller", **section)
     if smoke:
         cfg = replace_section(cfg, "experiment", smoke=True,

@@ -149,3 +149,12 @@ def test_user_errors_name_the_key():
             crd(**section)
     with pytest.raises(UserError, match="dataset indices"):
         crd().train()(Batch(torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)), 1)
+
+
+def test_a_smoke_run_keeps_the_recipe_but_fits_the_negatives_to_its_few_images():
+    from launch.build import load_run_config
+    from tests.runs import REPO
+    path = str(REPO / "configs/cifar100/crd/res32x4_res8x4.yaml")
+    assert load_run_config(path).distiller["nce_k"] == 16384
+    smoke = load_run_config(path, ["data.train_size=48"], smoke=True)
+    assert smoke.distiller["nce_k"] == 47 and smoke.distiller["feat_weight"] == 0.8
