@@ -5,7 +5,9 @@
              --master_port P train.py --config C                         (two "machines", R = 0, 1)
 
 Tiny synthetic data (10 classes, 256 train images, 201 val images: odd on purpose), resnet8,
-global batch 64. Each run is shared by the tests that inspect it (module-scoped fixtures).
+global batch 64. Each run is shared by the tests that inspect it (module-scoped fixtures); the
+runs of every method share two launches of tests/ddp_methods.py (one process, then torchrun 2),
+which train config after config in one process: start-up, not training, is what a launch costs.
 """
 import json
 import math
@@ -21,10 +23,13 @@ import pytest
 import torch
 import yaml
 
+from tests.ddp_methods import split_output
 from tests.methods import METHODS as REGISTERED, case
 from tests.runs import REPO, load, read_metrics
 
 TIMEOUT = 240  # seconds per launch: a hang fails the test instead of blocking CI
+METHODS_TIMEOUT = 360  # a launch of tests/ddp_methods.py, every method's run in turn (both
+#                        launches together: 51-71 s on 2 shared cores)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 DATA = {"dataset": "synthetic", "num_classes": 10, "image_size": 32, "train_size": 256,
         "val_size": 201, "batch_size": 64, "val_batch_size": 50, "num_workers": 0}
@@ -83,11 +88,11 @@ def free_port() -> int:
 
 
 def write_config(directory: Path, name: str, distiller: dict, epochs: int = 2, sync_bn: bool = True,
-                 student: str = "resnet8", **data) -> Path:
+                 student: str = "resnet8", runtime: dict = None, **data) -> Path:
     config = {"experiment": {"name": name, "output_dir": str(directory / "runs"), "seed": 0},
               "data": {**DATA, **data}, "student": {"arch": student}, "distiller": distiller,
               "solver": {"epochs": epochs, "lr": 0.05, "milestones": [], "weight_decay": 5e-4},
-              "runtime": {"device": "cpu", "sync_bn": sync_bn},
+              "runtime": {"device": "cpu", "sync_bn": sync_bn, **(runtime or {})},
               "log": {"print_freq": 2, "tensorboard": False}}
     if distiller["name"] not in ("vanilla", "one"):
         config["teacher"] = dict(TEACHER)
@@ -96,15 +101,15 @@ def write_config(directory: Path, name: str, distiller: dict, epochs: int = 2, s
     return path
 
 
-def single(*args: str) -> subprocess.CompletedProcess:
+def single(*args: str, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=TIMEOUT)
+                          text=True, timeout=timeout)
 
 
-def single_node(*args: str) -> subprocess.CompletedProcess:
-    command = [*torchrun_command(), "--standalone", "--nproc_per_node", "2", "train.py", *args]
+def single_node(*args: str, script: str = "train.py", timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+    command = [*torchrun_command(), "--standalone", "--nproc_per_node", "2", script, *args]
     return subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+                          timeout=timeout)
 
 
 def two_nodes(args_node0, args_node1):
@@ -153,20 +158,28 @@ def assert_close(a: dict, b: dict, atol: float, exact: bool = False):
 # --- the runs -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every distiller, SyncBN: one process x batch 64 and torchrun 2 x 32."""
+    """Every distiller, SyncBN: one process x batch 64 and torchrun 2 x 32. All methods' runs
+    in two launches of tests/ddp_methods.py (one per process count), each printing a marker
+    line before each run, by which each method's output is told apart."""
     directory = tmp_path_factory.mktemp("ddp")
-    result = {}
-    for method, (distiller, epochs, train_size, _, student) in METHODS.items():
-        config = write_config(directory, method, distiller, epochs=epochs, student=student,
-                              train_size=train_size)
-        ok(single("train.py", "--config", str(config), "experiment.name=" + method + "_single"))
-        if METHODS[method][3] is None:   # the same run in another reduction order: the spread
-            ok(single("train.py", "--config", str(config), "runtime.channels_last=true",
-                      "experiment.name=" + method + "_reordered"))
-            result[method, "reordered"] = load(directory / "runs" / f"{method}_reordered" / "last.pth")
-        result[method, "ddp_out"] = ok(single_node("--config", str(config)))
+    singles, ddps = [], []
+    for method, (distiller, epochs, train_size, atol, student) in METHODS.items():
+        recipe = dict(epochs=epochs, student=student, train_size=train_size)
+        singles.append(write_config(directory, method + "_single", distiller, **recipe))
+        if atol is None:   # the same run in another reduction order: the spread
+            singles.append(write_config(directory, method + "_reordered", distiller,
+                                        runtime={"channels_last": True}, **recipe))
+        ddps.append(write_config(directory, method, distiller, **recipe))
+    ok(single("tests/ddp_methods.py", *map(str, singles), timeout=METHODS_TIMEOUT))
+    ddp_out = split_output(ok(single_node(*map(str, ddps), script="tests/ddp_methods.py",
+                                          timeout=METHODS_TIMEOUT)).stdout)
+    assert list(ddp_out) == list(METHODS), "one marker per run, in order, on rank 0 only"
+    result = {(method, "ddp_out"): ddp_out[method] for method in METHODS}
+    for method in METHODS:
         result[method, "single"] = load(directory / "runs" / f"{method}_single" / "last.pth")
         result[method, "ddp"] = load(directory / "runs" / method / "last.pth")
+        if METHODS[method][3] is None:
+            result[method, "reordered"] = load(directory / "runs" / f"{method}_reordered" / "last.pth")
     result["dir"], result["kd_config"] = directory, directory / "kd.yaml"
     return result
 
@@ -195,7 +208,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(runs, method
     record = json.loads((runs["dir"] / "runs" / method / "run.json").read_text())
     assert record["world_size"] == 2
     assert record["batch_size"] == {"global": 64, "per_process": 32}
-    out = runs[method, "ddp_out"].stdout
+    out = runs[method, "ddp_out"]   # this method's part of the torchrun launch's output
     assert out.count("done: best top-1") == 1 and "SyncBatchNorm on" in out   # rank 0 prints
 
 
