@@ -2,12 +2,31 @@
 uninterrupted run, bit for bit (CPU, deterministic data order and augmentation), including a
 method's own learnable modules (FitNet's regressor, SRRL's connector, VID's regressors, OFD's
 connectors, ReviewKD's ABFs, ONE's branches and gate) and state (CRD's memory bank and the count of
-its negatives' draws)."""
+its negatives' draws).
+
+The three runs of a method (uninterrupted; stopped after epoch 1; resumed to epoch 2) run in this
+process, through what ``train.py`` calls (``load_run_config`` + ``run_training``), not as three
+``python train.py`` subprocesses: interpreter and torch start-up were most of the test's time.
+The CLI path (``train.py --resume auto`` as a subprocess) is covered by
+tests/test_training.py::test_resume_after_kill_matches_uninterrupted_run and
+tests/test_distributed.py::test_ddp_resume_equals_uninterrupted_and_resumes_in_one_process.
+Before every run the global random generators are scrambled, so a run that did not seed itself
+cannot pass by reusing the previous run's state. (Skipping the restore of the checkpoint's
+generator states goes unnoticed here, as it did with subprocesses: the data order and the
+augmentation are seeded by (seed, epoch, sample) and leave the global generators as they were, and
+no method draws from them while training.)"""
+import itertools
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
 import pytest
 import torch
 
+from engine.rng import get_rng_state, set_rng_state
 from tests.methods import METHODS, case
-from tests.runs import load, run_script, write_config
+from tests.runs import load, write_config
 
 TEACHER = {"arch": "resnet20", "allow_random": True}
 CASES = {
@@ -27,22 +46,56 @@ CASES = {
     "rkd": dict(student="resnet8", distiller={"name": "rkd"}, teacher=TEACHER),
     "kdsvd": dict(student="resnet8", distiller={"name": "kdsvd"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
-    "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 32}, teacher=TEACHER),
+    "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 8}, teacher=TEACHER),
 }
 OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd")   # learnable modules beside the student
-SMALL = {"data": {"train_size": 128, "val_size": 64}}
+# 16 training images in batches of 8: 2 optimizer steps an epoch (the least that still resumes a
+# schedule and a data order mid-way); one 8-image val batch (the teacher check and each epoch's
+# evaluation); no TensorBoard writer
+SMALL = {"data": {"train_size": 16, "batch_size": 8, "val_size": 8, "val_batch_size": 8},
+         "log": {"tensorboard": False}}
+RUNS = itertools.count()
+
+
+def scramble_global_rngs(seed: int) -> None:
+    """Move torch's, NumPy's and Python's global generators to a state no run starts from (the
+    configs seed 0), a different one before each run."""
+    torch.manual_seed(1000 + seed)
+    np.random.seed(1000 + seed)
+    random.seed(1000 + seed)
+
+
+def train(config: Path, *overrides: str, resume: Optional[str] = None) -> None:
+    """What ``python train.py --config config [overrides] [--resume resume]`` does, in this process."""
+    from launch.build import load_run_config
+    from launch.run import run_training
+    scramble_global_rngs(next(RUNS))
+    cfg = load_run_config(str(config), list(overrides))
+    run_training(cfg, resume=resume, argv=["train.py", "--config", str(config), *overrides])
+    assert not torch.distributed.is_initialized(), "run_training left a process group behind"
+
+
+@pytest.fixture(autouse=True)
+def restore_global_state():
+    """The in-process runs seed the global generators and set cuDNN flags: give the tests that
+    share this process what they had."""
+    rng, benchmark = get_rng_state(), torch.backends.cudnn.benchmark
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    set_rng_state(rng)
+    torch.backends.cudnn.benchmark = benchmark
+    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_resumed_run_equals_uninterrupted_run(method, tmp_path):
     spec = case(CASES, method)
-    full = write_config(tmp_path, "full", epochs=2, extra=SMALL, **spec)
-    assert run_script("train.py", "--config", str(full)).returncode == 0
+    train(write_config(tmp_path, "full", epochs=2, extra=SMALL, **spec))
     part = write_config(tmp_path, "part", epochs=2, extra=SMALL, **spec)
-    first = run_script("train.py", "--config", str(part), "solver.epochs=1", "solver.milestones=[]")
-    assert first.returncode == 0, first.stderr
-    resumed = run_script("train.py", "--config", str(part), "--resume", "auto")
-    assert resumed.returncode == 0, resumed.stderr
+    train(part, "solver.epochs=1", "solver.milestones=[]")   # stops at the epoch boundary
+    first = load(tmp_path / "runs/part/last.pth")
+    assert (first["epoch"], first["step"]) == (1, 2)   # 2 optimizer steps an epoch
+    train(part, resume="auto")
     a, b = load(tmp_path / "runs/full/last.pth"), load(tmp_path / "runs/part/last.pth")
     assert a["epoch"] == b["epoch"] == 2
     for section in ("model", "distiller"):
