@@ -2,7 +2,7 @@
 level, fused with the deeper ones by attention-based fusion (ABF), is matched with the
 teacher's level by the hierarchical context loss (HCL)."""
 from distillers import register_distiller
-from distillers.base import FeatureDistiller, probe_pooled_width
+from distillers.base import FeatureDistiller
 from distillers.reviewkd_losses import build_review_fusion, hcl_loss
 from utils.errors import UserError
 
@@ -26,15 +26,14 @@ class ReviewKD(FeatureDistiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 input_shape, feat_weight: float = 1.0, warmup_epochs: int = 20,
+                 student_pooled_dim, teacher_pooled_dim, feat_weight: float = 1.0, warmup_epochs: int = 20,
                  max_mid_channels: int = 512, student_preact: bool = False, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         self.maps = min(len(student_feature_shapes), len(teacher_feature_shapes) - 1)
         if self.maps < 1:
             raise UserError("distiller 'reviewkd' needs a teacher with a stage map after its stem; "
                             "choose another teacher.arch")
-        student_pooled = (probe_pooled_width(student, input_shape), 1, 1)
-        teacher_pooled = (probe_pooled_width(self.teacher.model, input_shape), 1, 1)
+        student_pooled, teacher_pooled = (student_pooled_dim, 1, 1), (teacher_pooled_dim, 1, 1)
         # levels shallowest first, the pooled feature last: (C, H, W) of each side's map
         self.student_levels = [*map(tuple, student_feature_shapes[-self.maps:]), student_pooled]
         self.teacher_levels = [*map(tuple, teacher_feature_shapes[-self.maps:]), teacher_pooled]

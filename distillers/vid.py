@@ -7,27 +7,9 @@ from torch import nn
 from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import pool_to_common_size
+from distillers.stage_pairs import common_size_pairs, tapped
 from distillers.vid_losses import build_vid_regressor, vid_initial_log_scale, vid_loss
 from utils.errors import UserError
-
-_CHOOSE = "choose another student.arch / teacher.arch pair"
-
-
-def vid_stage_pairs(student_shapes, teacher_shapes):
-    """``feats[1:]`` of both networks paired stage by stage (as many on each side), each pair
-    reaching one size once the larger map is pooled to the smaller's height as a square (the
-    rule of ``pool_to_common_size``, which the loss applies)."""
-    student, teacher = list(student_shapes[1:]), list(teacher_shapes[1:])
-    if len(student) != len(teacher) or not student:
-        raise UserError(f"distiller 'vid' pairs feats[1:] stage by stage, but the student has "
-                        f"{len(student)} such maps and the teacher {len(teacher)}: {_CHOOSE}")
-    for index, (s, t) in enumerate(zip(student, teacher), start=1):
-        pooled_s, pooled_t = pool_to_common_size(torch.zeros(1, 1, *s[1:]), torch.zeros(1, 1, *t[1:]))
-        if pooled_s.shape != pooled_t.shape:
-            raise UserError(f"distiller 'vid': feats[{index}] of the student {tuple(s)} and of "
-                            f"the teacher {tuple(t)} reach no common size after pooling: {_CHOOSE}")
-    return list(zip(student, teacher))
-
 
 @register_distiller("vid")
 class VID(FeatureDistiller):
@@ -35,8 +17,8 @@ class VID(FeatureDistiller):
     ``NLL_i = mean ½[(μ_i(f_s) − f_t)² / σ²_c + log σ²_c]`` (paper Eq. 6 without its constant),
     ``σ²_c = softplus(α_c) + eps``.
 
-    As mdistiller's ``VID.py``: stage i of the student pairs with stage i of the teacher; the
-    larger map of a pair is average-pooled to the smaller one's size; each μ_i is three 1×1
+    As mdistiller's ``VID.py``: stage i of the student pairs with stage i of the teacher (the
+    shallowest stages, where the counts differ: ``stage_pairs``); the larger map of a pair is average-pooled to the smaller one's size; each μ_i is three 1×1
     convolutions (student width → teacher width → teacher width → teacher width, ReLU between)
     sized from the probed shapes; α starts where σ² = ``init_pred_var``.
 
@@ -56,7 +38,8 @@ class VID(FeatureDistiller):
         if not init_pred_var > eps:
             raise UserError(f"distiller.init_pred_var={init_pred_var:g} must exceed "
                             f"distiller.eps={eps:g}: the initial variance is softplus(α) + eps")
-        pairs = vid_stage_pairs(student_feature_shapes, teacher_feature_shapes)
+        pairs = common_size_pairs("vid", student_feature_shapes, teacher_feature_shapes)
+        self.stages, stages = tapped(pairs)
         self.eps, self.learn_variance = float(eps), bool(learn_variance)
         self.widths = [t[0] for _, t in pairs]
         self.regressors = self.place_like_student(
@@ -69,13 +52,13 @@ class VID(FeatureDistiller):
         else:
             self.register_buffer("log_scales", log_scales, persistent=False)
         variance = "learnt" if self.learn_variance else "fixed"
-        self.formula = (f"Σ_i VID(regressor_i(feats_s[i]), feats_t[i]) over feats[1:] "
+        self.formula = (f"Σ_i VID(regressor_i(feats_s[i]), feats_t[i]) over feats{stages} "
                         f"({len(pairs)} stages, σ² {variance}, init {init_pred_var:g})")
 
     def feature_loss(self, student_out, teacher_out, batch, epoch):
         total = 0.0
         stages = zip(self.regressors, self.log_scales.split(self.widths),
-                     student_out["feats"][1:], teacher_out["feats"][1:])
+                     student_out["feats"][self.stages], teacher_out["feats"][self.stages])
         for regressor, log_scale, student_map, teacher_map in stages:
             student_map, teacher_map = pool_to_common_size(student_map, teacher_map)
             total = total + vid_loss(regressor(student_map), teacher_map, log_scale, self.eps)

@@ -235,9 +235,16 @@ def test_ofd_teacher_maps_use_running_statistics_not_the_batchs():
     assert not torch.allclose(loss, loss_with_teacher_in(True))
 
 
+def test_vid_pairs_the_shallowest_stages_when_the_teacher_has_more():
+    """resnet8 has 3 stage maps after the stem, vgg8 4: the first 3 pair up, as the original's
+    zip pairs them (one regressor each), and the start-up line says so."""
+    distiller = build_distiller({"name": "vid"}, models.build_model("resnet8", 100),
+                                models.build_model("vgg8", 100))
+    assert len(distiller.regressors) == 3 and "over feats[1:4]" in distiller.describe()
+
+
 # ---- pairs that cannot work, and bad values: one line ----------------------------------------
 @pytest.mark.parametrize("name, student, teacher, overrides, message", [
-    ("vid", "resnet8", "vgg8", {}, "the student has 3 such maps and the teacher 4"),
     ("vid", "resnet8", "resnet20", {"init_pred_var": 1e-6}, "must exceed distiller.eps"),
     ("ofd", "resnet8", "ShuffleV1", {}, "the teacher ShuffleNet has none"),
 ])
@@ -260,7 +267,7 @@ def test_values_out_of_range_are_refused_before_anything_is_built(name, key, val
 
 def test_describe_states_the_loss_as_computed():
     assert build("vid").describe() == (
-        "loss = 1·CE + 1·Σ_i VID(regressor_i(feats_s[i]), feats_t[i]) over feats[1:] "
+        "loss = 1·CE + 1·Σ_i VID(regressor_i(feats_s[i]), feats_t[i]) over feats[1:4] "
         "(3 stages, σ² fixed, init 5)")
     assert build("ofd").describe() == (
         "loss = 1·CE + 0.001·Σ_i 2^−(n−1−i)·OFD(connector_i(preact_feats_s[i]), preact_feats_t[i]) "
