@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from distillers.teacher import FrozenTeacher, cast_floating
+from distillers.precision import cast_floating
+from distillers.teacher import FrozenTeacher
 from utils.batch import Batch, as_batch
 
 Losses = Dict[str, torch.Tensor]
@@ -38,6 +39,12 @@ def probe_features(model: nn.Module, input_shape) -> Dict[str, object]:
 def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
     """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` (``probe_features``)."""
     return [tuple(f.shape[1:]) for f in probe_features(model, input_shape)["feats"]]
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s weights: float32 in a run, also under autocast (where its
+    activations are float16/bfloat16); float64 in the oracle tests."""
+    return next(model.parameters()).dtype
 
 
 def probe_pooled_width(model: nn.Module, input_shape) -> int:
@@ -144,7 +151,7 @@ class LogitDistiller(Distiller):
         """The student's raw logits (for CE and the prediction) and ``(student, teacher, T)`` as
         the logit loss must see them, from one forward of each network (or the cache)."""
         logits = self.student(batch.images)
-        teacher_logits = self.teacher.logits(batch).to(logits.dtype)
+        teacher_logits = self.teacher.logits(batch).to(parameter_dtype(self.student))
         return logits, self.prepare_logits(logits, teacher_logits)
 
     def describe_logits(self) -> str:
@@ -162,8 +169,9 @@ class FeatureDistiller(Distiller):
     maps it taps are written in one line of its own file, and ``formula`` (for ``describe``).
     ``ce_weight`` is declared here once (CE 1, as every baseline of the benchmark has it); a
     method declares ``feat_weight`` with its own default and passes the rest on as ``**weights``.
-    The teacher's outputs reach the loss in the student's dtype (a reduced-precision teacher
-    hands back float32, see distillers/teacher.py).
+    The teacher's outputs reach the loss in the dtype of the student's weights (float32 in a
+    run, under autocast too: never rounded down to the step's float16/bfloat16), and every loss
+    computes in full precision (distillers/precision.py).
     """
 
     formula = "L_feat"
@@ -178,10 +186,9 @@ class FeatureDistiller(Distiller):
         return module.to(device=first.device, dtype=first.dtype)
 
     def outputs_of_both(self, batch: Batch):
-        """``(student forward_features, teacher features in the student's dtype)``."""
+        """``(student forward_features, teacher features in the student's weights' dtype)``."""
         student_out = self.student.forward_features(batch.images)
-        dtype = student_out["logits"].dtype
-        teacher_out = cast_floating(self.teacher.features(batch.images), dtype)
+        teacher_out = cast_floating(self.teacher.features(batch.images), parameter_dtype(self.student))
         return student_out, teacher_out
 
     def feature_loss(self, student_out, teacher_out, batch: Batch, epoch: int) -> torch.Tensor:

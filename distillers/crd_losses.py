@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from distillers.precision import full_precision
+
 
 class CRDEmbedding(nn.Module):
     """Linear projection of a (flattened) feature followed by L2 normalisation (no eps, as the
@@ -98,6 +100,7 @@ class ContrastMemory(nn.Module):
             memory.index_copy_(0, index.reshape(-1), momentum_rows(rows, embedding.to(memory), self.momentum))
 
 
+@full_precision
 def crd_loss(student_probabilities: torch.Tensor, teacher_probabilities: torch.Tensor,
              num_data: int) -> torch.Tensor:
     """The CRD objective: NCE of the student's scores plus NCE of the teacher's."""

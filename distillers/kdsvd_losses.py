@@ -10,6 +10,8 @@ the radial-basis relations between the vectors of consecutive stages.
 import torch
 import torch.nn.functional as F
 
+from distillers.precision import full_precision
+
 
 def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
@@ -45,6 +47,7 @@ def _rbf_relations(current: torch.Tensor, previous: torch.Tensor) -> torch.Tenso
     return torch.exp(-(current.unsqueeze(2) - previous.unsqueeze(1)).pow(2) / 8)
 
 
+@full_precision
 def kdsvd_loss(student_maps, teacher_maps, k: int = 1) -> torch.Tensor:
     """``Σ_{stages i ≥ 1} Σ (R_s − R_t)² / N`` with R the RBF relations between the (aligned,
     teacher-value-scaled) leading right singular vectors of stage i and stage i−1; the teacher

@@ -8,7 +8,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from distillers.precision import full_precision
 
+
+@full_precision
 def zscore(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Logit standardization (Sun et al., CVPR 2024, Eq. 9): per row ``(z - mean) / (std + eps)``
     with the unbiased std over classes, as the reference's ``normalize``."""
@@ -24,6 +27,7 @@ def _require_same_shape(loss: str, student: torch.Tensor, teacher: torch.Tensor,
                          f"must agree in {'shape' if dims is None else f'the first {dims} sizes'}")
 
 
+@full_precision
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
             temperature: float) -> torch.Tensor:
     """Hinton et al. 2015: ``T² · mean_n KL(softmax(t/T) ‖ softmax(s/T))``."""
@@ -41,6 +45,7 @@ def _binary_log_probs(logits: torch.Tensor, target_mask: torch.Tensor, temperatu
     return torch.stack([p_target, p_rest], dim=1).log()
 
 
+@full_precision
 def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
              alpha: float, beta: float, temperature: float) -> torch.Tensor:
     """Decoupled KD (Zhao et al., CVPR 2022, Eq. 7): ``alpha·TCKD + beta·NCKD``, each T²-scaled.
@@ -71,6 +76,7 @@ def _mean_pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> t
     return ((a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)).mean()
 
 
+@full_precision
 def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
               beta: float, gamma: float, tau: float) -> torch.Tensor:
     """DIST (Huang et al., NeurIPS 2022, Eqs. 5-8): ``τ²·(β·inter + γ·intra)``.
@@ -89,6 +95,7 @@ def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return tau ** 2 * (beta * inter + gamma * intra)
 
 
+@full_precision
 def fitnet_loss(regressed_student_feature: torch.Tensor,
                 teacher_feature: torch.Tensor) -> torch.Tensor:
     """FitNets (Romero et al., ICLR 2015, Eq. 3): hint loss, here the mean squared error of
@@ -97,6 +104,7 @@ def fitnet_loss(regressed_student_feature: torch.Tensor,
     return F.mse_loss(regressed_student_feature, teacher_feature)
 
 
+@full_precision
 def srrl_feature_loss(connected_student_feature: torch.Tensor,
                       teacher_feature: torch.Tensor) -> torch.Tensor:
     """SRRL feature matching (Yang et al., ICLR 2021, L_FM of Eq. 8) as the official code's
@@ -108,6 +116,7 @@ def srrl_feature_loss(connected_student_feature: torch.Tensor,
     return (student_means - teacher_means).pow(2).mean()
 
 
+@full_precision
 def srrl_sr_loss(student_logits_through_teacher_head: torch.Tensor,
                  teacher_logits: torch.Tensor) -> torch.Tensor:
     """SRRL softmax regression (Yang et al., ICLR 2021, L_SR of Eq. 8): the teacher's classifier
@@ -116,6 +125,7 @@ def srrl_sr_loss(student_logits_through_teacher_head: torch.Tensor,
     return F.mse_loss(student_logits_through_teacher_head, teacher_logits)
 
 
+@full_precision
 def one_kl_loss(branch_logits: torch.Tensor, ensemble_logits: torch.Tensor,
                 temperature: float) -> torch.Tensor:
     """ONE (Lan et al., NeurIPS 2018, Eq. 5), summed over the branches as the official code:
@@ -173,6 +183,7 @@ def attention_map(feature_map: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     return F.normalize(feature_map.pow(p).mean(dim=1).flatten(1))
 
 
+@full_precision
 def at_loss(student_maps, teacher_maps, p: float = 2.0) -> torch.Tensor:
     """Attention transfer: ``Σ_stages mean_{n,hw} (Q_s − Q_t)²`` with Q = ``attention_map``,
     maps first brought to a common size (``pool_to_common_size``)."""
@@ -188,6 +199,7 @@ def _squared_poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()
 
 
+@full_precision
 def nst_loss(student_maps, teacher_maps) -> torch.Tensor:
     """Neuron selectivity transfer (Huang & Wang 2017), the squared MMD with the polynomial
     kernel ``k(x, y) = (xᵀy)²`` between the channels of the two maps, each channel's spatial
@@ -212,6 +224,7 @@ def _cosine_affinity_rows(features: torch.Tensor, eps: float) -> torch.Tensor:
     return similarity / similarity.sum(dim=1, keepdim=True)
 
 
+@full_precision
 def pkt_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor,
              eps: float = 1e-7) -> torch.Tensor:
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018): with P the row-normalised
@@ -222,6 +235,7 @@ def pkt_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor,
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
 
+@full_precision
 def sp_loss(student_maps, teacher_maps) -> torch.Tensor:
     """Similarity-preserving KD (Tung & Mori, ICCV 2019, Eq. 4): with G = row-L2-normalised
     ``F Fᵀ`` over the batch (F the flattened map), ``Σ_stages ‖G_t − G_s‖²_F / N²``."""
@@ -257,6 +271,7 @@ def _triplet_angles(e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(directions, directions.transpose(1, 2)).reshape(-1)
 
 
+@full_precision
 def rkd_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor,
              distance_weight: float = 25.0, angle_weight: float = 50.0,
              squared: bool = False, eps: float = 1e-12) -> torch.Tensor:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillers.precision import full_precision
+
 
 def build_ofd_connector(student_channels: int, teacher_channels: int,
                         kernel_size: int = 1) -> nn.Sequential:
@@ -49,6 +51,7 @@ def ofd_stage_loss(connected_student: torch.Tensor, teacher_preact: torch.Tensor
     return loss.abs().mean(dim=0).sum()
 
 
+@full_precision
 def ofd_loss(connected_students, teacher_preacts, margins) -> torch.Tensor:
     """``Σ_i ofd_stage_loss_i / 2^(n−1−i)`` over n stages, shallowest first (the deepest stage
     weighs 1, each shallower one half the next)."""

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillers.precision import full_precision
+
 
 class AttentionFusion(nn.Module):
     """One ABF: a 1×1 conv + BN brings the student map to ``mid_channels``; when ``fuse``, it is
@@ -80,6 +82,7 @@ def build_review_fusion(student_channels: Sequence[int], teacher_channels: Seque
     return ReviewFusion(student_channels, teacher_channels, mid_channels)
 
 
+@full_precision
 def hcl_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """Hierarchical context loss: per level, the MSE of the maps and of their average-pooled
     4×4, 2×2, 1×1 versions (those smaller than the map), weighted 1, ½, ¼, ⅛ and divided by

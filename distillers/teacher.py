@@ -17,6 +17,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from distillers.precision import cast_floating
 from utils.batch import Batch
 
 
@@ -26,17 +27,6 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
-
-
-def cast_floating(outputs, dtype: torch.dtype):
-    """Floating tensors (alone, or in lists, tuples and dicts) cast to ``dtype``."""
-    if torch.is_tensor(outputs):
-        return outputs.to(dtype) if outputs.is_floating_point() else outputs
-    if isinstance(outputs, dict):
-        return {k: cast_floating(v, dtype) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(cast_floating(v, dtype) for v in outputs)
-    return outputs
 
 
 class FrozenTeacher(nn.Module):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillers.precision import full_precision
+
 
 def build_vid_regressor(student_channels: int, teacher_channels: int) -> nn.Sequential:
     """The mean predictor μ(f_s): 1×1 conv (no bias) → ReLU → 1×1 → ReLU → 1×1, hidden width the
@@ -26,6 +28,7 @@ def vid_initial_log_scale(teacher_channels: int, init_pred_var: float = 5.0,
     return torch.full((teacher_channels,), math.log(math.expm1(init_pred_var - eps)))
 
 
+@full_precision
 def vid_loss(predicted_mean: torch.Tensor, teacher_map: torch.Tensor, log_scale: torch.Tensor,
              eps: float = 1e-5) -> torch.Tensor:
     """Gaussian negative log-likelihood of the teacher map (Eq. 6 without the constant):
