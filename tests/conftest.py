@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SLOW_FILES = {"test_distributed.py", "test_resume_methods.py", "test_training.py", "test_trust.py"}
+SLOW_FILES = {"test_distributed.py", "test_training.py", "test_trust.py"}
 SLOW_TESTS = {"test_reproduce_trains_teacher_first_resumes_killed_run_and_summarises",
               "test_failed_run_is_listed_and_exit_code_is_nonzero",
               "test_compiled_distillation_step_gives_the_eager_loss"}

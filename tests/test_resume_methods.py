@@ -14,7 +14,9 @@ Before every run the global random generators are scrambled, so a run that did n
 cannot pass by reusing the previous run's state. (Skipping the restore of the checkpoint's
 generator states goes unnoticed here, as it did with subprocesses: the data order and the
 augmentation are seeded by (seed, epoch, sample) and leave the global generators as they were, and
-no method draws from them while training.)"""
+no built-in method draws from them while training. A user's method may: ``GlobalDraws`` below
+draws from torch's, Python's and NumPy's global generators at every step, and its resumed run
+equals the uninterrupted one only if the checkpoint's generator states are restored.)"""
 import itertools
 import random
 from pathlib import Path
@@ -23,10 +25,13 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from distillers.base import Distiller
 from engine.rng import get_rng_state, set_rng_state
 from tests.methods import METHODS, case
 from tests.runs import load, write_config
+from utils.batch import Batch
 
 TEACHER = {"arch": "resnet20", "allow_random": True}
 CASES = {
@@ -104,3 +109,29 @@ def test_resumed_run_equals_uninterrupted_run(method, tmp_path):
             assert torch.equal(a[section][key], b[section][key]), f"{section}.{key}"
     if method in OWN_MODULES:
         assert a["distiller"], "the method's learnable modules are checkpointed"
+
+
+class GlobalDraws(Distiller):
+    """A method of a user's own that draws from the global generators at every step: dropout on
+    the logits (torch), and a loss scale from Python's and NumPy's generators."""
+
+    needs_teacher = False
+
+    def forward_train(self, batch: Batch, epoch: int):
+        logits = self.student(batch.images)
+        scale = (1.0 + random.random()) * (1.0 + float(np.random.rand()))
+        dropped = F.dropout(logits, p=0.5, training=True)
+        return logits, {"loss_ce": scale * F.cross_entropy(dropped, batch.targets)}
+
+
+def test_a_method_drawing_from_the_global_generators_resumes_bit_exactly(tmp_path):
+    """Fails if resume skips restoring the torch, Python or NumPy generator state."""
+    spec = dict(student="resnet8", distiller={"name": f"{__name__}:GlobalDraws"})
+    train(write_config(tmp_path, "full", epochs=2, extra=SMALL, **spec))
+    part = write_config(tmp_path, "part", epochs=2, extra=SMALL, **spec)
+    train(part, "solver.epochs=1", "solver.milestones=[]")
+    train(part, resume="auto")
+    a, b = load(tmp_path / "runs/full/last.pth"), load(tmp_path / "runs/part/last.pth")
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
