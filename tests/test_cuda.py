@@ -29,7 +29,9 @@ from engine.schedule import build_optimizer
 from launch.build import load_run_config
 from launch.run import run_training
 from tests import datagen
+from tests.methods import METHODS
 from tests.runs import load, read_metrics, write_config
+from tests.test_precision import AMP_IDS, AMPS, check_losses_in_full_precision
 from utils.batch import Batch, BatchViews
 from utils.errors import UserError
 
@@ -270,6 +272,15 @@ def test_mixed_precision_kd_learns_without_a_nan(amp, tmp_path):
     assert all(np.isfinite(row["train/loss"]) and np.isfinite(row["val/loss"]) for row in rows)
     assert summary["best_top1"] > 50, summary   # 10 classes: chance is 10
 
+
+
+@cuda
+@pytest.mark.parametrize("amp", AMPS, ids=AMP_IDS)
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_computes_its_losses_in_full_precision_on_the_gpu(name, amp, exact_float32):
+    """Every registered method under CUDA autocast: float32, finite losses within the networks'
+    rounding of the float32 forward, finite gradients (the CPU case: tests/test_precision.py)."""
+    check_losses_in_full_precision(name, amp, "cuda")
 
 # --- optimizer and memory layout ------------------------------------------------------------------
 

@@ -23,17 +23,19 @@ from utils.batch import Batch
 SCALE = 50.0
 # worst measured relative error, all methods: float16 5e-3 (RKD), bfloat16 4.9e-2 (RKD)
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 1e-1}
+AMPS, AMP_IDS = [torch.float16, torch.bfloat16], ["fp16", "bf16"]
 
 
-@pytest.mark.parametrize("amp", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("name", METHODS)
-def test_every_loss_is_float32_and_close_to_the_float32_run_under_autocast(name, amp):
-    distiller = build(name).train()
-    data = batch()
+def check_losses_in_full_precision(name: str, amp: torch.dtype, device: str) -> None:
+    """One training forward of method ``name`` under ``amp`` autocast on ``device`` against the
+    float32 forward of a copy; then the backward of the summed losses gives finite gradients.
+    tests/test_cuda.py runs it on a GPU."""
+    distiller = build(name).to(device).train()
+    data = batch().to(device)
     data = Batch(data.images * SCALE, data.targets, data.indices)
     in_float32 = copy.deepcopy(distiller)   # the same weights, memory bank and statistics
     _, expected = in_float32(data, 5)
-    with torch.autocast("cpu", dtype=amp):
+    with torch.autocast(device, dtype=amp):
         _, losses = distiller(data, 5)
     assert losses.keys() == expected.keys()
     for key, value in losses.items():
@@ -41,6 +43,15 @@ def test_every_loss_is_float32_and_close_to_the_float32_run_under_autocast(name,
         assert torch.isfinite(value), f"{key} = {value.item()}"
         torch.testing.assert_close(value, expected[key], rtol=TOLERANCE[amp], atol=1e-6,
                                    msg=lambda m: f"{key}: {m}")
+    sum(losses.values()).backward()
+    for key, p in distiller.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), f"{key}: non-finite gradient"
+
+
+@pytest.mark.parametrize("amp", AMPS, ids=AMP_IDS)
+@pytest.mark.parametrize("name", METHODS)
+def test_every_loss_is_float32_and_close_to_the_float32_run_under_autocast(name, amp):
+    check_losses_in_full_precision(name, amp, "cpu")
 
 
 def test_a_wrapped_loss_computes_exactly_as_on_float32_inputs_outside_autocast():
