@@ -2,6 +2,8 @@
 feature is embedded and scored against a memory bank of the other side's embeddings over the
 whole training set, its own sample (the positive) against ``nce_k`` negatives, by NCE
 (distillers/crd_losses.py, paper Eq. 18–19)."""
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -43,11 +45,19 @@ class ContrastSampler(nn.Module):
         self.register_buffer("class_counts", counts, persistent=False)
         self.register_buffer("class_starts", torch.cumsum(counts, 0) - counts, persistent=False)
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+        self._draws_on_host: Optional[int] = None   # ``draws``, read once, then counted here
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._draws_on_host = None   # a loaded count is read again at the next draw
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         """``[B, 1 + k]`` dataset indices for the samples ``indices`` (the global batch)."""
         device = self.labels.device
-        generator = torch.Generator(device).manual_seed(derive_seed(self.seed, "crd", int(self.draws)))
+        if self._draws_on_host is None:   # one read of the device after construction or a load
+            self._draws_on_host = int(self.draws)
+        generator = torch.Generator(device).manual_seed(derive_seed(self.seed, "crd", self._draws_on_host))
+        self._draws_on_host += 1
         self.draws += 1
         ordered, order = torch.sort(indices.to(device), stable=True)
         classes = self.labels[ordered]
@@ -107,6 +117,11 @@ class CRD(FeatureDistiller):
         self.sampler = self.place_like_student(ContrastSampler(train_targets, nce_k, mode, seed))
         # every process updates its bank identically: DDP need not broadcast it at each step
         self._ddp_params_and_buffers_to_ignore = ["memory.memory_v1", "memory.memory_v2"]
+        self._normalizers_fixed = False   # known set: no device read per step to ask
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._normalizers_fixed = False   # loaded constants are checked again at the next batch
 
     def feature_loss(self, student_out, teacher_out, batch, epoch):
         if batch.indices is None:
@@ -129,8 +144,10 @@ class CRD(FeatureDistiller):
         """The first batch sets Z = mean(scores)·train_size, the mean over the global batch (each
         process's rows have K+1 scores, so it is the mean of the gathered row means)."""
         memory = self.memory
-        if not bool((memory.normalizers < 0).any()):
+        if self._normalizers_fixed or not bool((memory.normalizers < 0).any()):
+            self._normalizers_fixed = True
             return
         for side, (v, bank) in enumerate(((v_s, memory.memory_v2), (v_t, memory.memory_v1))):
             scores = contrast_scores(v, bank, contrast, memory.temperature)
             memory.normalizers[side] = gather_batch(scores.mean(dim=1)).mean() * memory.num_data
+        self._normalizers_fixed = True

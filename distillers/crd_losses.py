@@ -84,12 +84,10 @@ class ContrastMemory(nn.Module):
         the first call fixes the normalisation constants. Call ``update`` afterwards."""
         scores_s = contrast_scores(student_embedding, self.memory_v2, contrast_index, self.temperature)
         scores_t = contrast_scores(teacher_embedding, self.memory_v1, contrast_index, self.temperature)
-        with torch.no_grad():
-            for side, scores in enumerate((scores_s, scores_t)):
-                if self.normalizers[side] < 0:
-                    self.normalizers[side] = scores.mean() * self.num_data
-        z_s, z_t = self.normalizers.tolist()
-        return scores_s / z_s, scores_t / z_t
+        with torch.no_grad():   # set where still unset, without reading the device
+            first = torch.stack([scores_s.mean(), scores_t.mean()]) * self.num_data
+            self.normalizers.copy_(torch.where(self.normalizers < 0, first, self.normalizers))
+        return scores_s / self.normalizers[0], scores_t / self.normalizers[1]
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, student_embedding: torch.Tensor,

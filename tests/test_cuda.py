@@ -26,11 +26,13 @@ from distillers import build_distiller
 from distillers import teacher_cache as cache_module
 from distillers.teacher_cache import TeacherCache, all_views, weights_sha256
 from engine.schedule import build_optimizer
+from engine.steps import SumStep
 from launch.build import load_run_config
 from launch.run import run_training
 from tests import datagen
 from tests.methods import METHODS
 from tests.runs import load, read_metrics, write_config
+from tests.test_distillers import batch, build
 from tests.test_precision import AMP_IDS, AMPS, check_losses_in_full_precision
 from utils.batch import Batch, BatchViews
 from utils.errors import UserError
@@ -281,6 +283,33 @@ def test_every_method_computes_its_losses_in_full_precision_on_the_gpu(name, amp
     """Every registered method under CUDA autocast: float32, finite losses within the networks'
     rounding of the float32 forward, finite gradients (the CPU case: tests/test_precision.py)."""
     check_losses_in_full_precision(name, amp, "cuda")
+
+
+# The methods whose step reads the device by design, and why.
+READS_THE_DEVICE = {"kdsvd": "torch.linalg.svd reads its convergence flags on the host"}
+
+
+@cuda
+@pytest.mark.parametrize("name", METHODS)
+def test_a_methods_training_step_reads_nothing_back_from_the_gpu(name):
+    """After its first step (where CRD fixes its NCE constants), a method's forward, backward
+    and fused SGD step queue work without waiting for the GPU: a host read in the step stalls
+    the launch queue of a launch-bound step (torch.cuda.set_sync_debug_mode raises on one)."""
+    if name in READS_THE_DEVICE:
+        pytest.skip(READS_THE_DEVICE[name])
+    distiller = build(name).cuda().train()
+    solver = SimpleNamespace(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
+    step = SumStep(build_optimizer(distiller.parameters(), solver, fused=True),
+                   torch.amp.GradScaler("cuda", enabled=False))
+    data = batch().to("cuda")
+    step(lambda: distiller(data, 5))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            step(lambda: distiller(data, 5))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 # --- optimizer and memory layout ------------------------------------------------------------------
 
