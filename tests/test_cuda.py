@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -310,6 +311,37 @@ def test_a_methods_training_step_reads_nothing_back_from_the_gpu(name):
             step(lambda: distiller(data, 5))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@cuda
+def test_the_trainers_epoch_reads_the_gpu_only_to_report():
+    """A KD epoch on the GPU loader: 12 steps, progress every 4: the host reads the device at
+    the 3 progress reports and for the epoch's totals, plus at most 3 copies from pageable host
+    memory when the epoch starts (the sampler's order, the views' offsets and flips), never once
+    per step (that would be 12 or more)."""
+    from engine.trainer import Trainer
+    from utils.config import Config, SolverConfig, replace_section
+    from utils.logger import RunLogger
+    train, _ = generate(10, 32, 12 * 16, 2)
+    loader = GpuCifarLoader(train, batch_size=16, mean=[0.5] * 3, std=[0.25] * 3, device="cuda")
+    loaders = SimpleNamespace(train=loader, val=[], set_epoch=loader.set_epoch)
+    cfg = Config(solver=SolverConfig(epochs=1, lr=0.05, milestones=[]))
+    cfg = replace_section(replace_section(cfg, "runtime", device="cuda"), "log", print_freq=4)
+    torch.manual_seed(0)
+    module = build_distiller({"name": "kd"}, models.build_model("resnet8", 10),
+                             models.build_model("resnet20", 10))
+    trainer = Trainer(module, loaders, cfg, torch.device("cuda"), RunLogger(None))
+    trainer.train_epoch(1)   # the first epoch's kernels are chosen and compiled
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train_epoch(2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    reads = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(reads) <= 3 + 1 + 3, [str(w.message) for w in reads]
 
 # --- optimizer and memory layout ------------------------------------------------------------------
 
