@@ -63,6 +63,10 @@ class Distiller(nn.Module):
     by the builder instead (distillers/__init__.py)."""
 
     needs_teacher = True
+    # whether the whole step can be replayed as one CUDA graph (runtime.cuda_graph): no Python
+    # state that changes per step, no read of the device inside the step; else say why
+    captures_in_cuda_graph = True
+    cuda_graph_refusal = ""
 
     def __init__(self, student: nn.Module, teacher: Optional[nn.Module] = None):
         super().__init__()

@@ -86,6 +86,9 @@ class CRD(FeatureDistiller):
     scores, so N processes x B/N update and train as one process x B.
     """
 
+    captures_in_cuda_graph = False
+    cuda_graph_refusal = "draws each batch's negatives from a generator seeded on the host per step"
+
     @classmethod
     def smoke_section(cls, section, train_size):
         """A smoke run's few images cannot hold the recipe's 16384 negatives: at most all the

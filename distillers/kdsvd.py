@@ -18,6 +18,9 @@ class KDSVD(FeatureDistiller):
     stage by stage over the paired stages (``stage_pairs``; checked before the first step).
     """
 
+    captures_in_cuda_graph = False
+    cuda_graph_refusal = "reads the device inside its step (torch.linalg.svd checks its convergence on the host)"
+
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
                  k: int = 1, feat_weight: float = 1.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)

@@ -18,10 +18,13 @@ import torch.nn.functional as F
 from engine.distributed import all_reduce_sum
 
 
-def autocast_context(device: torch.device, amp: str):
+def autocast_context(device: torch.device, amp: str, cache: bool = True):
+    """``runtime.amp``'s autocast; ``cache=False`` recasts the weights at every use (needed
+    inside a CUDA graph, where a cached cast would not follow the weights' updates)."""
     if amp == "off":
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
+                          cache_enabled=cache)
 
 
 def on_device(batch, device: torch.device, channels_last: bool = False):

@@ -29,6 +29,7 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.resume import check_resumable, repair_best
 from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
 from engine.evaluate import autocast_context, evaluate, on_device
+from engine.graphed import CudaGraphs, GraphedStep, check_cuda_graph
 from engine.rng import get_rng_state, set_rng_state
 from engine.schedule import build_optimizer, build_scheduler
 from engine.steps import build_step
@@ -59,7 +60,10 @@ def load_state_into(module, state: Dict[str, Any]) -> None:
 
 class Trainer:
     def __init__(self, module, loaders, cfg, device: torch.device, logger,
-                 dist_info: DistInfo = DistInfo(), record: Optional[Dict[str, Any]] = None):
+                 dist_info: DistInfo = DistInfo(), record: Optional[Dict[str, Any]] = None,
+                 graphs=None):
+        """``graphs``: what captures the step under ``runtime.cuda_graph`` (engine/graphed.py:
+        ``CudaGraphs`` on the device by default; the tests' ``EagerReplay`` without a GPU)."""
         self.cfg, self.loaders, self.device, self.logger = cfg, loaders, device, logger
         self.dist, self.record = dist_info, record or {}
         self.run_dir = cfg.run_dir
@@ -76,6 +80,12 @@ class Trainer:
         self.ddp: Optional[DistributedDataParallel] = None
         self.train_module = self._wrap(self.module, runtime)
         self.update = build_step(cfg.solver, self.optimizer, self.scaler, self.ddp)
+        self.graphed: Optional[GraphedStep] = None
+        if runtime.cuda_graph:
+            if graphs is None:
+                check_cuda_graph(cfg, type(module), device, self.dist.enabled)
+                graphs = CudaGraphs(device)
+            self.graphed = GraphedStep(self._forward_and_update, self.optimizer, graphs, device)
         self.state = TrainState()
         self.last_saved: Optional[Tuple[str, int]] = None  # (path, epoch) of the newest good checkpoint
 
@@ -223,14 +233,18 @@ class Trainer:
         return stats
 
     def _step(self, batch, epoch: int):
-        """One forward and the update of ``solver.optimizer`` (engine/steps.py), then the lr."""
-        def forward():
-            with autocast_context(self.device, self.amp):
-                return self.train_module(batch, epoch)
-        logits, losses = self.update(forward)
+        """One forward and the update of ``solver.optimizer`` (engine/steps.py), replayed as a
+        CUDA graph under ``runtime.cuda_graph`` (engine/graphed.py); then the lr."""
+        logits, losses = (self.graphed or self._forward_and_update)(batch, epoch)
         self.scheduler.step()
         self.state.step += 1
         return logits, losses
+
+    def _forward_and_update(self, batch, epoch: int):
+        def forward():   # autocast's cast cache would hand a captured graph stale weight casts
+            with autocast_context(self.device, self.amp, cache=self.graphed is None):
+                return self.train_module(batch, epoch)
+        return self.update(forward)
 
     def _report_progress(self, epoch: int, step: int, sums, lr: float, bar) -> None:
         values = sums.tolist()  # the one host sync every print_freq steps

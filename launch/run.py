@@ -15,7 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import datasets
+from distillers import get_distiller_class
 from engine.checkpoint import load_checkpoint
+from engine.graphed import check_cuda_graph
 from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
                                 init_distributed, is_initialized)
 from engine.rng import seed_everything
@@ -151,6 +153,8 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
                             f"{cfg.solver.epochs}: nothing to train; raise solver.epochs to continue it")
         return _finish_saved_run(cfg, resume_state, dist_info.is_main)
     seed_everything(cfg.experiment.seed, cfg.runtime.deterministic)
+    if cfg.runtime.cuda_graph:   # before the data, the teacher and its cache are built
+        check_cuda_graph(cfg, get_distiller_class(cfg.distiller["name"]), device, dist_info.enabled)
     loaders, distiller = build_run(cfg, dist_info.rank, dist_info.world_size, device)
     if loaders.val_size < dist_info.world_size:
         raise UserError(f"the val set has {loaders.val_size} images, fewer than the "

@@ -343,6 +343,40 @@ def test_the_trainers_epoch_reads_the_gpu_only_to_report():
     reads = [w for w in caught if "synchroniz" in str(w.message)]
     assert len(reads) <= 3 + 1 + 3, [str(w.message) for w in reads]
 
+
+@cuda
+@pytest.mark.parametrize("variant", ["fp32", "bf16_channels_last", "compiled"])
+def test_the_step_captured_as_one_cuda_graph_trains_as_the_eager_step(variant, exact_float32):
+    """runtime.cuda_graph: three epochs of KD (a per-step lr warm-up, a smaller last batch, a
+    new graph each epoch) against the eager trainer on the same data: epoch losses within
+    1e-3, weights within 1e-3 of their norm, and most steps replayed (engine/graphed.py; its
+    orchestration is held bit-exact on the CPU by tests/test_graphed_step.py)."""
+    from engine.trainer import Trainer
+    from utils.config import Config, SolverConfig, replace_section
+    from utils.logger import RunLogger
+    runtime = {"fp32": {}, "bf16_channels_last": {"amp": "bf16", "channels_last": True},
+               "compiled": {"compile": True}}[variant]
+    train, _ = generate(10, 32, 6 * 32 + 16, 2)
+
+    def trainer(cuda_graph):
+        loader = GpuCifarLoader(train, batch_size=32, mean=[0.5] * 3, std=[0.25] * 3, device="cuda")
+        loaders = SimpleNamespace(train=loader, val=[], set_epoch=loader.set_epoch)
+        cfg = Config(solver=SolverConfig(epochs=3, lr=0.05, milestones=[2], warmup_epochs=1))
+        cfg = replace_section(cfg, "runtime", device="cuda", cuda_graph=cuda_graph, **runtime)
+        torch.manual_seed(0)
+        module = build_distiller({"name": "kd"}, models.build_model("resnet8", 10),
+                                 models.build_model("resnet20", 10))
+        return Trainer(module, loaders, replace_section(cfg, "log", print_freq=100),
+                       torch.device("cuda"), RunLogger(None))
+    eager, graphed = trainer(False), trainer(True)
+    for epoch in (1, 2, 3):
+        expected, got = eager.train_epoch(epoch), graphed.train_epoch(epoch)
+        assert abs(got["loss"] - expected["loss"]) <= 1e-3 * abs(expected["loss"]), (epoch, got, expected)
+    assert graphed.graphed.replays == 4 + 5 + 5
+    for (key, a), b in zip(eager.module.state_dict().items(), graphed.module.state_dict().values()):
+        if a.is_floating_point():
+            assert (a - b).norm() <= 1e-3 * a.norm() + 1e-6, key
+
 # --- optimizer and memory layout ------------------------------------------------------------------
 
 @cuda

@@ -10,7 +10,9 @@ What is measured, on generated data of the real shapes (no download, random teac
    (a) the common trainers' loop (PIL transforms in a DataLoader, fp32 eager, a host read every
    step: ``bench.py --peer``), (b) ours with the config's defaults, (c) + bf16 + channels_last,
    (d) + ``runtime.compile=reduce-overhead`` (CUDA graphs), (e) + the teacher cache, whose build
-   is timed on the generated set and projected to CIFAR-100's 50,000 images. Each row: images/s,
+   is timed on the generated set and projected to CIFAR-100's 50,000 images, (f) (c) with the
+   whole step captured as one CUDA graph (``runtime.cuda_graph``, the module compiled by inductor
+   without graphs of its own; eager under --quick), (g) (f) + the cache. Each row: images/s,
    ms/step, share of the device's dense bf16 peak, peak memory, and the projected wall time of the
    240-epoch recipe (240 x 50,000 training images at the measured rate, 240 evaluations of 10,000
    images at the measured eval rate, plus the cache build where used).
@@ -182,6 +184,9 @@ def row(result: Dict[str, Any], device: torch.device, flops: Optional[int], **ex
             "peak_memory_mb": result.get("peak_memory_mb"), **extra}
 
 
+TRIAL_STEPS = 3   # run before timing: a graphed variant's eager steps, its capture and a replay
+
+
 def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
     """Rows (a)-(e) of the KD pair; every variant built first, then timed alternately."""
     steps, warmup, repeats = (10, 3, 2) if args.quick else (50, 5, 3)
@@ -203,15 +208,31 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     cached = base + loader + FAST.split() + ["teacher.cache=auto"] + \
         ([] if args.quick else ["runtime.compile=reduce-overhead"])
     variants["(e) + teacher cache" if args.quick else "(e) + teacher cache (d + cache)"] = ("ours", cached)
+    # the whole step (forward, losses, backward, fused SGD) as one CUDA graph, the module
+    # compiled without graphs of its own (inductor's fusions); --quick: the eager module
+    graphed = base + loader + FAST.split() + ["runtime.cuda_graph=true"] + \
+        ([] if args.quick else ["runtime.compile=true"])
+    variants["(f) + whole step as one CUDA graph"] = ("ours", graphed)
+    variants["(g) (f) + teacher cache"] = ("ours", graphed + ["teacher.cache=auto"])
     if device.type == "cpu":   # the CPU check proves the code paths, not a speed
         variants = {k: (kind, [o for o in v if o != "runtime.compile=reduce-overhead"])
-                    for k, (kind, v) in variants.items()}
+                    for k, (kind, v) in variants.items() if "runtime.cuda_graph=true" not in v}
 
     built, info = [], {}
     for label, (kind, overrides) in variants.items():
         cfg = config(KD, overrides, batches, os.path.join(work, label[:3].strip("() ")))
-        with timed_cache_build() as build:
-            variant = bench.peer_variant(label, cfg) if kind == "peer" else bench.pipeline_variant(label, cfg)
+        try:   # a variant that cannot build or step is reported; the others are still measured
+            with timed_cache_build() as build:
+                variant = bench.peer_variant(label, cfg) if kind == "peer" else bench.pipeline_variant(label, cfg)
+            for _ in range(TRIAL_STEPS):
+                variant.run()
+            bench.synchronize(variant.device)
+        except Exception as err:
+            if kind == "peer":
+                raise
+            traceback.print_exc()
+            out.setdefault("errors", {})[f"kd {label}"] = f"{type(err).__name__}: {err}"
+            continue
         trainer = variant.info.get("trainer")
         teacher = getattr(trainer.module, "teacher", None) if trainer else None
         cache = getattr(teacher, "cache", None)
@@ -243,7 +264,9 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     out["kd"] = {"pair": f"{first.teacher.arch} -> {first.student.arch}", "batch": first.data.batch_size,
                  "timing": dict(steps=steps, warmup=warmup, repeats=repeats), "rows": rows}
     if args.out and device.type == "cuda":
-        profile_step(built[2], args.out)
+        eager_bf16 = [v for v in built if v.label.startswith("(c)")]
+        if eager_bf16:
+            profile_step(eager_bf16[0], args.out)
 
 
 @contextlib.contextmanager

@@ -87,6 +87,9 @@ class RuntimeConfig:
     # torch.compile the training module: true (default mode), "reduce-overhead" (CUDA graphs:
     # the whole step replayed as one launch where shapes are static), "max-autotune"; false = eager
     compile: Literal[False, True, "reduce-overhead", "max-autotune"] = False
+    # the whole step (forward, losses, backward, fused SGD) captured per epoch as one CUDA graph
+    # and replayed for each batch (engine/graphed.py): one CUDA process, sgd, amp off or bf16
+    cuda_graph: bool = False
     sync_bn: bool = False
     deterministic: bool = False
 

@@ -1,0 +1,205 @@
+"""``runtime.cuda_graph``: the whole training step as one CUDA graph, replayed for each batch.
+
+At batch 64 a CIFAR step is bound by launching its kernels, not by running them (an H200 spends
+~2 ms of a 15 ms eager KD step computing; docs/benchmarks.md). ``runtime.compile=reduce-overhead``
+graphs the module's forward and backward but leaves the optimizer, the loss sum and the glue
+around them eager. Here the step as the trainer runs it — forward of both networks under the
+step's autocast, every loss, backward, fused SGD — is captured once and replayed, so each batch
+costs the copy of its tensors into the graph's input buffers, one lr fill and one launch.
+
+What keeps a replay equal to the eager step:
+- the learning rate is read from a device tensor filled before every replay (the schedule still
+  sets ``param_groups[i]["lr"]`` as a float, which is what checkpoints hold);
+- Python numbers baked into the graph at capture must not change between replays: the epoch
+  (warm-up factors of DKD, ReviewKD, ONE) changes once an epoch, so the step is captured again
+  at the start of each epoch, after one eager step of that epoch (which recompiles a compiled
+  module for the new epoch outside the capture); a method that changes Python state per step
+  (CRD's draw count) or reads the device inside its step (KDSVD's SVD) says so by
+  ``captures_in_cuda_graph = False`` and is refused;
+- the optimizer's first step (momentum buffers created) and cuDNN's algorithm search run eager,
+  before any capture, on a side stream, as CUDA graph capture requires;
+- a batch of another shape (the epoch's last, smaller one) runs eager;
+- autocast's weight-cast cache is off inside the step (a cached cast would be a stale tensor).
+
+Refused, each in one line: DDP (its reducer's collectives), fp16 (the GradScaler decides on the
+host whether to step), DOT, CUDA-graph compile modes (graphs inside a graph), non-CUDA devices.
+
+The orchestration (which step is eager, when to capture, what is copied where) is the same
+without a GPU: ``EagerReplay`` stands in for the CUDA graph by running the step function again
+at each replay, which is how the CPU tests hold a graphed run equal to an ungraphed one bit for
+bit; tests/test_cuda.py holds the real capture to the eager step on a GPU.
+"""
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from utils.batch import Batch, BatchViews
+from utils.errors import UserError
+
+Step = Callable[[Batch, int], Tuple[torch.Tensor, Dict[str, torch.Tensor]]]
+EAGER_STEPS_FIRST_EPOCH = 2     # momentum buffers, cuDNN's search, lazy initialisation
+EAGER_STEPS_LATER_EPOCHS = 1    # a compiled module recompiles for the new epoch here
+
+
+def cuda_graph_refusals(cfg, method, device: torch.device, distributed: bool) -> List[str]:
+    """Why ``runtime.cuda_graph`` cannot run this training (empty: it can)."""
+    reasons = []
+    if device.type != "cuda":
+        reasons.append(f"it needs a CUDA device; this run is on {device.type}")
+    if distributed:
+        reasons.append("DDP's gradient all-reduce is not captured; use it on one process")
+    if cfg.runtime.amp == "fp16":
+        reasons.append("the fp16 GradScaler decides on the host whether to step; use runtime.amp=bf16")
+    if getattr(cfg.solver, "optimizer", "sgd") != "sgd":
+        reasons.append("DOT's two passes are not captured; use solver.optimizer=sgd")
+    if cfg.runtime.compile not in (False, True):
+        reasons.append(f"runtime.compile={cfg.runtime.compile} makes CUDA graphs of its own; "
+                       "use runtime.compile=true (or false) with runtime.cuda_graph")
+    if not getattr(method, "captures_in_cuda_graph", True):
+        reasons.append(f"{method.__name__} {method.cuda_graph_refusal}")
+    return reasons
+
+
+def check_cuda_graph(cfg, method: type, device: torch.device, distributed: bool) -> None:
+    """One line naming every reason ``runtime.cuda_graph`` cannot run; ``method``: the module's
+    class (a Distiller's ``captures_in_cuda_graph`` says whether its step can be captured)."""
+    reasons = cuda_graph_refusals(cfg, method, device, distributed)
+    if reasons:
+        raise UserError(f"runtime.cuda_graph=true cannot run here: {'; '.join(reasons)}; "
+                        "set runtime.cuda_graph=false")
+
+
+class CudaGraphs:
+    """Capture and replay on CUDA; eager steps on a side stream, as capture requires."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.pool = torch.cuda.graph_pool_handle()   # every epoch's graph reuses one memory pool
+        self.side = torch.cuda.Stream(device)
+
+    @contextmanager
+    def eager(self):
+        self.side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.side):
+            yield
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
+
+    def capture(self, step: Callable[[], object]) -> "CapturedStep":
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads (a DataLoader's pin-memory thread) may go on meanwhile
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            outputs = step()
+        return CapturedStep(graph, outputs)
+
+
+class CapturedStep:
+    def __init__(self, graph, outputs):
+        self.graph, self.outputs = graph, outputs
+
+    def replay(self):
+        self.graph.replay()
+        return self.outputs
+
+
+class EagerReplay:
+    """``CudaGraphs`` without a GPU: capture records the step function, replay runs it."""
+
+    eager = staticmethod(nullcontext)
+
+    def capture(self, step: Callable[[], object]) -> "EagerReplay.Recorded":
+        return EagerReplay.Recorded(step)
+
+    class Recorded:
+        def __init__(self, step):
+            self.step = step
+
+        def replay(self):
+            return self.step()
+
+
+def _empty_like(value):
+    if value is None:
+        return None
+    if isinstance(value, BatchViews):
+        return BatchViews(*(torch.empty_like(t) for t in value))
+    return torch.empty_like(value)   # keeps the memory format (channels-last images)
+
+
+def _copy_into(static: Batch, batch: Batch) -> None:
+    for mine, theirs in ((static.images, batch.images), (static.targets, batch.targets),
+                         (static.indices, batch.indices)):
+        if mine is not None:
+            mine.copy_(theirs, non_blocking=True)
+    if static.views is not None:
+        for mine, theirs in zip(static.views, batch.views):
+            mine.copy_(theirs, non_blocking=True)
+
+
+def _same_layout(static: Batch, batch: Batch) -> bool:
+    """Whether ``batch`` fits the graph's input buffers (shapes, dtypes, which fields exist)."""
+    pairs = [(static.images, batch.images), (static.targets, batch.targets),
+             (static.indices, batch.indices), (static.views, batch.views)]
+    for mine, theirs in pairs:
+        if (mine is None) != (theirs is None):
+            return False
+    tensors = [(static.images, batch.images), (static.targets, batch.targets),
+               (static.indices, batch.indices)]
+    if static.views is not None:
+        tensors += list(zip(static.views, batch.views))
+    return all(m is None or (m.shape == t.shape and m.dtype == t.dtype) for m, t in tensors)
+
+
+@contextmanager
+def lr_from(optimizer: torch.optim.Optimizer, lrs: List[torch.Tensor]):
+    """The optimizer's groups read their learning rate from device tensors inside the block
+    (what the captured SGD kernel then reads at each replay); the floats come back after."""
+    floats = [group["lr"] for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, floats):
+            group["lr"] = lr
+
+
+class GraphedStep:
+    """``step(batch, epoch)`` (the trainer's forward + update) captured and replayed as the
+    module docstring says; called as the step itself."""
+
+    def __init__(self, step: Step, optimizer: torch.optim.Optimizer, graphs, device: torch.device):
+        self.step, self.optimizer, self.graphs = step, optimizer, graphs
+        self.lrs = [torch.zeros((), dtype=torch.float32, device=device) for _ in optimizer.param_groups]
+        self.captured = None
+        self.static: Optional[Batch] = None
+        self.epoch: Optional[int] = None
+        self.eager_left = EAGER_STEPS_FIRST_EPOCH
+        self.replays = 0   # for the tests and the benchmark: how many steps ran as a replay
+
+    def __call__(self, batch: Batch, epoch: int):
+        if epoch != self.epoch:    # a new epoch: recapture after its eager step(s)
+            self.captured, self.static, self.epoch = None, None, epoch
+            self.eager_left = max(self.eager_left, EAGER_STEPS_LATER_EPOCHS)
+        if self.eager_left > 0 or (self.static is not None and not _same_layout(self.static, batch)):
+            self.eager_left = max(self.eager_left - 1, 0)
+            with self.graphs.eager():
+                return self.step(batch, epoch)
+        if self.captured is None:
+            self._capture(batch, epoch)
+        _copy_into(self.static, batch)
+        for lr, group in zip(self.lrs, self.optimizer.param_groups):
+            lr.fill_(group["lr"])
+        self.replays += 1
+        return self.captured.replay()
+
+    def _capture(self, batch: Batch, epoch: int) -> None:
+        self.static = Batch(*(_empty_like(v) for v in (batch.images, batch.targets,
+                                                       batch.indices, batch.views)))
+        _copy_into(self.static, batch)
+        static = self.static
+
+        def whole_step():
+            with lr_from(self.optimizer, self.lrs):
+                return self.step(static, epoch)
+        self.captured = self.graphs.capture(whole_step)
