@@ -261,8 +261,11 @@ def _pairwise_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Ten
 
 
 def _normalised_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
+    """The distances over their mean over the non-zero ones. No entry is negative, so the sum
+    of the non-zero ones is the sum of all: no boolean selection (a read of the device to size
+    it, on a GPU)."""
     d = _pairwise_distances(e, squared, eps)
-    return d / d[d > 0].mean()
+    return d / (d.sum() / (d > 0).sum())
 
 
 def _triplet_angles(e: torch.Tensor) -> torch.Tensor:
