@@ -450,8 +450,10 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
 
 
 def _check_dot(cfg: Config, where) -> None:
-    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1); its two backward
-    passes through one graph are not supported compiled, and Nesterov is not part of the method."""
+    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1); compiled, its
+    rule for a parameter reached by one loss only cannot be kept (measured: a compiled backward
+    gives zeros, not None, to the parameters a loss does not reach), and Nesterov is not part
+    of the method."""
     solver = cfg.solver
     momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
     delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
@@ -461,8 +463,10 @@ def _check_dot(cfg: Config, where) -> None:
     if solver.momentum + solver.dot_delta >= 1:
         raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
                         "momentum + dot_delta")
-    refused = [("runtime.compile", cfg.runtime.compile is not False, "its two backward passes "
-                "through one graph are not supported compiled: set runtime.compile=false"),
+    refused = [("runtime.compile", cfg.runtime.compile is not False, "compiled, the backward "
+                "hands every parameter a gradient in both passes (zeros where a loss does not "
+                "reach it), and DOT would take those parameters as reached by both losses: set "
+                "runtime.compile=false"),
                ("solver.nesterov", solver.nesterov, "DOT has no Nesterov variant: set "
                 "solver.nesterov=false")]
     for name, bad, reason in refused:
