@@ -31,6 +31,9 @@ def test_cpu_mode_runs_every_section_and_writes_the_table(tmp_path):
     assert all("error" not in row and row["images_per_s"] > 0 for row in report["methods"].values())
     assert len(report["imagenet"]["rows"]) == 4
     assert "device decode" in table and "PIL workers" in table
+    split = report["imagenet"]["device_decode_split"]
+    assert 0 < split["decode_ms_per_batch"] <= split["batch_ms"] and 0 < split["decode_share"] <= 1
+    assert "in the batched JPEG decode" in table
 
 
 def test_without_a_gpu_the_default_mode_is_one_line():

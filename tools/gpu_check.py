@@ -270,23 +270,53 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
 
 
 @contextlib.contextmanager
-def timed_cache_build():
-    """Seconds spent computing teacher-cache logits inside the block (0 when none were)."""
-    from distillers import teacher_cache
-    compute, spent = teacher_cache.compute_view_logits, {"seconds": 0.0}
+def timed_calls(owner, name: str, device: Optional[torch.device] = None):
+    """Seconds spent in ``owner.<name>`` inside the block, summed over its calls (the device
+    synchronised around each call when given, so queued work is counted where it is done)."""
+    function, spent = getattr(owner, name), {"seconds": 0.0, "calls": 0}
 
     def timed(*args, **kwargs):
+        if device is not None:
+            bench.synchronize(device)
         started = time.perf_counter()
         try:
-            return compute(*args, **kwargs)   # ends with a copy to the CPU: synchronised
+            return function(*args, **kwargs)
         finally:
+            if device is not None:
+                bench.synchronize(device)
             spent["seconds"] += time.perf_counter() - started
+            spent["calls"] += 1
 
-    teacher_cache.compute_view_logits = timed
+    setattr(owner, name, timed)
     try:
         yield spent
     finally:
-        teacher_cache.compute_view_logits = compute
+        setattr(owner, name, function)
+
+
+def timed_cache_build():
+    """Seconds spent computing teacher-cache logits inside the block (0 when none were); the
+    computation ends with a copy to the CPU, so it is synchronised."""
+    from distillers import teacher_cache
+    return timed_calls(teacher_cache, "compute_view_logits")
+
+
+def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
+    """Where the device-decode loader's time goes: ms per batch in the batched JPEG decode
+    (``jpeg_loader.decode_batch``) against the whole batch (crops, resizes, flips, normalising
+    and the workers' reads the rest), over ``batches`` batches after one warm-up batch."""
+    from datasets import jpeg_loader
+    variant = bench.loader_variant("decode share", cfg)
+    variant.run()
+    bench.synchronize(device)
+    with timed_calls(jpeg_loader, "decode_batch", device) as decode:
+        started = time.perf_counter()
+        for _ in range(batches):
+            variant.run()
+        bench.synchronize(device)
+        total = time.perf_counter() - started
+    return {"decode_ms_per_batch": 1000 * decode["seconds"] / batches,
+            "batch_ms": 1000 * total / batches, "decode_share": decode["seconds"] / total}
 
 
 def profile_step(variant, out_dir: str) -> None:
@@ -357,10 +387,13 @@ def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -
         del built
         if cuda:
             torch.cuda.empty_cache()
+    gpu_cfg = config(IMAGENET, common + ["data.loader=gpu"], warmup + steps + 1,
+                     os.path.join(work, "inet"), real_data=True)
+    split = decode_share(gpu_cfg, device, steps)
     out["imagenet"] = {"pair": "ResNet34 -> ResNet18", "batch": batch, "loader_workers": workers,
                        "crop": 224 if cuda else 96,
                        "images": classes * per_class, "image_size": "500x375 JPEG",
-                       "write_s": written, "rows": rows}
+                       "write_s": written, "rows": rows, "device_decode_split": split}
 
 
 SECTIONS = {"kd": kd_table, "methods": methods_table, "imagenet": imagenet_table}
@@ -420,6 +453,12 @@ def markdown(report: Dict[str, Any]) -> str:
         for label, r in inet["rows"].items():
             lines.append(f"| {label} | {fmt(r['images_per_s'])} | {r['ms_per_step']:.1f} | "
                          f"{fmt(r['share_of_bf16_peak'], '.1%')} |")
+        split = inet.get("device_decode_split")
+        if split:
+            lines += ["", f"Device decode, where a batch's {split['batch_ms']:.1f} ms go: "
+                          f"{split['decode_ms_per_batch']:.1f} ms ({split['decode_share']:.0%}) in the "
+                          f"batched JPEG decode, the rest in the workers' reads, the per-sample "
+                          f"crops/resizes/flips and normalising (each call synchronised)."]
         lines.append("")
     for section, error in report.get("errors", {}).items():
         lines.append(f"- {section} failed: {error}")
