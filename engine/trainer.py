@@ -45,6 +45,17 @@ class TrainState:
     best_epoch: int = 0
 
 
+def step_sums(logits: torch.Tensor, losses: Dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """One batch's float64 sums ``[loss·n, each named loss·n, correct predictions, n]``, on the
+    device: computed with the step (inside its CUDA graph under ``runtime.cuda_graph``), so
+    the epoch's running sums cost one addition a step and one read per report."""
+    n = targets.numel()
+    values = torch.stack([sum(losses.values()).detach(), *[v.detach() for v in losses.values()]])
+    correct = (logits.detach().argmax(dim=1) == targets).sum()
+    count = torch.full((1,), float(n), dtype=torch.float64, device=values.device)
+    return torch.cat([values.double() * n, correct.double()[None], count])
+
+
 def checkpoint_state_of(module) -> Dict[str, Any]:
     if hasattr(module, "checkpoint_state"):
         return module.checkpoint_state()
@@ -208,17 +219,12 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         for i, batch in enumerate(self.loaders.train):
             batch = on_device(batch, self.device, self.channels_last)
-            targets = batch.targets
             step_lr = self.optimizer.param_groups[0]["lr"]   # the lr this step uses (shown)
-            logits, losses = self._step(batch, epoch)
+            losses, step_sums = self._step(batch, epoch)
             if sums is None:   # the method's terms, its weights applied: they sum to "loss"
                 names = ["loss", *(f"weighted/{name}" for name in losses)]
-                sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.device)
-            n = targets.numel()
-            values = torch.stack([sum(losses.values()).detach(), *[v.detach() for v in losses.values()]])
-            sums[:-2] += values.double() * n
-            sums[-2] += (logits.detach().argmax(dim=1) == targets).sum()
-            sums[-1] += n
+                sums = torch.zeros_like(step_sums)
+            sums += step_sums
             if (i + 1) % self.cfg.log.print_freq == 0 or i + 1 == self.steps_per_epoch:
                 self._report_progress(epoch, i + 1, sums, step_lr, bar)
         if bar is not None:
@@ -234,17 +240,19 @@ class Trainer:
 
     def _step(self, batch, epoch: int):
         """One forward and the update of ``solver.optimizer`` (engine/steps.py), replayed as a
-        CUDA graph under ``runtime.cuda_graph`` (engine/graphed.py); then the lr."""
-        logits, losses = (self.graphed or self._forward_and_update)(batch, epoch)
+        CUDA graph under ``runtime.cuda_graph`` (engine/graphed.py); then the lr. Returns the
+        named losses and the batch's sums (``step_sums``)."""
+        losses, sums = (self.graphed or self._forward_and_update)(batch, epoch)
         self.scheduler.step()
         self.state.step += 1
-        return logits, losses
+        return losses, sums
 
     def _forward_and_update(self, batch, epoch: int):
         def forward():   # autocast's cast cache would hand a captured graph stale weight casts
             with autocast_context(self.device, self.amp, cache=self.graphed is None):
                 return self.train_module(batch, epoch)
-        return self.update(forward)
+        logits, losses = self.update(forward)
+        return losses, step_sums(logits, losses, batch.targets)
 
     def _report_progress(self, epoch: int, step: int, sums, lr: float, bar) -> None:
         values = sums.tolist()  # the one host sync every print_freq steps
