@@ -358,11 +358,12 @@ def test_the_step_captured_as_one_cuda_graph_trains_as_the_eager_step(variant, e
                "compiled": {"compile": True}}[variant]
     train, _ = generate(10, 32, 6 * 32 + 16, 2)
 
-    def trainer(cuda_graph):
+    def trainer(cuda_graph):   # the eager reference is not compiled (one compilation only)
         loader = GpuCifarLoader(train, batch_size=32, mean=[0.5] * 3, std=[0.25] * 3, device="cuda")
         loaders = SimpleNamespace(train=loader, val=[], set_epoch=loader.set_epoch)
         cfg = Config(solver=SolverConfig(epochs=3, lr=0.05, milestones=[2], warmup_epochs=1))
-        cfg = replace_section(cfg, "runtime", device="cuda", cuda_graph=cuda_graph, **runtime)
+        settings = runtime if cuda_graph else {k: v for k, v in runtime.items() if k != "compile"}
+        cfg = replace_section(cfg, "runtime", device="cuda", cuda_graph=cuda_graph, **settings)
         torch.manual_seed(0)
         module = build_distiller({"name": "kd"}, models.build_model("resnet8", 10),
                                  models.build_model("resnet20", 10))
