@@ -264,9 +264,10 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     out["kd"] = {"pair": f"{first.teacher.arch} -> {first.student.arch}", "batch": first.data.batch_size,
                  "timing": dict(steps=steps, warmup=warmup, repeats=repeats), "rows": rows}
     if args.out and device.type == "cuda":
-        eager_bf16 = [v for v in built if v.label.startswith("(c)")]
-        if eager_bf16:
-            profile_step(eager_bf16[0], args.out)
+        for prefix, name in (("(c)", "profile.txt"), ("(f)", "profile_cuda_graph.txt")):
+            chosen = [v for v in built if v.label.startswith(prefix)]
+            if chosen:   # the eager bf16 step; what is left around the step's graph
+                profile_step(chosen[0], args.out, name)
 
 
 @contextlib.contextmanager
@@ -319,15 +320,15 @@ def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
             "batch_ms": 1000 * total / batches, "decode_share": decode["seconds"] / total}
 
 
-def profile_step(variant, out_dir: str) -> None:
-    """torch.profiler over 5 steps of the eager bf16 variant: where a step's time goes."""
+def profile_step(variant, out_dir: str, name: str = "profile.txt") -> None:
+    """torch.profiler over 5 steps of ``variant``, as ``out_dir/name``: where a step's time goes."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             variant.run()
         bench.synchronize(variant.device)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-    Path(out_dir, "profile.txt").write_text(f"{variant.label}: 5 steps\n{table}\n")
+    Path(out_dir, name).write_text(f"{variant.label}: 5 steps\n{table}\n")
 
 
 def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
