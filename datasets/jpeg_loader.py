@@ -16,10 +16,12 @@ size, centre crop, as the torch loader.
 Files that are not JPEG, or that the device decoder rejects (ImageNet holds a few CMYK JPEGs and
 one PNG), are decoded on the CPU by ``decode_image`` and moved; nothing is skipped.
 """
+import io
 import sys
-from typing import Callable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
@@ -51,10 +53,46 @@ class FileBytes(Dataset):
             return f.read(), target
 
 
+Window = Tuple[int, int, int, int, bool]   # RandomResizedCrop's (top, left, height, width), flip
+
+
+def draw_window(image, scale, ratio) -> Window:
+    """The RandomResizedCrop window and the flip torchvision draws for ``image`` (a tensor or a
+    PIL image: only its size is read) from torch's CPU generator, in its order of draws."""
+    top, left, height, width = T.RandomResizedCrop.get_params(image, scale, ratio)
+    return top, left, height, width, bool(torch.rand(1) < 0.5)
+
+
+class FileBytesAndWindow(FileBytes):
+    """Training items ``(file bytes, target, window)``: the sample's window and flip are drawn
+    here, in the loader's worker, from the image size in the file's header (PIL reads no more
+    of it), under the sample's seed (``SeededAugmentation`` seeds torch's generator around this
+    call): the main process, which decodes and resizes the whole batch, draws nothing per
+    sample. ``window`` is ``None`` when the header cannot be read; the main process then draws
+    from the decoded image (the same draws) or names the unreadable file."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], scale, ratio):
+        super().__init__(samples)
+        self.scale, self.ratio = scale, ratio
+
+    def __getitem__(self, index: int):
+        data, target = super().__getitem__(index)
+        try:
+            with Image.open(io.BytesIO(data)) as header:
+                window = draw_window(header, self.scale, self.ratio)
+        except (OSError, SyntaxError, ValueError):   # what PIL raises for a file it cannot identify
+            window = None
+        return data, target, window
+
+
 def collate_files(items):
-    """``(file bytes, target, index)`` items (the index added by the sampler's dataset wrapper)."""
-    data, targets, indices = zip(*items)
-    return list(data), torch.tensor(targets), torch.tensor(indices)
+    """``(file bytes, target, index)`` or ``(file bytes, target, window, index)`` items (the index
+    added by the sampler's dataset wrapper) -> ``(bytes, targets, indices, windows or None)``."""
+    if len(items[0]) == 3:
+        data, targets, indices = zip(*items)
+        return list(data), torch.tensor(targets), torch.tensor(indices), None
+    data, targets, windows, indices = zip(*items)
+    return list(data), torch.tensor(targets), torch.tensor(indices), list(windows)
 
 
 def decode_batch(files: List[bytes], device: torch.device,
@@ -90,18 +128,23 @@ def decode_batch(files: List[bytes], device: torch.device,
     return images, refused
 
 
+def apply_window(image: torch.Tensor, window: Window, size: int) -> torch.Tensor:
+    """Crop ``window`` of one uint8 image, resize it to ``size`` (antialiased), flip if drawn."""
+    top, left, height, width, flip = window
+    view = F2.resized_crop(image, top, left, height, width, [size, size], antialias=True)
+    return view.flip(-1) if flip else view
+
+
 def train_view(image: torch.Tensor, sample_seed: int, size: int, scale, ratio) -> torch.Tensor:
     """RandomResizedCrop(size) + RandomHorizontalFlip of one uint8 image, with the window and
     flip torchvision draws under ``sample_seed`` (the torch loader's draws for this sample)."""
     state = torch.get_rng_state()
     torch.default_generator.manual_seed(sample_seed)
     try:
-        top, left, height, width = T.RandomResizedCrop.get_params(image, scale, ratio)
-        flip = bool(torch.rand(1) < 0.5)
+        window = draw_window(image, scale, ratio)
     finally:
         torch.set_rng_state(state)
-    view = F2.resized_crop(image, top, left, height, width, [size, size], antialias=True)
-    return view.flip(-1) if flip else view
+    return apply_window(image, window, size)
 
 
 def val_view(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -123,17 +166,18 @@ class DeviceJpegLoader:
         self.epoch = 0
         self.fallback_reported = False   # the CPU fallback is said once per loader
         self.paths = [path for path, _ in folder.samples]
-        files = FileBytes(folder.samples)
+        crop = T.RandomResizedCrop(size)
+        self.scale, self.ratio = crop.scale, crop.ratio
         common = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=collate_files,
                       persistent_workers=num_workers > 0)
         if train:
+            files = FileBytesAndWindow(folder.samples, self.scale, self.ratio)
             self.batches = EpochDataLoader(files, seed=seed, rank=rank, world_size=world_size,
                                            drop_last=False, **common)
         else:
+            files = FileBytes(folder.samples)
             self.batches = DataLoader(Indexed(files), sampler=ShardSampler(len(files), rank=rank,
                                                                   world_size=world_size), **common)
-        crop = T.RandomResizedCrop(size)
-        self.scale, self.ratio = crop.scale, crop.ratio
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,21 +187,26 @@ class DeviceJpegLoader:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def _view(self) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        if self.train:
-            return lambda image, index: train_view(image, derive_seed(self.seed, self.epoch, index),
-                                                   self.size, self.scale, self.ratio)
-        return lambda image, index: val_view(image, self.size)
+    def _view(self, image: torch.Tensor, index: int, window) -> torch.Tensor:
+        """A training sample with its window drawn by the worker (or, where the worker could not
+        read the header, drawn here under the sample's seed: the same draws); val: centre crop."""
+        if not self.train:
+            return val_view(image, self.size)
+        if window is None:
+            return train_view(image, derive_seed(self.seed, self.epoch, index), self.size,
+                              self.scale, self.ratio)
+        return apply_window(image, window, self.size)
 
     def __iter__(self):
-        view = self._view()
-        for data, targets, indices in self.batches:
-            images, refused = decode_batch(data, self.device, [self.paths[i] for i in indices.tolist()])
+        for data, targets, indices, windows in self.batches:
+            rows = indices.tolist()
+            images, refused = decode_batch(data, self.device, [self.paths[i] for i in rows])
             if refused and not self.fallback_reported:
                 self.fallback_reported = True
                 print(f"data.loader=gpu: the {self.device.type} JPEG decoder refused {refused} "
                       f"file(s) of a batch (CMYK or damaged JPEGs?); those it refuses are "
                       f"decoded on the CPU instead (said once)", file=sys.stderr)
-            crops = torch.stack([view(image, index) for image, index in zip(images, indices.tolist())])
+            crops = torch.stack([self._view(image, index, window) for image, index, window
+                                 in zip(images, rows, windows or [None] * len(rows))])
             yield Batch(normalize_batch(crops, self.mean, self.std), targets, indices).to(
                 self.device, non_blocking=True)

@@ -386,6 +386,32 @@ def test_device_jpeg_loader_takes_the_torch_loaders_windows_and_flips(photo_root
     assert (other_epoch - train).abs().mean() > 10 * level
 
 
+
+def test_the_worker_draws_each_window_from_the_file_header_as_from_the_decoded_image(photo_root, tmp_path):
+    """The device-JPEG loader's workers draw a training sample's window and flip from the size
+    in the file's header (JPEG and PNG), the very draws torchvision makes on the decoded image
+    under the sample's seed; a file whose header PIL cannot read gives no window (the main
+    process then draws from the decoded image, or names the file)."""
+    from datasets.jpeg_loader import FileBytesAndWindow, decode_batch, draw_window
+    from datasets.torch_loader import SeededAugmentation
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+    crop = T.RandomResizedCrop(96)
+    samples = ImageFolder(str(photo_root / "train")).samples
+    garbage = tmp_path / "not_an_image.jpg"
+    garbage.write_bytes(b"\xff\xd8 not a JPEG")
+    files = SeededAugmentation(FileBytesAndWindow(samples + [(str(garbage), 0)], crop.scale, crop.ratio))
+    assert any(path.endswith(".png") for path, _ in samples)
+    for index, (path, _) in enumerate(samples):
+        data, _, window, row = files[(index, 1000 + index)]
+        image = decode_batch([data], torch.device("cpu"), [path])[0][0]
+        state = torch.get_rng_state()
+        torch.manual_seed(1000 + index)
+        expected = draw_window(image, crop.scale, crop.ratio)
+        torch.set_rng_state(state)
+        assert (window, row) == (expected, index), path
+    assert files[(len(samples), 7)][2] is None
+
 # --- Batch.indices: the dataset rows the images came from, for every loader, 1 and 2 ranks ------
 
 def expected_cifar_row(written, split, index, batch, k, epoch, seed, kind):
