@@ -12,8 +12,6 @@ into ``run.json`` only if a kill after the final save had prevented that.
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-
 import datasets
 from distillers import get_distiller_class
 from engine.checkpoint import load_checkpoint

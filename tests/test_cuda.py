@@ -6,10 +6,7 @@ parametrised over ``device`` run their CPU case everywhere, so CI proves the com
 a comparison is to float32 rounding (it rounds convolutions to 10 mantissa bits)."""
 import contextlib
 import io
-import os
-import sys
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -33,7 +30,7 @@ from launch.run import run_training
 from tests import datagen
 from tests.methods import METHODS
 from tests.runs import load, read_metrics, write_config
-from tests.test_distillers import batch, build
+from tests.test_distillers import batch as method_batch, build as build_method
 from tests.test_precision import AMP_IDS, AMPS, check_losses_in_full_precision
 from utils.batch import Batch, BatchViews
 from utils.errors import UserError
@@ -298,11 +295,11 @@ def test_a_methods_training_step_reads_nothing_back_from_the_gpu(name):
     the launch queue of a launch-bound step (torch.cuda.set_sync_debug_mode raises on one)."""
     if name in READS_THE_DEVICE:
         pytest.skip(READS_THE_DEVICE[name])
-    distiller = build(name).cuda().train()
+    distiller = build_method(name).cuda().train()
     solver = SimpleNamespace(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
     step = SumStep(build_optimizer(distiller.parameters(), solver, fused=True),
                    torch.amp.GradScaler("cuda", enabled=False))
-    data = batch().to("cuda")
+    data = method_batch().to("cuda")
     step(lambda: distiller(data, 5))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
