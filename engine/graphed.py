@@ -23,12 +23,16 @@ What keeps a replay equal to the eager step:
 
 Refused, each in one line: DDP (its reducer's collectives), fp16 (the GradScaler decides on the
 host whether to step), DOT, CUDA-graph compile modes (graphs inside a graph), non-CUDA devices.
+A capture that fails all the same (an operation of a user's method that a graph cannot hold)
+is said in one line and the run goes on eager: nothing has run in a failed capture, so the
+weights are untouched and the results are the eager run's.
 
 The orchestration (which step is eager, when to capture, what is copied where) is the same
 without a GPU: ``EagerReplay`` stands in for the CUDA graph by running the step function again
 at each replay, which is how the CPU tests hold a graphed run equal to an ungraphed one bit for
 bit; tests/test_cuda.py holds the real capture to the eager step on a GPU.
 """
+import sys
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -176,8 +180,11 @@ class GraphedStep:
         self.epoch: Optional[int] = None
         self.eager_left = EAGER_STEPS_FIRST_EPOCH
         self.replays = 0   # for the tests and the benchmark: how many steps ran as a replay
+        self.failed: Optional[str] = None   # why a capture failed: the run goes on eager
 
     def __call__(self, batch: Batch, epoch: int):
+        if self.failed is not None:
+            return self.step(batch, epoch)
         if epoch != self.epoch:    # a new epoch: recapture after its eager step(s)
             self.captured, self.static, self.epoch = None, None, epoch
             self.eager_left = max(self.eager_left, EAGER_STEPS_LATER_EPOCHS)
@@ -186,12 +193,24 @@ class GraphedStep:
             with self.graphs.eager():
                 return self.step(batch, epoch)
         if self.captured is None:
-            self._capture(batch, epoch)
+            try:
+                self._capture(batch, epoch)
+            except RuntimeError as err:   # nothing ran: the weights are as they were
+                return self._give_up(err, batch, epoch)
         _copy_into(self.static, batch)
         for lr, group in zip(self.lrs, self.optimizer.param_groups):
             lr.fill_(group["lr"])
         self.replays += 1
         return self.captured.replay()
+
+    def _give_up(self, err: RuntimeError, batch: Batch, epoch: int):
+        """A capture that fails (an operation CUDA graphs cannot hold) ends the graphs for the
+        run, said in one line; this step and the following ones run eager (same results)."""
+        self.captured, self.static = None, None
+        self.failed = " ".join(str(err).split())[:300]
+        print(f"runtime.cuda_graph: the step could not be captured ({self.failed}); the run goes "
+              f"on without CUDA graphs (same results, slower)", file=sys.stderr, flush=True)
+        return self.step(batch, epoch)
 
     def _capture(self, batch: Batch, epoch: int) -> None:
         self.static = Batch(*(_empty_like(v) for v in (batch.images, batch.targets,

@@ -100,3 +100,25 @@ def test_train_py_refuses_a_cuda_graph_on_the_cpu_in_one_line(tmp_path, capsys):
     line = one_line(capsys.readouterr().err)
     assert "runtime.cuda_graph=true cannot run here: it needs a CUDA device; this run is on cpu" in line
     assert not (tmp_path / "runs/graphed/last.pth").exists()
+
+
+class RefusingCapture(EagerReplay):
+    """A capture that fails, as CUDA's does on an operation a graph cannot hold."""
+
+    def capture(self, step):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_a_failed_capture_is_one_line_and_the_run_goes_on_eager_with_the_same_results(capsys):
+    eager_module = distiller("kd")
+    graphed_module = copy.deepcopy(eager_module)
+    eager, graphed = trainer_for(eager_module, False), trainer_for(graphed_module, True)
+    graphed.graphed.graphs = RefusingCapture()
+    for epoch in (1, 2):
+        assert graphed.train_epoch(epoch)["loss"] == eager.train_epoch(epoch)["loss"]
+    assert graphed.graphed.replays == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "runtime.cuda_graph" in line]
+    assert said == ["runtime.cuda_graph: the step could not be captured (operation not permitted "
+                    "when stream is capturing); the run goes on without CUDA graphs (same results, slower)"]
+    for (key, a), b in zip(eager_module.state_dict().items(), graphed_module.state_dict().values()):
+        assert torch.equal(a, b), key
