@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from distillers.precision import cast_floating
 from distillers.teacher import FrozenTeacher
 from utils.batch import Batch, as_batch
 
@@ -173,9 +172,9 @@ class FeatureDistiller(Distiller):
     maps it taps are written in one line of its own file, and ``formula`` (for ``describe``).
     ``ce_weight`` is declared here once (CE 1, as every baseline of the benchmark has it); a
     method declares ``feat_weight`` with its own default and passes the rest on as ``**weights``.
-    The teacher's outputs reach the loss in the dtype of the student's weights (float32 in a
-    run, under autocast too: never rounded down to the step's float16/bfloat16), and every loss
-    computes in full precision (distillers/precision.py).
+    The teacher's outputs reach the loss as the teacher computed them (never rounded down to
+    the step's float16/bfloat16), and every loss computes in full precision
+    (distillers/precision.py): a loss of your own gains that with ``@full_precision``.
     """
 
     formula = "L_feat"
@@ -190,10 +189,10 @@ class FeatureDistiller(Distiller):
         return module.to(device=first.device, dtype=first.dtype)
 
     def outputs_of_both(self, batch: Batch):
-        """``(student forward_features, teacher features in the student's weights' dtype)``."""
-        student_out = self.student.forward_features(batch.images)
-        teacher_out = cast_floating(self.teacher.features(batch.images), parameter_dtype(self.student))
-        return student_out, teacher_out
+        """``(student forward_features, teacher forward_features)``, the teacher's in the
+        precision it computed them in (the losses raise what they use to float32 themselves:
+        no map the loss does not tap is copied)."""
+        return self.student.forward_features(batch.images), self.teacher.features(batch.images)
 
     def feature_loss(self, student_out, teacher_out, batch: Batch, epoch: int) -> torch.Tensor:
         raise NotImplementedError

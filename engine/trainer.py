@@ -220,11 +220,11 @@ class Trainer:
         for i, batch in enumerate(self.loaders.train):
             batch = on_device(batch, self.device, self.channels_last)
             step_lr = self.optimizer.param_groups[0]["lr"]   # the lr this step uses (shown)
-            losses, step_sums = self._step(batch, epoch)
+            losses, batch_sums = self._step(batch, epoch)
             if sums is None:   # the method's terms, its weights applied: they sum to "loss"
                 names = ["loss", *(f"weighted/{name}" for name in losses)]
-                sums = torch.zeros_like(step_sums)
-            sums += step_sums
+                sums = torch.zeros_like(batch_sums)
+            sums += batch_sums
             if (i + 1) % self.cfg.log.print_freq == 0 or i + 1 == self.steps_per_epoch:
                 self._report_progress(epoch, i + 1, sums, step_lr, bar)
         if bar is not None:
