@@ -85,9 +85,11 @@ class CudaGraphs:
     @contextmanager
     def eager(self):
         self.side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self.side):
-            yield
-        torch.cuda.current_stream(self.device).wait_stream(self.side)
+        try:
+            with torch.cuda.stream(self.side):
+                yield
+        finally:
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
 
     def capture(self, step: Callable[[], object]) -> "CapturedStep":
         graph = torch.cuda.CUDAGraph()
