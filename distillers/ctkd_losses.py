@@ -5,6 +5,11 @@ at that temperature (on Z-scored logits for CTKD + Z-score). Checked against the
 logit-standardization paper's CTKD runs (sunshangquan/logit-standardization-KD f6e5aa5,
 ``CTKD/``; tests/reference/LS_ORACLES.md).
 
+Z-score: ours is ``kd_loss(zscore(s), zscore(t), T)`` when a method asks for it, which is the
+original's ``DistillKL_logit_stand``; its plain ``DistillKL`` is ``kd_loss(s, t, T)``. Beware the
+original's switch is inverted: its ``train_student.py`` builds ``DistillKL_logit_stand`` when
+``--logit_stand`` is *absent* (upstream issue #15).
+
 Sign convention: here a *strength* λ ≥ 0 reverses the gradient (it is multiplied by −λ), as in
 the paper. The original passes the curriculum's value itself as the gradient's factor, with
 ``--decay_max 0 --decay_min -1``: its factor −λ is our strength λ rising from 0 to 1.

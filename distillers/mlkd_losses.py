@@ -79,8 +79,9 @@ def mlkd_loss_terms(student_weak: torch.Tensor, student_strong: torch.Tensor,
     - ``cc``: ``Σ_τ CC_τ(weak)·|k|/C``;  ``bc``: ``Σ_τ BC_τ(weak)·|m|/N``;
 
     τ over the temperatures ``(temperature, 3, 5, 2, 6)``, KD the Hinton loss (``kd_loss``) on
-    Z-scored logits when ``logit_standardization`` is set (the original's ``LOGIT_STAND``), m and
-    k the sample and class masks of ``confidence_masks``.
+    Z-scored logits when ``logit_standardization`` is set (the original's
+    ``cfg.EXPERIMENT.LOGIT_STAND``, set by its ``--logit-stand``; not inverted), m and k the
+    sample and class masks of ``confidence_masks``.
     """
     temperatures = (temperature, *EXTRA_TEMPERATURES)
     sample_mask, class_mask = confidence_masks(teacher_weak)

@@ -84,7 +84,16 @@ def standardized(student, teacher, flag):
     return (zscore(student), zscore(teacher)) if flag else (student, teacher)
 
 
-@pytest.mark.parametrize("case", ORACLE["ctkd_kd"], ids=lambda c: f"{c['original_class']}-T{c['hp']['temperature']:g}")
+def ctkd_kd_id(case):
+    return f"{case['original_class']}-T{case['hp']['temperature']:g}"
+
+
+def temperature_id(case):
+    zscore_tag = "-zscore" if case["hp"]["logit_standardization"] else ""
+    return "theta{theta:g}-lambda{lambda:.3g}-t{t_start:g}_{t_end:g}".format(**case["hp"]) + zscore_tag
+
+
+@pytest.mark.parametrize("case", ORACLE["ctkd_kd"], ids=ctkd_kd_id)
 def test_kd_at_a_learnable_temperature_matches_ctkds_distillkl_and_its_logit_stand_twin(case):
     student = case["student_logits"].clone().requires_grad_(True)
     temperature = torch.tensor(case["hp"]["temperature"], dtype=torch.float64, requires_grad=True)
@@ -102,9 +111,7 @@ def test_ctkd_oracle_holds_both_original_losses():
                for c in ORACLE["ctkd_kd"])
 
 
-@pytest.mark.parametrize("case", ORACLE["ctkd_temperature"],
-                         ids=lambda c: "theta{theta:g}-lambda{lambda:.3g}-t{t_start:g}_{t_end:g}".format(**c["hp"])
-                         + ("-zscore" if c["hp"]["logit_standardization"] else ""))
+@pytest.mark.parametrize("case", ORACLE["ctkd_temperature"], ids=temperature_id)
 def test_global_temperature_matches_the_original_value_and_reversed_gradient(case):
     """The original multiplies θ's gradient by its curriculum value λ; our strength is −λ."""
     hp = case["hp"]

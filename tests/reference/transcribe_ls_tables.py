@@ -13,7 +13,6 @@ is in the copy. The output records the git blob hash of each file read. See LS_T
 """
 import argparse
 import hashlib
-import json
 import re
 import sys
 from pathlib import Path
