@@ -44,7 +44,7 @@ def difference_figure(runs: List[CheckpointOutputs], standardize: bool, max_diff
         axis.set_xlabel("logit of class")
         axis.set_ylabel("true class of the val images")
         class_ticks(axis, run.num_classes)
-    clipped = any(float(m.max()) > limit for m in matrices)
+    clipped = any(float(m.nan_to_num(0.0).max()) > limit for m in matrices)
     figure.colorbar(image, ax=list(axes), extend="max" if clipped else "neither",
                     label="|teacher − student| class-mean logit")
     which = "both sides Z-scored per image" if standardize else "raw logits"

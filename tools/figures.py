@@ -74,13 +74,12 @@ def make_figures(args: argparse.Namespace) -> List[str]:
     from tools.checkpoint_outputs import checkpoint_outputs
     from tools.plotting import check_output_dir, rgb_image, save_figure
     check_options(args)
-    out = check_output_dir(args.out or os.path.join(os.path.dirname(args.checkpoint[0]), "figures"))
     runs = [checkpoint_outputs(path, args.teacher, args.teacher_arch, args.overrides)
             for path in args.checkpoint]
-    classes = {run.num_classes for run in runs}
-    if len(classes) > 1:
+    if len({run.num_classes for run in runs}) > 1:
         raise UserError(f"the checkpoints classify different numbers of classes "
                         f"({', '.join(str(r.num_classes) for r in runs)}): compare runs on the same data")
+    out = check_output_dir(args.out or os.path.join(os.path.dirname(args.checkpoint[0]), "figures"))
     figures = checkpoint_figures(runs, args.max_diff, args.embedding_samples)
     lines = [f"{run.label} ({run.run}): {len(run.targets)} val images" for run in runs]
     raster = "png" in args.formats or args.tensorboard

@@ -12,6 +12,7 @@ from tools.plotting import new_figure, save_figure
 from tools.summarize import mean_and_std
 
 FORMATS = ("png", "pdf")
+OURS = (("best", 0.15, "o", "tab:blue"), ("last", -0.15, "s", "tab:orange"))   # key, y offset, marker, colour
 
 
 def _title(table: Dict, what: str) -> str:
@@ -33,7 +34,7 @@ def summary_figure(table: Dict, runs: Dict[str, Dict[str, list]]):
         results = runs.get(row["name"])
         if row.get("top1") is not None:
             axis.plot(row["top1"], position, "D", color="black", label="paper")
-        for key, offset, marker, colour in (("best", 0.15, "o", "tab:blue"), ("last", -0.15, "s", "tab:orange")):
+        for key, offset, marker, colour in OURS:
             if results and results[key]:
                 mean, std = mean_and_std(results[key])
                 axis.errorbar(mean, position + offset, xerr=std or 0.0, fmt=marker, color=colour,
