@@ -54,8 +54,9 @@ def row_runs(row: Dict, output_dir: str, table_name: str, seeds: Optional[List[i
         directory = run_dir(output_dir, table_name, row["name"], seed)
         status = run_status(directory)
         metrics = read_metrics(directory)
-        if metrics:
-            curves[seed] = [(m["epoch"], m["val/top1"]) for m in metrics]
+        curve = [(m["epoch"], m["val/top1"]) for m in metrics if "val/top1" in m]
+        if curve:
+            curves[seed] = curve
         if status == "finished":
             best.append(max(m["val/top1"] for m in metrics))
             last.append(metrics[-1]["val/top1"])
