@@ -6,8 +6,9 @@ hidden. A method outside the package is named in a config as ``package.module:Cl
 
 A method's keyword-only constructor arguments, their defaults and type hints, in its own file,
 are the one source of truth for its config section (``method_parameters``): ``resolve_distiller_section``
-checks a section against them (unknown keys get a spelling hint, values must fit the hints, a key
-without a default is required) and fills in the defaults. Arguments named as a context value
+checks a section against them (unknown keys get a spelling hint, values must fit the hints and
+the ranges they carry, ``Annotated[float, POSITIVE]`` of ``utils.ranges``, a key without a
+default is required) and fills in the defaults. Arguments named as a context value
 (``CONTEXT``) are not config keys: ``build_distiller`` hands them in.
 """
 import difflib
@@ -19,8 +20,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from torch import nn
 
-from distillers.value_checks import check_distiller_values
-from utils.config import check_section_value
+from utils.config import check_value
 from utils.errors import UserError
 from utils.registry import Registry
 
@@ -90,7 +90,7 @@ def method_parameters(cls) -> Dict[str, inspect.Parameter]:
         if "__init__" not in vars(klass):
             continue
         init = vars(klass)["__init__"]
-        hints = typing.get_type_hints(init)
+        hints = typing.get_type_hints(init, include_extras=True)
         params = inspect.signature(init).parameters.values()
         for p in params:
             inherited_required = klass is not cls and p.default is _REQUIRED
@@ -111,10 +111,11 @@ def distiller_defaults(name: str) -> Dict[str, Any]:
 def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
                               provenance: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The section with the method's defaults filled in, each value converted as researchers
-    write numbers (``5e-4``), checked in range (``distillers.value_checks``) and against its
-    constructor's type hint. ``provenance`` names where each key was set (``distiller.<key>`` ->
-    file or "the command-line overrides", as ``load_config`` fills it); ``where`` stands in for
-    keys it does not name."""
+    write numbers (``5e-4``) and checked against its constructor's annotation, the range it
+    carries included (one pass, ``utils.config.check_value``; an argument without one is
+    checked against its default's type). ``provenance`` names where each key was set
+    (``distiller.<key>`` -> file or "the command-line overrides", as ``load_config`` fills it);
+    ``where`` stands in for keys it does not name."""
     sources = provenance or {}
 
     def where_of(key: str) -> str:
@@ -140,12 +141,21 @@ def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
                 raise UserError(f"missing key 'distiller.{key}' in {where}: "
                                 f"'{section['name']}' has no default for it")
             resolved[key] = param.default
-    defaults = {key: param.default for key, param in params.items() if param.default is not _REQUIRED}
-    resolved = check_distiller_values(resolved, defaults, where_of)
-    for key, value in resolved.items():
-        if key != "name" and params[key].annotation is not _REQUIRED:
-            check_section_value(f"distiller.{key}", value, params[key].annotation, where_of(key))
+    for key, param in params.items():
+        hint = _hint(param)
+        if hint is not None:
+            resolved[key] = check_value(f"distiller.{key}", resolved[key], hint, where_of(key))
     return resolved
+
+
+def _hint(param: inspect.Parameter) -> Any:
+    """What a method's argument must be: its annotation, else its default's type (a plugin
+    that annotates nothing still gets its numbers converted and checked finite)."""
+    if param.annotation is not _REQUIRED:
+        return param.annotation
+    if param.default is _REQUIRED or param.default is None:
+        return None
+    return type(param.default)
 
 
 def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:

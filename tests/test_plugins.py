@@ -149,16 +149,19 @@ def test_section_values_are_checked_against_the_constructors_type_hints(tmp_path
     assert resolve_distiller_section({"name": "kd", "temperature": 3})["temperature"] == 3
 
 
-def test_a_key_is_required_only_when_its_parameter_has_no_default(tmp_path, monkeypatch):
+def test_a_key_is_required_without_a_default_and_range_checked_by_its_annotation(tmp_path, monkeypatch):
     (tmp_path / "needs_keys.py").write_text(
         "from typing import Optional\n"
         "from distillers.vanilla import Vanilla\n"
+        "from utils.ranges import PositiveFloat\n"
         "class Method(Vanilla):\n"
-        "    def __init__(self, student, teacher=None, *, margin: float, note: Optional[str] = None):\n"
+        "    def __init__(self, student, teacher=None, *, margin: PositiveFloat, note: Optional[str] = None):\n"
         "        super().__init__(student)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UserError, match="missing key 'distiller.margin' in d.yaml"):
         resolve_distiller_section({"name": "needs_keys:Method"}, "d.yaml")
+    with pytest.raises(UserError, match=r"^'distiller.margin' in d.yaml must be > 0, got -3.0$"):
+        resolve_distiller_section({"name": "needs_keys:Method", "margin": -3}, "d.yaml")
     resolved = resolve_distiller_section({"name": "needs_keys:Method", "margin": 1.0})
     assert resolved == {"name": "needs_keys:Method", "margin": 1.0, "note": None}
     monkeypatch.delitem(sys.modules, "needs_keys")
