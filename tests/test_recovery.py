@@ -21,7 +21,7 @@ import launch.run
 from tests.runs import REPO, load, one_line, read_metrics, train_here, write_config
 from tools.tables import is_finished, run_status
 from tools.tables import read_metrics as tables_metrics
-from utils.atomic import TEMP_PREFIX, remove_stale_temps, temp_path, write_json
+from utils.atomic import TEMP_PREFIX, atomic_write, remove_stale_temps, temp_path, write_json
 
 SMALL = {"data": {"train_size": 128, "val_size": 64}}   # 4 steps per epoch
 
@@ -126,6 +126,28 @@ def test_a_second_run_in_a_directory_is_refused_and_a_dead_holders_lock_is_taken
         holder.wait()
     assert train_here("--config", str(config), "--resume", "auto") == 0   # dead holder: taken over
     assert load(run_dir / "last.pth")["epoch"] == 1
+
+
+def test_an_atomic_write_reaches_the_disk_before_it_is_renamed_over_the_file(tmp_path, monkeypatch):
+    """Without an fsync before the rename, a power cut can leave the new name on an empty or
+    partial file (the rename is journalled before the data): the old file would be lost."""
+    events, payload = [], b"the new content"
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "kept.bin"
+    atomic_write(str(target), lambda f: f.write(payload))
+    first_replace = events.index(("replace", "kept.bin"))
+    assert ("fsync", len(payload)) in events[:first_replace]
+    assert target.read_bytes() == payload
 
 
 def test_concurrent_writers_of_one_shared_file_never_collide(tmp_path):
