@@ -173,14 +173,15 @@ def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], An
 def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[nn.Module] = None,
                     input_shape=(3, 32, 32), num_classes: Optional[int] = None,
                     train_size: Optional[int] = None, train_targets: Optional[Sequence[int]] = None,
-                    seed: int = 0):
+                    seed: Optional[int] = None):
     """Construct the method named by ``cfg["name"]`` from a (resolved or partial) section.
 
     Context a constructor may ask for: ``num_classes`` (default: the student's), ``input_shape``
     ``(C, H, W)``, ``train_size`` (images in the training set), ``train_targets`` (every
     training label in dataset order, as an int64 tensor), ``seed`` (the run's, for a method's
-    own random stream), ``student_feature_shapes`` / ``teacher_feature_shapes`` (the
-    ``(C, H, W)`` of each map of ``forward_features``) and ``student_pooled_dim`` /
+    own random stream: required by a method that asks for it, never silently 0),
+    ``student_feature_shapes`` / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of
+    ``forward_features``) and ``student_pooled_dim`` /
     ``teacher_pooled_dim`` (the width of its ``pooled_feat``), probed once on a zero image."""
     import torch
     from distillers.base import probe_feature_shapes, probe_pooled_width
@@ -194,21 +195,17 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
         frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
     shape = tuple(input_shape)
 
-    def known_train_size():
-        if train_size is None:
-            raise UserError(f"distiller '{cfg['name']}' needs the training set's size: "
-                            "pass train_size to build_distiller")
-        return train_size
-
-    def known_train_targets():
-        if train_targets is None:
-            raise UserError(f"distiller '{cfg['name']}' needs the training set's labels: "
-                            "pass train_targets to build_distiller")
-        return torch.as_tensor(train_targets, dtype=torch.long)
+    def known(name: str, value: Any, what: str) -> Any:
+        if value is None:
+            raise UserError(f"distiller '{cfg['name']}' needs {what}: pass {name}")
+        return value
 
     values = {"num_classes": lambda: num_classes or _num_classes(student, cfg["name"]),
-              "input_shape": lambda: shape, "train_size": known_train_size,
-              "train_targets": known_train_targets, "seed": lambda: int(seed),
+              "input_shape": lambda: shape,
+              "train_size": lambda: known("train_size", train_size, "the training set's size"),
+              "train_targets": lambda: torch.as_tensor(known(
+                  "train_targets", train_targets, "the training set's labels"), dtype=torch.long),
+              "seed": lambda: int(known("seed", seed, "the run's seed (experiment.seed)")),
               "student_feature_shapes": lambda: probe_feature_shapes(student, shape),
               "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape),
               "student_pooled_dim": lambda: probe_pooled_width(student, shape),

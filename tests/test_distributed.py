@@ -485,7 +485,8 @@ def crd_float64_run(rank: int = 0, world_size: int = 1):
     torch.manual_seed(0)
     targets = torch.arange(CRD_DATA) % 4
     d = build_distiller({"name": "crd", "nce_k": 6, "embed_dim": 5}, LinearFeatures(6), LinearFeatures(7),
-                        input_shape=(3, 2, 2), train_size=CRD_DATA, train_targets=targets).train()
+                        input_shape=(3, 2, 2), train_size=CRD_DATA, train_targets=targets,
+                        seed=0).train()
     data = torch.Generator().manual_seed(1)
     steps = []
     for _ in range(CRD_STEPS):

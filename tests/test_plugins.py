@@ -193,3 +193,22 @@ def test_constructors_get_the_context_they_name():
     assert seen["student"][-1] == (64, 8, 8) and len(seen["teacher"]) == len(seen["student"])
     assert not any(k in resolve_distiller_section({"name": "fitnet"})
                    for k in ("student_feature_shapes", "input_shape", "num_classes"))
+
+
+def test_a_method_is_built_from_its_config_without_data_and_with_the_configs_seed(tmp_path):
+    """For notebooks and differential checks: classes, image shape and seed come from the
+    config, no data is read (its root does not exist); CRD's seed is never silently 0."""
+    from distillers import build_distiller
+    from launch.method import build_method
+    from utils.config import load_config
+    import models
+    cfg = load_config(str(REPO / "configs/cifar100/crd/res56_res20.yaml"), [
+        "student.arch=resnet8", f"data.root={tmp_path}/no_data", "experiment.seed=7",
+        "distiller.nce_k=8"])
+    labels, teacher = torch.arange(40) % 4, models.build_model("resnet8", 100)
+    method = build_method(cfg, teacher=teacher, train_size=40, train_targets=labels)
+    assert method.student.num_classes == 100 and method.sampler.seed == 7
+    assert method.memory.memory_v1.shape[0] == 40 and not (tmp_path / "no_data").exists()
+    with pytest.raises(UserError, match=r"^distiller 'crd' needs the run's seed \(experiment.seed\)"):
+        build_distiller(cfg.distiller, method.student, method.teacher.model, train_size=40,
+                        train_targets=labels)
