@@ -6,10 +6,9 @@ annotation, ``Annotated[float, POSITIVE]`` or one of the names below, and one pa
 built. A new method's arguments are range-checked by writing their annotations; nothing is
 keyed by name elsewhere.
 """
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
-
-import typing
 
 
 @dataclass(frozen=True)
