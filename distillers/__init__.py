@@ -181,8 +181,8 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
     training label in dataset order, as an int64 tensor), ``seed`` (the run's, for a method's
     own random stream: required by a method that asks for it, never silently 0),
     ``student_feature_shapes`` / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of
-    ``forward_features``) and ``student_pooled_dim`` /
-    ``teacher_pooled_dim`` (the width of its ``pooled_feat``), probed once on a zero image."""
+    ``forward_features``) and ``student_pooled_dim`` / ``teacher_pooled_dim`` (the width of its
+    ``pooled_feat``), probed once on a zero image."""
     import torch
     from distillers.base import probe_feature_shapes, probe_pooled_width
     from distillers.teacher import FrozenTeacher

@@ -2,9 +2,8 @@
 
 One ``Config`` is built per run (``load_config``) and passed down; nothing reads a global. The
 schema is a tree of frozen dataclasses, so an unknown key, a wrong type or a value outside its
-choices or its range (the annotation carries it: ``utils.ranges``) is caught before anything
-runs, and the error names the key, the file that set it and
-the closest valid spelling. The ``distiller`` section is free-form here: each method's own
+choices or its range (its annotation carries it: ``utils.ranges``) is caught before anything
+runs, and the error names the key, the file that set it and the closest valid spelling. The ``distiller`` section is free-form here: each method's own
 constructor is its schema (``distillers.resolve_distiller_section``).
 """
 import dataclasses
