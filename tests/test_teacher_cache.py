@@ -127,3 +127,22 @@ def test_cache_storage_precision_is_chosen_by_the_config(tmp_path, setting, dtyp
     _, distiller = build_run(load_run_config(str(config)))
     assert distiller.teacher.cache.logits.dtype == dtype
     assert distiller.teacher.cache.logits.shape == (2, 162, 10)
+
+
+@pytest.mark.parametrize("damage", ["a flipped logit", "no checksum"])
+def test_a_damaged_teacher_cache_is_rebuilt_with_one_line(images, tmp_path, damage, capsys):
+    few, teacher = images[:2], make_teacher(0)
+    first = build(teacher, few, tmp_path)
+    state = torch.load(first.path, weights_only=True)
+    if damage == "a flipped logit":
+        state["logits"][0, 0, 0] += 1.0       # the checksum written with it no longer matches
+    else:
+        del state["checksum"]                 # a file of an earlier version: nothing to verify by
+    torch.save(state, first.path)
+    capsys.readouterr()
+    rebuilt = build(teacher, few, tmp_path)
+    warning = capsys.readouterr().out.strip()
+    assert len(warning.splitlines()) == 1
+    assert warning.startswith(f"WARNING: teacher cache {first.path} ") and warning.endswith(": rebuilding it")
+    torch.testing.assert_close(rebuilt.logits, first.logits, rtol=0, atol=0)
+    assert torch.equal(torch.load(first.path, weights_only=True)["logits"], first.logits)
