@@ -72,7 +72,7 @@ def _open_lock_file(path: str) -> int:
     except OSError as err:
         raise write_failure(err, path) from err
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
         os.close(fd)
         if stat.S_ISREG(info.st_mode):
             raise WriteFailed(f"refusing to use {path} as a lock: it has {info.st_nlink} names "

@@ -5,12 +5,12 @@ code, so it is refused with a one-line ``UserError`` naming what it holds. Share
 loader (teachers, released weights) and the trainer (resume), so both refuse the same way.
 A checkpoint that carries a checksum (ours do, ``utils/checksum.py``) is verified on every read.
 
-``weights_only`` does not bound memory: a zip record may declare far more bytes than the file
-holds (torch allocates the declared size before it finds out), and a tensor may be a view whose
-nominal size exceeds its storage (one stored value expanded to 10^10 elements: any copy of it,
-the checksum's included, allocates the nominal size). Both are refused, in one line, before
-anything is materialised: torch stores records uncompressed, so together they fit in the file,
-and a saved state's tensors never overlap themselves. Weights that are not finite (NaN or
+``weights_only`` does not bound memory: a zip record may be compressed far below the size it
+declares (torch inflates it in full: a file of a few hundred KB takes a GB), and a tensor may be
+a view whose nominal size exceeds its storage (one stored value expanded to 10^10 elements: any
+copy of it, the checksum's included, allocates the nominal size). Both are refused, in one line,
+before anything is materialised: torch stores records uncompressed, so together they fit in the
+file, and a saved state's tensors never overlap themselves. Weights that are not finite (NaN or
 infinity, a diverged run) are refused too: they cannot be anyone's good checkpoint.
 """
 import os
@@ -87,8 +87,10 @@ def check_tensor_sizes(state: Any, path: str) -> None:
 
 
 def non_finite_keys(state: Any) -> List[str]:
+    """The key paths of floating tensors holding a NaN or an infinity."""
     return [key for key, tensor in tensors_in(state)
-            if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())]
+            if (tensor.is_floating_point() or tensor.is_complex())
+            and not bool(torch.isfinite(tensor).all())]
 
 
 def read_checkpoint(path: str, kind: str = "checkpoint", finite: bool = True) -> object:
