@@ -158,11 +158,12 @@ def _read_verified(path: str, shape) -> Optional[dict]:
         return None
     try:
         state = read_checkpoint(path, "teacher cache", finite=False)
-        problem = _mismatch(state, shape)
-    except UserError as err:
-        problem = f"is unusable ({err})"
-    if problem is None:
+        mismatch = _mismatch(state, shape)
+        problem = mismatch and f"{path} {mismatch}"
+    except UserError as err:   # damaged, unreadable: the reason, without the advice for checkpoints
+        problem = str(err).split("; use ")[0]
+    if not problem:
         return state
-    print(f"WARNING: teacher cache {path} {problem}: rebuilding it", flush=True)
+    print(f"WARNING: teacher cache: {problem}; rebuilding it", flush=True)
     return None
 

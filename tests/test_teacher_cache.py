@@ -148,7 +148,7 @@ def test_a_damaged_teacher_cache_is_rebuilt_with_one_line(images, tmp_path, caps
         rebuilt = build_small()
         warning = capsys.readouterr().out.strip()
         assert len(warning.splitlines()) == 1, damage
-        assert warning.startswith(f"WARNING: teacher cache {first.path} ")
-        assert warning.endswith(": rebuilding it")
+        assert warning.startswith(f"WARNING: teacher cache: {first.path} ")
+        assert warning.endswith("; rebuilding it")
         assert torch.equal(rebuilt.logits, first.logits)
         assert torch.equal(torch.load(first.path, weights_only=True)["logits"], first.logits)
