@@ -24,7 +24,7 @@ from engine.trainer import Trainer
 from launch.build import build_run, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
 from launch.teacher_check import check_teacher
-from utils.atomic import remove_stale_temps, write_json
+from utils.atomic import remove_stale_temps, write_json, write_text
 from utils.errors import UserError
 from utils.logger import RunLogger, read_metrics_lines
 from utils.run_lock import RunLock
@@ -177,8 +177,7 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
         record["teacher"]["measured"] = check_teacher(cfg, distiller.teacher, loaders.val, device,
                                                       fingerprint, logger)
     if dist_info.is_main:
-        with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
-            f.write(cfg.to_yaml())
+        write_text(os.path.join(cfg.run_dir, "config.yaml"), cfg.to_yaml())
         write_json(os.path.join(cfg.run_dir, "run.json"), record)
     logger.info(f"run {cfg.run_dir}: {cfg.student.arch} on {cfg.data.dataset} "
                 f"({loaders.train_size} train / {loaders.val_size} val images), device {device}, "

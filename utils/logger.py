@@ -3,15 +3,21 @@
 Only the main process (rank 0) writes; other ranks get a logger that drops everything, so the
 trainer never branches on the rank. Console output is a tqdm bar per epoch on a terminal and
 plain periodic lines otherwise (log files and job schedulers).
+
+A write that fails (a full disk, a read-only directory, a link planted as ``metrics.jsonl`` or
+``tb``) is one line, ``utils.atomic.WriteFailed``, never a traceback; ``metrics.jsonl`` is
+appended only as a regular file of the run, never through a link.
 """
+import contextlib
 import json
 import os
 import sys
+import threading
 from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from utils.atomic import write_lines
+from utils.atomic import WriteFailed, append_text, write_failure, write_lines
 
 
 def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
@@ -33,6 +39,23 @@ def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
     return records, broken
 
 
+def quiet_tensorboard_thread_errors() -> None:
+    """TensorBoard writes its events from a thread of its own; an ``OSError`` there (a full
+    disk) is raised again by the writer's next call in the main thread, which reports it in one
+    line, so the thread's own traceback is not printed (any other thread error still is).
+    Installed once per process, like the signal handlers."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args):
+        if not (isinstance(args.exc_value, OSError)
+                and type(args.thread).__module__.startswith("tensorboard.")):
+            previous(args)
+    hook.quiets_tensorboard = True
+    threading.excepthook = hook
+
+
 class RunLogger:
     def __init__(self, run_dir: Optional[str], tensorboard: bool = True, enabled: bool = True):
         self.enabled = enabled and run_dir is not None
@@ -42,8 +65,27 @@ class RunLogger:
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
             if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(os.path.join(run_dir, "tb"))
+                self.writer = self._tensorboard_writer(os.path.join(run_dir, "tb"))
+
+    @staticmethod
+    def _tensorboard_writer(directory: str):
+        if os.path.islink(directory):
+            raise WriteFailed(f"refusing to write {directory}: it is a symbolic link, not the "
+                              "run's own directory (remove it)")
+        from torch.utils.tensorboard import SummaryWriter
+        quiet_tensorboard_thread_errors()
+        try:
+            return SummaryWriter(directory)
+        except OSError as err:
+            raise write_failure(err, directory) from err
+
+    @contextlib.contextmanager
+    def _tensorboard_errors(self):
+        """An event write that failed (here or in TensorBoard's thread) as one line."""
+        try:
+            yield
+        except OSError as err:
+            raise write_failure(err, os.path.join(self.run_dir, "tb")) from err
 
     def info(self, message: str) -> None:
         if self.enabled:
@@ -52,8 +94,9 @@ class RunLogger:
 
     def scalars(self, values: Dict[str, float], step: int) -> None:
         if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
+            with self._tensorboard_errors():
+                for tag, value in values.items():
+                    self.writer.add_scalar(tag, value, step)
 
     def hparams(self, params: Dict[str, object], results: Dict[str, float]) -> None:
         """The run's hyper-parameters and final results for TensorBoard's HPARAMS tab, where the
@@ -64,18 +107,18 @@ class RunLogger:
         from torch.utils.tensorboard.summary import hparams
         plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
         results = {k: v for k, v in results.items() if v is not None}   # e.g. no epoch ran
-        writer = self.writer._get_file_writer()
-        for summary in hparams(plain, results):
-            writer.add_summary(summary)
-        for tag, value in results.items():
-            self.writer.add_scalar(tag, value)
-        self.writer.flush()
+        with self._tensorboard_errors():
+            writer = self.writer._get_file_writer()
+            for summary in hparams(plain, results):
+                writer.add_summary(summary)
+            for tag, value in results.items():
+                self.writer.add_scalar(tag, value)
+            self.writer.flush()
 
     def metrics(self, record: Dict) -> None:
         """One JSON object per epoch, appended; scripts read this, not the event files."""
         if self.enabled:
-            with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(os.path.join(self.run_dir, "metrics.jsonl"), json.dumps(record) + "\n")
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """On resume: drop the epochs after the checkpoint, which the run will repeat, and any
@@ -96,5 +139,9 @@ class RunLogger:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            with self._tensorboard_errors():
+                try:
+                    writer.flush()   # raises a failure of TensorBoard's thread; close() would not
+                finally:
+                    writer.close()
