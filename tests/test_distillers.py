@@ -8,6 +8,7 @@ import torch
 import models
 from distillers import build_distiller, distiller_defaults, get_distiller_class
 from distillers.losses import dist_loss, dkd_loss, kd_loss, zscore
+from distillers.mlkd_losses import mlkd_loss_terms
 from tests.methods import LOGIT_METHODS, METHODS, case
 from utils.batch import Batch
 from utils.errors import UserError
@@ -31,7 +32,9 @@ def build(name, seed=0, student_arch=None, **overrides):
 def batch(seed=0):
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(BATCH, 3, 32, 32, generator=generator)
-    return Batch(images, TRAIN_TARGETS[:BATCH].clone(), torch.arange(BATCH))
+    # a strong view for MLKD, equal to the weak one so that its losses are functions of the
+    # logits these tests compare (tests/test_ctkd_mlkd.py feeds it two different views)
+    return Batch(images, TRAIN_TARGETS[:BATCH].clone(), torch.arange(BATCH), strong_images=images.clone())
 
 
 def train_step(distiller, epoch=5):
@@ -189,6 +192,8 @@ STANDARDIZED = {
     "kd": lambda s, t, y: kd_loss(zscore(s), zscore(t), 3.0),
     "dkd": lambda s, t, y: dkd_loss(zscore(s), zscore(t), y, 1.0, 8.0, 3.0),
     "dist": lambda s, t, y: dist_loss(zscore(s), zscore(t), 1.0, 1.0, 3.0),
+    "ctkd": lambda s, t, y: kd_loss(zscore(s), zscore(t), 3.0 + 20.0 * torch.sigmoid(torch.tensor(1.0))),
+    "mlkd": lambda s, t, y: mlkd_loss_terms(s, s, t, t, y, 3.0, logit_standardization=True)["kd"],
 }
 
 
