@@ -72,7 +72,11 @@ METHODS = {"vanilla": ({"name": "vanilla"}, 1, 64, 1e-5, "resnet8"),
            "rkd": ({"name": "rkd"}, 1, 64, 5e-5, "resnet8"),
            "kdsvd": ({"name": "kdsvd"}, 1, 64, 5e-5, "resnet8"),
            "one": ({"name": "one"}, 1, 64, 3e-4, "one_resnet32"),
-           "crd": ({"name": "crd", "nce_k": 16}, 1, 64, 5e-5, "resnet8")}
+           "crd": ({"name": "crd", "nce_k": 16}, 1, 64, 5e-5, "resnet8"),
+           # CTKD's temperature is a DDP parameter; MLKD's masks and correlations use the
+           # gathered batch (per-process ones would differ from one process by far more)
+           "ctkd": ({"name": "ctkd"}, 1, 64, 5e-5, "resnet8"),
+           "mlkd": ({"name": "mlkd"}, 1, 64, 5e-5, "resnet8")}
 
 
 def torchrun_command():

@@ -52,8 +52,10 @@ CASES = {
     "kdsvd": dict(student="resnet8", distiller={"name": "kdsvd"}, teacher=TEACHER),
     "one": dict(student="one_resnet32", distiller={"name": "one"}),
     "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 8}, teacher=TEACHER),
+    "ctkd": dict(student="resnet8", distiller={"name": "ctkd", "curriculum_epochs": 2}, teacher=TEACHER),
+    "mlkd": dict(student="resnet8", distiller={"name": "mlkd"}, teacher=TEACHER),
 }
-OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd")   # learnable modules beside the student
+OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd", "ctkd")   # learnable modules beside the student
 # 16 training images in batches of 8: 2 optimizer steps an epoch (the least that still resumes a
 # schedule and a data order mid-way); one 8-image val batch (the teacher check and each epoch's
 # evaluation); no TensorBoard writer
