@@ -18,7 +18,6 @@ from distillers import register_distiller
 from distillers.base import LogitDistiller, parameter_dtype
 from distillers.ctkd_losses import GlobalTemperature, cosine_curriculum, linear_curriculum
 from distillers.losses import kd_loss
-from utils.errors import UserError
 
 CURRICULA = {"cosine": cosine_curriculum, "linear": linear_curriculum}
 
@@ -41,17 +40,7 @@ class CTKD(LogitDistiller):
                  strength_start: float = 0.0, strength_end: float = 1.0, **standardization):
         super().__init__(student, teacher, temperature=t_start, kd_weight=kd_weight,
                          **standardization)
-        if curriculum_epochs <= 0:
-            raise UserError(f"distiller.curriculum_epochs must be a positive number of epochs; "
-                            f"got {curriculum_epochs}")
         lowest = self.base_temperature if self.logit_standardization else float(t_start)
-        if not (lowest > 0 and t_end >= 0):
-            raise UserError(f"CTKD's temperature t_start + t_end·sigmoid(θ) must stay positive: "
-                            f"t_start (base_temperature with the Z-score) > 0 and t_end ≥ 0; got "
-                            f"{lowest:g} and {t_end:g}")
-        if strength_start < 0 or strength_end < 0:
-            raise UserError(f"distiller.strength_start/strength_end are reversal strengths (≥ 0); "
-                            f"got {strength_start:g} and {strength_end:g}")
         self.ce_weight = float(ce_weight)
         self.curriculum, self.curriculum_epochs = curriculum, int(curriculum_epochs)
         self.strengths = (float(strength_start), float(strength_end))

@@ -25,6 +25,9 @@ RULES_BY_NAME: Dict[str, Range] = {
     "p": POSITIVE,          # AT: the attention map's power (p ≤ 0: constant or infinite maps)
     "k": AT_LEAST_1,        # KDSVD: singular vectors kept (0 would keep them all)
     "eps": POSITIVE,        # numerical floors (VID: σ² = softplus(α) + eps; RKD: 0 gives NaN gradients)
+    # CTKD: T = t_start + t_end·sigmoid(θ) > 0; the reversal's curriculum (epochs, strengths)
+    "t_start": POSITIVE, "t_end": NON_NEGATIVE, "curriculum_epochs": POSITIVE,
+    "strength_start": NON_NEGATIVE, "strength_end": NON_NEGATIVE,
 }
 
 
