@@ -33,8 +33,8 @@ class MLKD(LogitDistiller):
 
     needs_strong_view = True
     captures_in_cuda_graph = False
-    cuda_graph_refusal = ("the captured step's fixed input buffers hold the weak view only "
-                          "(engine/graphed.py), not the strong view this method reads")
+    cuda_graph_refusal = ("reads a second (strong) view of each sample, which the captured step's "
+                          "input buffers do not hold (engine/graphed.py copies the weak one)")
 
     def __init__(self, student, teacher, *, ce_weight: float = 0.1, kd_weight: float = 0.9,
                  temperature: float = 4.0, **standardization):
