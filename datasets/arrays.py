@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from datasets.strong_augment import draw_strong_plan, strong_view
 from datasets.transforms import CIFAR_PADDING, cifar_view
 
 
@@ -65,7 +66,6 @@ class ArrayTwoViews(ArrayViews):
         self.seed = seed
 
     def __getitem__(self, item: tuple[int, int, int, bool, int]):
-        from datasets.strong_augment import draw_strong_plan, strong_view
         index, top, left, flip, epoch = item
         pixels = self.arrays.images[index]
         plan = draw_strong_plan(self.seed, epoch, index, image_size=pixels.shape[1],

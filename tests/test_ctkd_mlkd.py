@@ -58,6 +58,16 @@ def synthetic_cfg(**overrides):
     return SimpleNamespace(**{**values, **overrides})
 
 
+def assert_strong_views_are_their_plans(loaders, source, seed, epoch):
+    loaders.set_epoch(epoch)
+    first = next(iter(loaders.train))
+    assert first.strong_images.shape == first.images.shape
+    for row, strong in zip(first.indices.tolist(), first.strong_images):
+        image = Image.fromarray(source.arrays[0].images[row])
+        expected = strong_view(image, draw_strong_plan(seed, epoch, row), source.mean, source.std)
+        assert torch.equal(strong, expected)
+
+
 def test_strong_view_is_drawn_only_when_asked_and_is_a_function_of_seed_epoch_and_index():
     cfg = synthetic_cfg()
     assert next(iter(build_loaders(cfg, seed=3).train)).strong_images is None
@@ -65,13 +75,11 @@ def test_strong_view_is_drawn_only_when_asked_and_is_a_function_of_seed_epoch_an
     for world_size in (1, 2):
         for rank in range(world_size):
             loaders = build_loaders(cfg, seed=3, rank=rank, world_size=world_size, strong_view=True)
-            loaders.set_epoch(2)
-            first = next(iter(loaders.train))
-            assert first.strong_images.shape == first.images.shape
-            for row, strong in zip(first.indices.tolist(), first.strong_images):
-                plan = draw_strong_plan(3, 2, row)
-                image = Image.fromarray(source.arrays[0].images[row])
-                assert torch.equal(strong, strong_view(image, plan, source.mean, source.std))
+            assert_strong_views_are_their_plans(loaders, source, seed=3, epoch=2)
+    # a persistent worker keeps its dataset: the epoch reaches it with each item
+    in_worker = build_loaders(synthetic_cfg(num_workers=1), seed=3, strong_view=True)
+    for epoch in (2, 3):
+        assert_strong_views_are_their_plans(in_worker, source, seed=3, epoch=epoch)
 
 
 def test_gpu_loader_refuses_the_strong_view_in_one_line():
