@@ -166,8 +166,9 @@ def per_process_data(cfg: Config, world_size: int):
 def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
               device: torch.device = torch.device("cpu")) -> Tuple[object, torch.nn.Module]:
     """Loaders and the distiller (student + teacher) of a run."""
+    strong_view = get_distiller_class(cfg.distiller["name"]).needs_strong_view
     loaders = datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
-                                     world_size=world_size, device=device)
+                                     world_size=world_size, device=device, strong_view=strong_view)
     if loaders.num_classes < 2 and cfg.distiller["name"] != "vanilla":
         raise UserError(f"the {cfg.data.dataset} data under {cfg.data.root} has {loaders.num_classes} "
                         f"class: distillation ('{cfg.distiller['name']}') needs at least 2 (with one "

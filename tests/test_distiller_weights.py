@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from distillers import distiller_defaults, list_distillers
 from distillers.crd_losses import contrast_scores, crd_loss
 from distillers.kdsvd_losses import kdsvd_loss
+from distillers.mlkd_losses import mlkd_loss_terms
 from distillers.losses import (at_loss, dist_loss, dkd_loss, fitnet_loss, kd_loss, nst_loss,
                                one_kl_loss, pkt_loss, pool_to_common_size, rkd_loss, sigmoid_rampup,
                                sp_loss, srrl_feature_loss, srrl_sr_loss, zscore)
@@ -173,6 +174,24 @@ def expected_crd(d, images, targets, logits):
             "loss_feat": 1.5 * crd_loss(scores_s / (scores_s.mean() * n), scores_t / (scores_t.mean() * n), n)}
 
 
+def expected_ctkd(d, images, targets, logits):
+    teacher = d.teacher.model(images)
+    lowest = 2.5 if d.logit_standardization else 1.5      # base_temperature replaces t_start
+    temperature = lowest + 12.0 * torch.sigmoid(d.global_temperature.theta)
+    student_in, teacher_in = (zscore(logits), zscore(teacher)) if d.logit_standardization else (logits, teacher)
+    return {"loss_ce": 0.3 * F.cross_entropy(logits, targets),
+            "loss_kd": (6.0 if d.logit_standardization else 0.7) * kd_loss(student_in, teacher_in, temperature)}
+
+
+def expected_mlkd(d, images, targets, logits):
+    teacher = d.teacher.model(images)     # the test batch's strong view equals its weak one
+    z = d.logit_standardization
+    terms = mlkd_loss_terms(logits, logits, teacher, teacher, targets, 2.5 if z else 3.0, z)
+    weight = 6.0 if z else 0.7
+    return {"loss_ce": 0.3 * terms["ce"], "loss_kd": weight * terms["kd"],
+            "loss_cc": weight * terms["cc"], "loss_bc": weight * terms["bc"]}
+
+
 def expected_vanilla(d, images, targets, logits):
     return {"loss_ce": F.cross_entropy(logits, targets)}
 
@@ -208,6 +227,14 @@ CASES = {
     "one": ("one", dict(ce_weight=0.5, temperature=2.0, rampup=10, epoch_offset=-2), expected_one),
     "crd": ("crd", dict(ce_weight=0.5, feat_weight=1.5), expected_crd),
     "vanilla": ("vanilla", {}, expected_vanilla),
+    "ctkd": ("ctkd", dict(ce_weight=0.3, kd_weight=0.7, t_start=1.5, t_end=12.0), expected_ctkd),
+    "ctkd-zscore": ("ctkd", dict(ce_weight=0.3, kd_weight=0.7, t_start=1.5, t_end=12.0,
+                                 logit_standardization=True, zscore_kd_weight=6.0,
+                                 base_temperature=2.5), expected_ctkd),
+    "mlkd": ("mlkd", dict(ce_weight=0.3, kd_weight=0.7, temperature=3.0), expected_mlkd),
+    "mlkd-zscore": ("mlkd", dict(ce_weight=0.3, kd_weight=0.7, temperature=3.0,
+                                 logit_standardization=True, zscore_kd_weight=6.0,
+                                 base_temperature=2.5), expected_mlkd),
 }
 
 
@@ -250,7 +277,7 @@ def test_constructor_weights_reach_their_own_loss_term(case):
     distiller = build(method, **arguments).double().train()
     data = batch()
     images, targets = data.images.double(), data.targets
-    logits, losses = distiller(data.replace(images=images), EPOCH)
+    logits, losses = distiller(data.map_images(torch.Tensor.double), EPOCH)
     with torch.no_grad():
         expected = expected_losses(distiller, images, targets, logits)
     assert losses.keys() == expected.keys()

@@ -35,7 +35,9 @@ def build(name, seed=0, student_arch=None, **overrides):
 def batch(seed=0):
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(BATCH, 3, 32, 32, generator=generator)
-    return Batch(images, TRAIN_TARGETS[:BATCH].clone(), torch.arange(BATCH))
+    # a strong view for MLKD, equal to the weak one so that its losses are functions of the
+    # logits these tests compare (tests/test_ctkd_mlkd.py feeds it two different views)
+    return Batch(images, TRAIN_TARGETS[:BATCH].clone(), torch.arange(BATCH), strong_images=images.clone())
 
 
 def train_step(distiller, epoch=5):
@@ -200,6 +202,10 @@ class ZScored(torch.nn.Module):
         return zscore(self.network(images))
 
 
+# Exceptions: a method whose switched temperature is another key than ``temperature``.
+PLAIN_TWIN_KEYS = {"ctkd": {"t_start": 3.0}}   # the base temperature replaces its lowest one
+
+
 @pytest.mark.parametrize("name", LOGIT_METHODS)
 def test_logit_standardization_is_the_plain_loss_of_zscored_logits_at_the_base_temperature(name):
     """Sun et al. (CVPR 2024): the switch Z-scores both sides' logits and takes the temperature
@@ -208,7 +214,7 @@ def test_logit_standardization_is_the_plain_loss_of_zscored_logits_at_the_base_t
     1e-7), at the base temperature and the Z-score weight. Each method's formula itself is
     tests/test_distiller_weights.py's (the ``*-zscore`` cases)."""
     distiller = build(name, logit_standardization=True, base_temperature=3.0, zscore_kd_weight=2.0)
-    plain = build_distiller({"name": name}, ZScored(distiller.student),
+    plain = build_distiller({"name": name, **PLAIN_TWIN_KEYS.get(name, {})}, ZScored(distiller.student),
                             ZScored(distiller.teacher.model))
     plain.temperature, plain.kd_weight = 3.0, 2.0
     data = batch()

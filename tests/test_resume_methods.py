@@ -46,8 +46,10 @@ CASES = every_method({
     "dkd": dict(default_case("dkd"), distiller={"name": "dkd", "warmup": 2}),   # warm-up inside the run
     "one": dict(student="one_resnet32", distiller={"name": "one"}),   # its multi-branch student
     "crd": dict(default_case("crd"), distiller={"name": "crd", "nce_k": 8}),   # 16 training images
+    # the reversal's curriculum still rising across the resume
+    "ctkd": dict(default_case("ctkd"), distiller={"name": "ctkd", "curriculum_epochs": 2}),
 }, default_case)
-OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd")   # learnable modules beside the student
+OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd", "ctkd")   # learnable modules beside the student
 # 16 training images in batches of 8: 2 optimizer steps an epoch (the least that still resumes a
 # schedule and a data order mid-way); one 8-image val batch (the teacher check and each epoch's
 # evaluation); no TensorBoard writer
