@@ -5,9 +5,11 @@ evaluation) need every rank, and rank 0 alone writes files (config.yaml, run.jso
 metrics, TensorBoard) and prints. The process group is destroyed at the end, also on error.
 
 Rank 0 holds the run directory's lock for the whole run (``utils.run_lock``) and, holding it,
-removes the temporary files of writes a killed run left behind. A run whose ``last.pth`` already
-holds its last epoch is not trained again: it prints one line and exits 0, writing its summary
-into ``run.json`` only if a kill after the final save had prevented that.
+removes the temporary files of writes a killed run left behind. What the directory already holds
+decides whether the run starts, continues or stops in one line (``launch.run_dir``). A run whose
+``last.pth`` already holds its last epoch is not trained again: it prints one line and exits 0,
+writing its summary into ``run.json`` (and ``last.pth`` to ``best.pth``) only if a kill after the
+final save had prevented that.
 """
 import os
 from typing import Any, Dict, List, Optional, Sequence

@@ -96,9 +96,8 @@ def _check_metrics(run_dir: str) -> None:
     path = os.path.join(run_dir, "metrics.jsonl")
     damaged = damaged_metrics_line(path)
     if damaged is not None:
-        number, epoch = damaged
-        raise UserError(f"{path} line {number} has epoch {epoch!r}, not an epoch number: correct "
-                        "or delete that line, then resume")
+        number, problem = damaged
+        raise UserError(f"{path} line {number} {problem}: correct or delete that line, then resume")
 
 
 def repair_best_line(run_dir: str, last: str, state: Dict[str, Any]) -> Optional[str]:

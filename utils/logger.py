@@ -62,19 +62,23 @@ def quiet_tensorboard_thread_errors() -> None:
     threading.excepthook = hook
 
 
-def damaged_metrics_line(path: str) -> Optional[Tuple[int, object]]:
-    """(line number, its epoch) of the first complete JSON object in ``metrics.jsonl`` without
-    an integer epoch (``"epoch": null``, ``"2"``): damage, never what a kill leaves."""
+def damaged_metrics_line(path: str) -> Optional[Tuple[int, str]]:
+    """(line number, what is wrong) of the first complete JSON line in ``metrics.jsonl`` that is
+    not an object with an integer epoch (``"epoch": null``, ``"2"``): damage, never what a kill
+    leaves (a partial line, which is not JSON)."""
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             try:
-                record = json.loads(line) if line.strip() else {"epoch": 0}
+                record = json.loads(line) if line.strip() else None
             except json.JSONDecodeError:
                 continue   # a partial line: dropped on resume, as a kill leaves it
-            if not _has_epoch(record):
-                return number, record.get("epoch") if isinstance(record, dict) else record
+            if record is None or _has_epoch(record):
+                continue
+            if isinstance(record, dict):
+                return number, f"has epoch {record.get('epoch')!r}, not an epoch number"
+            return number, "is not a JSON object"
     return None
 
 
