@@ -15,7 +15,7 @@ import engine.trainer
 from launch.record import sha256_of_file
 from tests.runs import load, one_line, read_metrics, train_here, write_config
 
-TINY = {"data": {"train_size": 64, "val_size": 32}}   # 2 steps per epoch
+TINY = {"data": {"train_size": 32, "val_size": 16}}   # 1 step per epoch
 
 
 class _Killed(BaseException):
