@@ -16,6 +16,7 @@ from engine.checkpoint import load_checkpoint
 from engine.resume import repair_best
 from launch.build import smoke_notice
 from launch.record import read_record
+from utils.atomic import WriteFailed, check_replaceable
 from utils.errors import UserError
 from utils.logger import damaged_metrics_line, read_metrics_lines
 from utils.run_lock import LOCK_NAME, RunLock
@@ -24,26 +25,19 @@ RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "run.json", "config.yaml")
 RUN_DIRS = ("tb",)   # TensorBoard's event files
 
 
-def _kind(path: str) -> str:
-    return "a directory" if os.path.isdir(path) else "a file" if os.path.isfile(path) else \
-        "a broken link" if os.path.islink(path) else "not a regular file"
-
-
 def check_run_files(run_dir: str) -> None:
-    """Each run file that exists is a regular file and ``tb`` a directory: anything else in
-    their place (a directory named ``metrics.jsonl``, a file named ``tb``) would otherwise fail
-    a write deep in the run with a traceback. Checked before the lock is taken (``.lock`` is
-    one of them)."""
+    """Each run file that exists is a regular file and ``tb`` a directory, checked before the
+    lock is taken (``.lock`` is one of them) and before anything is written: a directory named
+    ``metrics.jsonl`` or a file named ``tb`` would otherwise stop the run midway, after the
+    teacher check and the first writes. A link is refused as every writer refuses it
+    (``utils.atomic.check_replaceable``)."""
     for name in (*RUN_FILES, LOCK_NAME):
-        path = os.path.join(run_dir, name)
-        if os.path.lexists(path) and not os.path.isfile(path):
-            raise UserError(f"{path} is {_kind(path)}, where the run keeps its {name} file: move "
-                            "it away (or set another experiment.name), then run again")
+        check_replaceable(os.path.join(run_dir, name))
     for name in RUN_DIRS:
         path = os.path.join(run_dir, name)
         if os.path.lexists(path) and not os.path.isdir(path):
-            raise UserError(f"{path} is {_kind(path)}, where the run keeps its TensorBoard "
-                            "directory: move it away (or set another experiment.name), then run again")
+            raise WriteFailed(f"refusing to write {path}: it is a file, not the run's TensorBoard "
+                              "directory (move it away, or set another experiment.name)")
 
 
 def existing_run_files(run_dir: str) -> List[str]:

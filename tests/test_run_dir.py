@@ -180,13 +180,13 @@ DAMAGE = {
     "metrics line with epoch '2'": (lambda d: edit_epoch(d, '"2"'),
                                     "{m} line 1 has epoch '2', not an epoch number: correct or delete that line, then resume"),
     "metrics.jsonl a directory": (lambda d: ((d / "metrics.jsonl").unlink(), (d / "metrics.jsonl").mkdir()),
-                                  "{m} is a directory, where the run keeps its metrics.jsonl file"),
+                                  "refusing to write {m}: it is a directory, not a regular file"),
     "run.json a directory": (lambda d: ((d / "run.json").unlink(), (d / "run.json").mkdir()),
-                             "{d}/run.json is a directory, where the run keeps its run.json file"),
+                             "refusing to write {d}/run.json: it is a directory, not a regular file"),
     ".lock a directory": (lambda d: ((d / ".lock").unlink(), (d / ".lock").mkdir()),
-                          "{d}/.lock is a directory, where the run keeps its .lock file"),
+                          "refusing to write {d}/.lock: it is a directory, not a regular file"),
     "tb a file": (lambda d: (shutil.rmtree(d / "tb"), (d / "tb").write_text("x")),
-                  "{d}/tb is a file, where the run keeps its TensorBoard directory"),
+                  "refusing to write {d}/tb: it is a file, not the run's TensorBoard directory"),
 }
 
 
