@@ -14,17 +14,14 @@ import pytest
 import engine.trainer
 from launch.record import sha256_of_file
 from tests.runs import load, one_line, read_metrics, train_here, write_config
+from tests.test_recovery import _Killed
 
 TINY = {"data": {"train_size": 32, "val_size": 16}}   # 1 step per epoch
 
 
-class _Killed(BaseException):
-    """The process dies here: no handler of the run may see it."""
-
-
-def files_state(run_dir) -> dict:
-    """Every path under a run directory with its bytes (None for a directory) and mtime; the
-    lock file aside (a refused run may have taken the lock)."""
+def tree_state(run_dir) -> dict:
+    """Every path under a run directory, directories included, with its bytes (None for a
+    directory) and mtime; the lock file aside (a refused run may have taken the lock)."""
     state = {}
     for root, dirs, names in os.walk(run_dir):
         for name in dirs + names:
@@ -144,13 +141,13 @@ def test_run_directory_without_last_pth_but_with_run_files_is_refused(tmp_path, 
     config = write_config(tmp_path, "pruned", epochs=1, extra=TINY)
     run_dir = tmp_path / "runs/pruned"
     fake_run(run_dir)
-    before = files_state(run_dir)
+    before = tree_state(run_dir)
     assert train_here("--config", str(config), *resume) == 2
     assert one_line(capsys.readouterr().err) == (
         f"error: {run_dir} holds a run (best.pth, metrics.jsonl, run.json, config.yaml) but no "
         "last.pth to continue it from (deleted?): set another experiment.name, or move those files "
         "away to train it again from epoch 1")
-    assert files_state(run_dir) == before
+    assert tree_state(run_dir) == before
 
 
 def test_run_stopped_before_its_first_checkpoint_restarts_only_with_resume_auto(tmp_path, capsys):
@@ -207,8 +204,8 @@ def test_damaged_side_file_on_resume_is_one_line_and_nothing_changes(
     shutil.copytree(one_epoch_run, run_dir)
     make, message = DAMAGE[damage]
     make(run_dir)
-    before = files_state(run_dir)
+    before = tree_state(run_dir)
     assert train_here("--config", str(config), "--resume", "auto") == 2
     line = one_line(capsys.readouterr().err)
     assert line.startswith("error: " + message.format(d=run_dir, m=run_dir / "metrics.jsonl")), line
-    assert files_state(run_dir) == before
+    assert tree_state(run_dir) == before
