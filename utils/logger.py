@@ -20,9 +20,15 @@ from tqdm import tqdm
 from utils.atomic import WriteFailed, append_text, write_failure, write_lines
 
 
+def _has_epoch(record) -> bool:
+    """A JSON object with an integer epoch (a bool is not one): what a metrics line is."""
+    return isinstance(record, dict) and type(record.get("epoch")) is int
+
+
 def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
-    """The epochs recorded in a ``metrics.jsonl`` and its lines that are not a JSON object: a
-    partial last line, left by a kill or a full disk in the middle of an append."""
+    """The epochs recorded in a ``metrics.jsonl`` and its lines that are not a JSON object with
+    an integer epoch: a partial last line, left by a kill or a full disk in the middle of an
+    append, or a damaged line (``damaged_metrics_line`` tells them apart)."""
     records, broken = [], []
     if not os.path.isfile(path):
         return records, broken
@@ -35,7 +41,7 @@ def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
             except json.JSONDecodeError:
                 broken.append(line)
                 continue
-            (records if isinstance(record, dict) and "epoch" in record else broken).append(record)
+            (records if _has_epoch(record) else broken).append(record)
     return records, broken
 
 
@@ -54,6 +60,26 @@ def quiet_tensorboard_thread_errors() -> None:
             previous(args)
     hook.quiets_tensorboard = True
     threading.excepthook = hook
+
+
+def damaged_metrics_line(path: str) -> Optional[Tuple[int, str]]:
+    """(line number, what is wrong) of the first complete JSON line in ``metrics.jsonl`` that is
+    not an object with an integer epoch (``"epoch": null``, ``"2"``): damage, never what a kill
+    leaves (a partial line, which is not JSON)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue   # a partial line: dropped on resume, as a kill leaves it
+            if record is None or _has_epoch(record):
+                continue
+            if isinstance(record, dict):
+                return number, f"has epoch {record.get('epoch')!r}, not an epoch number"
+            return number, "is not a JSON object"
+    return None
 
 
 class RunLogger:
