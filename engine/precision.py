@@ -1,6 +1,6 @@
 """Where a run's numeric precision is decided: the one place a method author looks.
 
-``runtime.amp`` (``off``, ``bf16``, ``fp16``) is read here and nowhere else in the engine:
+``runtime.amp`` (``off``, ``bf16``, ``fp16``) acts through ``Precision`` alone:
 - the networks' forward (student, teacher, a method's connectors) runs under ``autocast`` in
   the training step (engine/steps.py) and in evaluation (engine/evaluate.py);
 - under fp16 the loss is scaled by ``grad_scaler`` before backward and the gradients are
