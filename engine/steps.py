@@ -66,9 +66,13 @@ class SgdStep:
         self.module, self.optimizer, self.scaler = module, optimizer, scaler
         self.precision, self.clip_grad_norm = precision, clip_grad_norm
 
-    def __call__(self, batch, epoch: int) -> StepResult:
+    def forward(self, batch, epoch: int):
+        """``(logits, {name: loss})`` of the module, in the run's precision (engine/precision.py)."""
         with self.precision.autocast():
-            logits, losses = self.module(batch, epoch)
+            return self.module(batch, epoch)
+
+    def __call__(self, batch, epoch: int) -> StepResult:
+        logits, losses = self.forward(batch, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(sum(losses.values())).backward()
         if self.clip_grad_norm is not None:
@@ -101,20 +105,18 @@ class _DistillationPass:
         self.param_groups = optimizer.param_groups
 
 
-class DotStep:
+class DotStep(SgdStep):
     """``ddp``: the DistributedDataParallel wrapper inside ``module``, if any."""
 
     def __init__(self, module, optimizer, scaler, precision: Precision,
                  ddp: Optional[torch.nn.Module] = None):
-        self.module, self.optimizer, self.scaler = module, optimizer, scaler
-        self.precision, self.ddp = precision, ddp
-        self.distillation_pass = _DistillationPass(optimizer)
+        super().__init__(module, optimizer, scaler, precision)
+        self.ddp, self.distillation_pass = ddp, _DistillationPass(optimizer)
 
     def __call__(self, batch, epoch: int) -> StepResult:
         params, scaler = self.optimizer.param_groups[0]["params"], self.scaler
         with self.ddp.no_sync() if self.ddp is not None else nullcontext():
-            with self.precision.autocast():
-                logits, losses = self.module(batch, epoch)
+            logits, losses = self.forward(batch, epoch)
             task, distillation = split_losses(losses)
             self.optimizer.zero_grad(set_to_none=True)
             scaler.scale(distillation).backward(retain_graph=True)

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -48,8 +48,9 @@ class RunningSums:
     total loss, each of the method's terms (its weights applied: they sum to ``loss``), the
     correct predictions and the sample count."""
 
-    def __init__(self, loss_names):
-        self.names = ["loss", *(f"weighted/{name}" for name in loss_names), "correct", "count"]
+    def __init__(self, method_losses):
+        self.loss_names = ["loss", *(f"weighted/{name}" for name in method_losses)]
+        self.names = [*self.loss_names, "correct", "count"]
         self.total: Optional[torch.Tensor] = None
 
     def add(self, sums: torch.Tensor) -> None:
@@ -61,9 +62,6 @@ class RunningSums:
         """One host read (of the sums over every process when ``all_processes``)."""
         total = all_reduce_sum(self.total.clone()) if all_processes else self.total
         return dict(zip(self.names, total.tolist()))
-
-    def losses(self, values: Dict[str, float]) -> List[float]:
-        return [values[name] for name in self.names[:-2]]
 
 
 def checkpoint_state_of(module) -> Dict[str, Any]:
@@ -224,7 +222,7 @@ class Trainer:
             bar.close()
         totals = sums.read(all_processes=True)
         count = totals["count"]
-        stats = {name: totals[name] / count for name in sums.names[:-2]}
+        stats = {name: totals[name] / count for name in sums.loss_names}
         stats["top1"] = 100.0 * totals["correct"] / count
         stats["images"] = count
         stats["lr"] = lr
@@ -242,7 +240,7 @@ class Trainer:
     def _report_progress(self, epoch: int, step: int, sums: RunningSums, lr: float, bar) -> None:
         values = sums.read()  # the one host sync every print_freq steps
         mean_loss = values["loss"] / values["count"]
-        if not all(torch.isfinite(torch.tensor(sums.losses(values)))):
+        if not all(torch.isfinite(torch.tensor([values[name] for name in sums.loss_names]))):
             raise UserError(f"loss became {mean_loss} at epoch {epoch}, step {step}: stopped; "
                             f"{self.kept_checkpoint()}; lower solver.lr or check the data")
         text = f"loss {mean_loss:.4f} lr {lr:.4g}"

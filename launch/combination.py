@@ -1,18 +1,8 @@
-"""Which options go together: every rule between options, checked once before anything is built.
-
-A value alone is checked where it is declared (utils/config.py: types, ranges); a method's
-section by its constructor. What is left are mixes that each value allows but the run cannot
-honour together; they are all here, and a run that breaks several hears of all of them in one
-line, each naming where its keys were set:
-- DOT (``solver.optimizer: dot``) with ``runtime.compile`` (a compiled backward hands every
-  parameter a gradient in both passes, zeros where a loss does not reach it, and DOT would take
-  those parameters as reached by both losses), with ``solver.nesterov`` (not part of the
-  method), with ``solver.clip_grad_norm`` (two passes, two momenta: no one norm to clip) or with
-  a method that does not return the task loss and a distillation loss apart
-  (``separates_task_loss``);
-- ``runtime.cuda_graph`` anywhere but one CUDA process, with fp16 (the GradScaler decides on the
-  host whether to step), DOT, a compile mode that makes graphs of its own, or a method whose step
-  cannot be captured (``captures_in_cuda_graph``).
+"""Which options go together: every rule between options, checked once before anything is built
+(``launch.build.load_run_config``). A value alone is checked where it is declared (utils/config.py,
+a method's constructor); what is left are mixes that each value allows but a run cannot honour
+together. A run that breaks several hears of all of them in one line, each naming where its keys
+were set.
 """
 from typing import Callable, List, Optional
 
@@ -22,6 +12,7 @@ Where = Callable[[str], str]
 
 
 def dot_conflicts(cfg, method: type, where: Where) -> List[str]:
+    """DOT with what it cannot honour; ``method``: the distiller's class."""
     if cfg.solver.optimizer != "dot":
         return []
     refused = [("runtime.compile", cfg.runtime.compile is not False,

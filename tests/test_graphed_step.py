@@ -26,12 +26,13 @@ from utils.logger import RunLogger
 BATCH, FULL_BATCHES, LAST = 16, 4, 8      # 4 full batches and a smaller last one an epoch
 
 
-def trainer_for(module, cuda_graph: bool, **runtime):
+def trainer_for(module, cuda_graph: bool, clip_grad_norm=None, **runtime):
     train, _ = generate(10, 32, BATCH * FULL_BATCHES + LAST, 2)
     loader = GpuCifarLoader(train, batch_size=BATCH, mean=[0.5] * 3, std=[0.25] * 3, seed=3)
     loaders = SimpleNamespace(train=loader, val=[], set_epoch=loader.set_epoch)
     # a per-step warm-up, then a milestone: the lr changes at every step of epoch 1 and at epoch 2
-    cfg = Config(solver=SolverConfig(epochs=3, lr=0.05, milestones=[2], warmup_epochs=1))
+    cfg = Config(solver=SolverConfig(epochs=3, lr=0.05, milestones=[2], warmup_epochs=1,
+                                     clip_grad_norm=clip_grad_norm))
     cfg = replace_section(cfg, "runtime", device="cpu", cuda_graph=cuda_graph, **runtime)
     cfg = replace_section(cfg, "log", print_freq=100)
     return build_trainer(cfg, module, loaders, torch.device("cpu"), RunLogger(None),
@@ -73,6 +74,19 @@ def test_bf16_graphed_run_equals_the_eager_bf16_run():
     eager, graphed = trainer_for(eager_module, False, amp="bf16"), trainer_for(graphed_module, True, amp="bf16")
     for epoch in (1, 2):
         assert graphed.train_epoch(epoch)["loss"] == eager.train_epoch(epoch)["loss"]
+
+
+def test_a_graphed_run_with_gradient_clipping_equals_the_eager_run():
+    """The clipping (solver.clip_grad_norm) is part of the step the graph replays, so each
+    replay clips its own batch's gradients (torch's clip reads nothing back from the device;
+    its capture on a GPU is not yet run)."""
+    eager_module = distiller("kd")
+    graphed_module = copy.deepcopy(eager_module)
+    eager, graphed = trainer_for(eager_module, False, 0.5), trainer_for(graphed_module, True, 0.5)
+    assert graphed.train_epoch(1)["loss"] == eager.train_epoch(1)["loss"]
+    assert graphed.train_step.replays == FULL_BATCHES - 2
+    for (key, a), b in zip(eager_module.state_dict().items(), graphed_module.state_dict().values()):
+        assert torch.equal(a, b), key
 
 
 def refusals(name="kd", device="cuda", distributed=False, **runtime):
