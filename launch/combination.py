@@ -52,24 +52,16 @@ def cuda_graph_refusals(cfg, method: type, device_type: Optional[str],
     return reasons
 
 
-def conflicts(cfg, method: type, device_type: Optional[str], world_size: Optional[int],
-              where: Where) -> List[str]:
-    """Every conflict of ``cfg`` run with ``method`` (the distiller's class) on ``device_type``
-    over ``world_size`` processes, one sentence each (empty: the options go together)."""
-    found = dot_conflicts(cfg, method, where)
-    if cfg.runtime.cuda_graph:
-        reasons = cuda_graph_refusals(cfg, method, device_type, world_size)
-        if reasons:
-            found.append(f"runtime.cuda_graph=true cannot run here: {'; '.join(reasons)}; "
-                         "set runtime.cuda_graph=false")
-    return found
-
-
 def check_combination(cfg, method: type, device_type: Optional[str] = None,
                       world_size: Optional[int] = None,
                       where: Where = lambda key: "the config") -> None:
-    """One ``UserError`` line naming every conflict, before anything is built."""
-    found = conflicts(cfg, method, device_type, world_size, where)
+    """One ``UserError`` line naming every conflict of ``cfg`` run with ``method`` (the
+    distiller's class) on ``device_type`` over ``world_size`` processes, before anything is built."""
+    found = dot_conflicts(cfg, method, where)
+    reasons = cuda_graph_refusals(cfg, method, device_type, world_size) if cfg.runtime.cuda_graph else []
+    if reasons:
+        found.append(f"runtime.cuda_graph=true cannot run here: {'; '.join(reasons)}; "
+                     "set runtime.cuda_graph=false")
     if len(found) == 1:
         raise UserError(found[0])
     if found:

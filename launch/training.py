@@ -20,18 +20,6 @@ from engine.trainer import Trainer
 from launch.schedule import build_optimizer, build_scheduler
 
 
-def wrap_for_training(module, runtime, device: torch.device, distributed: bool):
-    """``(train_module, ddp)``: the module under DDP (several processes) and torch.compile
-    (``runtime.compile``); ``ddp`` is the DDP wrapper, or None."""
-    ddp = None
-    if distributed:
-        ids = [device.index] if device.type == "cuda" else None
-        module = ddp = DistributedDataParallel(module, device_ids=ids)
-    if runtime.compile:
-        module = torch.compile(module, mode=None if runtime.compile is True else runtime.compile)
-    return module, ddp
-
-
 def build_step(cfg, train_module, optimizer, scaler, precision: Precision, ddp=None):
     """The step of ``solver.optimizer`` (engine/steps.py)."""
     if cfg.solver.optimizer == "dot":
@@ -55,7 +43,12 @@ def build_trainer(cfg, module, loaders, device: torch.device, logger,
     # autocast's cast cache would hand a captured graph stale weight casts
     precision = Precision(device.type, runtime.amp, cache=not runtime.cuda_graph)
     scaler = precision.grad_scaler()
-    train_module, ddp = wrap_for_training(module, runtime, device, dist_info.enabled)
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = DistributedDataParallel(module, device_ids=ids) if dist_info.enabled else None
+    train_module = module if ddp is None else ddp
+    if runtime.compile:
+        train_module = torch.compile(train_module,
+                                     mode=None if runtime.compile is True else runtime.compile)
     step = build_step(cfg, train_module, optimizer, scaler, precision, ddp)
     if runtime.cuda_graph:
         step = GraphedStep(step, optimizer, CudaGraphs(device) if graphs is None else graphs, device)
