@@ -6,7 +6,7 @@
     python bench.py --config CFG --compare "runtime.compile=false" "runtime.compile=true"
     python bench.py --config CFG --pipeline --peer              # loader + step vs a plain loop
 
-The step timed is the Trainer's own ``_step`` (forward of student and teacher, losses, backward,
+The step timed is the Trainer's own ``step`` (forward of student and teacher, losses, backward,
 optimizer and scheduler step) on generated inputs of the run's shapes: random normal images,
 random integer targets and, with a teacher cache, random views. The teacher has random weights
 when its checkpoint is absent (``teacher.allow_random=true``), and the data are synthetic with
@@ -135,13 +135,13 @@ def synchronize(device: torch.device) -> None:
 # --- the two things timed --------------------------------------------------------------------------
 def step_variant(label: str, cfg) -> Variant:
     """The Trainer's step on one generated batch, repeated."""
-    from engine.trainer import Trainer
     from launch.build import build_run, resolve_device
+    from launch.training import build_trainer
     device = resolve_device(cfg)
     memory_base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     torch.manual_seed(cfg.experiment.seed)
     loaders, distiller = build_run(cfg, device=device)
-    trainer = Trainer(distiller, loaders, cfg, device, logger=None)
+    trainer = build_trainer(cfg, distiller, loaders, device, logger=None)
     batch = cfg.data.batch_size
     images = torch.randn(batch, *loaders.input_shape, device=device)
     if cfg.runtime.channels_last:
@@ -160,7 +160,7 @@ def step_variant(label: str, cfg) -> Variant:
             "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
             "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
             "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
-    variant = Variant(label, cfg, device, lambda: trainer._step(generated, 1), info,
+    variant = Variant(label, cfg, device, lambda: trainer.step(generated, 1), info,
                       memory_base, module=trainer.module, val_loader=loaders.val)
     variant.info["trainer"] = trainer
     return variant
@@ -205,7 +205,7 @@ def pipeline_variant(label: str, cfg) -> Variant:
     next_batch = next_batch_fn(trainer.loaders, variant.device)
 
     def run() -> None:
-        trainer._step(on_device(next_batch(), variant.device, cfg.runtime.channels_last), 1)
+        trainer.step(on_device(next_batch(), variant.device, cfg.runtime.channels_last), 1)
 
     variant.run = run
     variant.info.update(loader=type(trainer.loaders.train).__name__,
@@ -273,12 +273,13 @@ def count_step_flops(variant: Variant) -> Optional[int]:
     trainer = variant.info.get("trainer")
     if trainer is None:
         return None
-    compiled, trainer.train_module = trainer.train_module, trainer.module
+    step = getattr(trainer.train_step, "step", trainer.train_step)   # the eager step a graph wraps
+    compiled, step.module = step.module, trainer.module
     try:
         with FlopCounterMode(display=False) as counter:
             variant.run()
     finally:
-        trainer.train_module = compiled
+        step.module = compiled
     return counter.get_total_flops()
 
 

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
             from launch.run_dir import start_smoke_run
             start_smoke_run(cfg, args.resume, is_first=os.environ.get("RANK", "0") == "0")
         from launch.run import run_training
-        run_training(cfg, resume=args.resume, argv=sys.argv)
+        run_training(cfg, resume=args.resume, argv=sys.argv, guard_validation=not args.smoke)
     except UserError as err:
         if main_process:
             print(f"error: {err}", file=sys.stderr)

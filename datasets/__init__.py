@@ -93,7 +93,7 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
     shard = dict(seed=seed, rank=rank, world_size=world_size)
     if _use_device_jpeg(data_cfg, source):
         files = dict(size=source.image_size, mean=source.mean, std=source.std,
-                     num_workers=int(setting(data_cfg, "num_workers", 0)), device=device, **shard)
+                     num_workers=int(data_cfg.num_workers), device=device, **shard)
         train = DeviceJpegLoader(source.train_set, train=True, batch_size=batch_size, **files)
         val = DeviceJpegLoader(source.val_set, train=False, batch_size=val_batch_size, **files)
     elif not strong_view and _use_gpu_loader(data_cfg, source, device):
@@ -112,7 +112,7 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
             train_set, view_padding = views, CIFAR_PADDING
         train, val = build_torch_loaders(train_set, source.val_set, batch_size=batch_size,
                                          val_batch_size=val_batch_size, device=device,
-                                         num_workers=int(setting(data_cfg, "num_workers", 0)),
+                                         num_workers=int(data_cfg.num_workers),
                                          view_padding=view_padding, strong_view=strong_view,
                                          **shard)
     return Loaders(train, val, source.num_classes, (3, source.image_size, source.image_size),

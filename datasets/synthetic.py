@@ -5,10 +5,16 @@ flips keep it recognisable); a sample is its class pattern shifted by up to SHIF
 uniform noise. Integer arithmetic from one numpy ``Generator``, so the bytes depend only on the
 parameters and ``SEED``, not on the run's seed: like a real dataset, the data stay fixed while
 runs vary. Samples are uint8 HWC arrays, so they take exactly the pipelines real images take.
+
+``write_image_folder`` writes an ImageFolder tree of tinted-noise JPEGs (the tests', and
+tools/gpu_check.py's ImageNet-shaped data).
 """
 import hashlib
+from pathlib import Path
+from typing import Sequence, Union
 
 import numpy as np
+from PIL import Image
 
 from datasets.arrays import ImageArrays
 
@@ -54,3 +60,25 @@ def fingerprint(num_classes: int, image_size: int, train_size: int, val_size: in
     return {"dataset": "synthetic", "num_classes": num_classes, "image_size": image_size,
             "train_size": train_size, "val_size": val_size, "seed": SEED,
             "sha256": digest.hexdigest()}
+
+
+def write_image_folder(root: Union[str, Path], classes: Union[int, Sequence[str]], per_class: int,
+                       size: Union[int, tuple[int, int]], seed: int = 0) -> list[str]:
+    """``per_class`` JPEGs of ``size`` (an int for squares, or (width, height)) per class and per
+    split, each class tinted its own colour; ``classes`` is a count or a list of folder names.
+    Returns the class names."""
+    if isinstance(classes, int):
+        classes = [f"class_{i:03d}" for i in range(classes)]
+    names = list(classes)
+    width, height = (size, size) if isinstance(size, int) else size
+    rng = np.random.default_rng(seed)
+    tints = rng.integers(0, 256, size=(len(names), 3))
+    for split in ("train", "val"):
+        for name, tint in zip(names, tints):
+            folder = Path(root) / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                noise = rng.integers(-40, 41, size=(height, width, 3))
+                pixels = np.clip(tint + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}_{i:04d}.JPEG", quality=90)
+    return names

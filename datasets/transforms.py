@@ -1,4 +1,4 @@
-"""The image pipelines of the reference recipes (shared/reference/recipes.md) and their statistics.
+"""The image pipelines of the reference recipes (tests/reference/recipes.md) and their statistics.
 
 Small images (CIFAR and anything up to 64 pixels) take the CIFAR recipe: random crop with 4-pixel
 zero padding and a horizontal flip; larger ones take the ImageNet recipe: RandomResizedCrop and a

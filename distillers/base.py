@@ -66,6 +66,9 @@ class Distiller(nn.Module):
     # whether the training batches must carry a strong view (``Batch.strong_images``): the
     # loaders draw one only for a method that says so (MLKD)
     needs_strong_view = False
+    # whether the losses hold the task loss "loss_ce" and at least one other (distillation)
+    # loss, which DOT (solver.optimizer=dot) steps with different momenta
+    separates_task_loss = True
     # whether the whole step can be replayed as one CUDA graph (runtime.cuda_graph): no Python
     # state that changes per step, no read of the device inside the step; else say why
     captures_in_cuda_graph = True

@@ -8,6 +8,7 @@ from distillers.base import Distiller
 @register_distiller("vanilla")
 class Vanilla(Distiller):
     needs_teacher = False
+    separates_task_loss = False   # the task loss alone
 
     def __init__(self, student, teacher=None):
         super().__init__(student, None)

@@ -96,11 +96,19 @@ def cuda_index(local_rank: int) -> int:
                     "one process per GPU")
 
 
+def launched_processes(env=os.environ) -> int:
+    """How many processes torchrun or srun started for this job (1: a single process); read
+    only, before or after ``adopt_slurm_environment``."""
+    if "RANK" in env:
+        return int(env.get("WORLD_SIZE", "1"))
+    return int(env.get("SLURM_STEP_NUM_TASKS") or 1)
+
+
 def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
     """This process's place in a torchrun or srun job (``DistInfo()`` for a single process);
     initialises the default process group once (later calls reuse it)."""
     adopt_slurm_environment()
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_processes() <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
                     int(os.environ.get("LOCAL_RANK", "0")))

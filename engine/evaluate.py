@@ -9,22 +9,13 @@ headline.
 The loaders yield ``utils.batch.Batch``es; a module that reads whole batches (the trainer's,
 ``whole_batch=True``) gets the batch, a plain model its images.
 """
-from contextlib import nullcontext
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
 
 from engine.distributed import all_reduce_sum
-
-
-def autocast_context(device: torch.device, amp: str, cache: bool = True):
-    """``runtime.amp``'s autocast; ``cache=False`` recasts the weights at every use (needed
-    inside a CUDA graph, where a cached cast would not follow the weights' updates)."""
-    if amp == "off":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
-                          cache_enabled=cache)
+from engine.precision import Precision
 
 
 def on_device(batch, device: torch.device, channels_last: bool = False):
@@ -67,10 +58,11 @@ def evaluate(module, loader, device: torch.device, amp: str = "off",
     module.eval()
     sums = None  # per output: [correct@1, correct@5, summed CE]; plus the sample count
     names = None
+    precision = Precision(device.type, amp)
     for batch in loader:
         batch = on_device(batch, device, channels_last)
         targets = batch.targets
-        with autocast_context(device, amp):
+        with precision.autocast():
             outputs = _named_logits(module(batch if whole_batch else batch.images))
         if sums is None:
             names = list(outputs)

@@ -21,8 +21,10 @@ What keeps a replay equal to the eager step:
 - a batch of another shape (the epoch's last, smaller one) runs eager;
 - autocast's weight-cast cache is off inside the step (a cached cast would be a stale tensor).
 
-Refused, each in one line: DDP (its reducer's collectives), fp16 (the GradScaler decides on the
-host whether to step), DOT, CUDA-graph compile modes (graphs inside a graph), non-CUDA devices.
+Refused before the run, with the other conflicts, in one line (launch/combination.py): DDP (its
+reducer's collectives), fp16 (the GradScaler decides on the host whether to step), DOT,
+CUDA-graph compile modes (graphs inside a graph), non-CUDA devices, a method that says it cannot
+be captured.
 A capture that fails all the same (an operation of a user's method that a graph cannot hold)
 is said in one line and the run goes on eager: nothing has run in a failed capture, so the
 weights are untouched and the results are the eager run's.
@@ -34,44 +36,16 @@ bit; tests/test_cuda.py holds the real capture to the eager step on a GPU.
 """
 import sys
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import torch
 
+from engine.steps import StepResult
 from utils.batch import Batch, BatchViews
-from utils.errors import UserError
 
-Step = Callable[[Batch, int], Tuple[torch.Tensor, Dict[str, torch.Tensor]]]
+Step = Callable[[Batch, int], StepResult]
 EAGER_STEPS_FIRST_EPOCH = 2     # momentum buffers, cuDNN's search, lazy initialisation
 EAGER_STEPS_LATER_EPOCHS = 1    # a compiled module recompiles for the new epoch here
-
-
-def cuda_graph_refusals(cfg, method, device: torch.device, distributed: bool) -> List[str]:
-    """Why ``runtime.cuda_graph`` cannot run this training (empty: it can)."""
-    reasons = []
-    if device.type != "cuda":
-        reasons.append(f"it needs a CUDA device; this run is on {device.type}")
-    if distributed:
-        reasons.append("DDP's gradient all-reduce is not captured; use it on one process")
-    if cfg.runtime.amp == "fp16":
-        reasons.append("the fp16 GradScaler decides on the host whether to step; use runtime.amp=bf16")
-    if getattr(cfg.solver, "optimizer", "sgd") != "sgd":
-        reasons.append("DOT's two passes are not captured; use solver.optimizer=sgd")
-    if cfg.runtime.compile not in (False, True):
-        reasons.append(f"runtime.compile={cfg.runtime.compile} makes CUDA graphs of its own; "
-                       "use runtime.compile=true (or false) with runtime.cuda_graph")
-    if not getattr(method, "captures_in_cuda_graph", True):
-        reasons.append(f"{method.__name__} {method.cuda_graph_refusal}")
-    return reasons
-
-
-def check_cuda_graph(cfg, method: type, device: torch.device, distributed: bool) -> None:
-    """One line naming every reason ``runtime.cuda_graph`` cannot run; ``method``: the module's
-    class (a Distiller's ``captures_in_cuda_graph`` says whether its step can be captured)."""
-    reasons = cuda_graph_refusals(cfg, method, device, distributed)
-    if reasons:
-        raise UserError(f"runtime.cuda_graph=true cannot run here: {'; '.join(reasons)}; "
-                        "set runtime.cuda_graph=false")
 
 
 class CudaGraphs:
@@ -171,8 +145,8 @@ def lr_from(optimizer: torch.optim.Optimizer, lrs: List[torch.Tensor]):
 
 
 class GraphedStep:
-    """``step(batch, epoch)`` (the trainer's forward + update) captured and replayed as the
-    module docstring says; called as the step itself."""
+    """An eager ``step(batch, epoch)`` (engine/steps.py, built with ``Precision(cache=False)``)
+    captured and replayed as the module docstring says; called as the step itself."""
 
     def __init__(self, step: Step, optimizer: torch.optim.Optimizer, graphs, device: torch.device):
         self.step, self.optimizer, self.graphs = step, optimizer, graphs
@@ -184,7 +158,7 @@ class GraphedStep:
         self.replays = 0   # for the tests and the benchmark: how many steps ran as a replay
         self.failed: Optional[str] = None   # why a capture failed: the run goes on eager
 
-    def __call__(self, batch: Batch, epoch: int):
+    def __call__(self, batch: Batch, epoch: int) -> StepResult:
         if self.failed is not None:
             return self.step(batch, epoch)
         if epoch != self.epoch:    # a new epoch: recapture after its eager step(s)

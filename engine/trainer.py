@@ -23,16 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.resume import check_resumable, repair_best
 from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
-from engine.evaluate import autocast_context, evaluate, on_device
-from engine.graphed import CudaGraphs, GraphedStep, check_cuda_graph
+from engine.evaluate import evaluate, on_device
 from engine.rng import get_rng_state, set_rng_state
-from engine.schedule import build_optimizer, build_scheduler
-from engine.steps import build_step
+from engine.steps import StepResult
 from utils.atomic import WriteFailed, write_failure
 from utils.errors import UserError
 from utils.stopping import Stopped
@@ -46,15 +43,25 @@ class TrainState:
     best_epoch: int = 0
 
 
-def step_sums(logits: torch.Tensor, losses: Dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """One batch's float64 sums ``[loss·n, each named loss·n, correct predictions, n]``, on the
-    device: computed with the step (inside its CUDA graph under ``runtime.cuda_graph``), so
-    the epoch's running sums cost one addition a step and one read per report."""
-    n = targets.numel()
-    values = torch.stack([sum(losses.values()).detach(), *[v.detach() for v in losses.values()]])
-    correct = (logits.detach().argmax(dim=1) == targets).sum()
-    count = torch.full((1,), float(n), dtype=torch.float64, device=values.device)
-    return torch.cat([values.double() * n, correct.double()[None], count])
+class RunningSums:
+    """An epoch's running sums of the steps' ``step_sums``, on the device, read by name: the
+    total loss, each of the method's terms (its weights applied: they sum to ``loss``), the
+    correct predictions and the sample count."""
+
+    def __init__(self, method_losses):
+        self.loss_names = ["loss", *(f"weighted/{name}" for name in method_losses)]
+        self.names = [*self.loss_names, "correct", "count"]
+        self.total: Optional[torch.Tensor] = None
+
+    def add(self, sums: torch.Tensor) -> None:
+        if self.total is None:
+            self.total = torch.zeros_like(sums)
+        self.total += sums
+
+    def read(self, all_processes: bool = False) -> Dict[str, float]:
+        """One host read (of the sums over every process when ``all_processes``)."""
+        total = all_reduce_sum(self.total.clone()) if all_processes else self.total
+        return dict(zip(self.names, total.tolist()))
 
 
 def checkpoint_state_of(module) -> Dict[str, Any]:
@@ -71,43 +78,28 @@ def load_state_into(module, state: Dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, module, loaders, cfg, device: torch.device, logger,
-                 dist_info: DistInfo = DistInfo(), record: Optional[Dict[str, Any]] = None,
-                 graphs=None):
-        """``graphs``: what captures the step under ``runtime.cuda_graph`` (engine/graphed.py:
-        ``CudaGraphs`` on the device by default; the tests' ``EagerReplay`` without a GPU)."""
-        self.cfg, self.loaders, self.device, self.logger = cfg, loaders, device, logger
-        self.dist, self.record = dist_info, record or {}
-        self.run_dir = cfg.run_dir
-        runtime = cfg.runtime
-        self.amp, self.channels_last = runtime.amp, runtime.channels_last
-        self.module = module.to(device)
-        if self.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.module.parameters(), cfg.solver,
-                                         fused=device.type == "cuda")
+    """The epoch loop over plain values (``launch.training.build_trainer`` maps a config to
+    them): ``module`` is what is checkpointed and evaluated (on ``device``, in its memory
+    format), ``train_module`` the same maybe wrapped by DDP or torch.compile, ``step`` the
+    training step (engine/steps.py) that updates it through ``optimizer`` and ``scaler``;
+    ``scheduler`` is stepped once per step. ``guard_validation``: a non-finite validation number
+    stops the run (off for smoke runs, whose few steps of a deep network may validate to inf with
+    finite weights). ``config``: the run's resolved config as a dict, stored in checkpoints."""
+
+    def __init__(self, module, train_module, step, loaders, *, optimizer, scheduler, scaler,
+                 epochs: int, device: torch.device, run_dir: str, logger, amp: str = "off",
+                 channels_last: bool = False, print_freq: int = 50, guard_validation: bool = True,
+                 dist_info: DistInfo = DistInfo(), config: Optional[Dict[str, Any]] = None,
+                 record: Optional[Dict[str, Any]] = None):
+        self.module, self.train_module, self.train_step, self.loaders = module, train_module, step, loaders
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.epochs, self.device, self.run_dir, self.logger = epochs, device, run_dir, logger
+        self.amp, self.channels_last, self.print_freq = amp, channels_last, print_freq
+        self.guard_validation, self.dist = guard_validation, dist_info
+        self.config, self.record = config or {}, record or {}
         self.steps_per_epoch = len(loaders.train)
-        self.scheduler = build_scheduler(self.optimizer, cfg.solver, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
-        self.ddp: Optional[DistributedDataParallel] = None
-        self.train_module = self._wrap(self.module, runtime)
-        self.update = build_step(cfg.solver, self.optimizer, self.scaler, self.ddp)
-        self.graphed: Optional[GraphedStep] = None
-        if runtime.cuda_graph:
-            if graphs is None:
-                check_cuda_graph(cfg, type(module), device, self.dist.enabled)
-                graphs = CudaGraphs(device)
-            self.graphed = GraphedStep(self._forward_and_update, self.optimizer, graphs, device)
         self.state = TrainState()
         self.last_saved: Optional[Tuple[str, int]] = None  # (path, epoch) of the newest good checkpoint
-
-    def _wrap(self, module, runtime):
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            module = self.ddp = DistributedDataParallel(module, device_ids=ids)
-        if runtime.compile:
-            module = torch.compile(module, mode=None if runtime.compile is True else runtime.compile)
-        return module
 
     # --- checkpoints ---------------------------------------------------------------------------
     def _checkpoint(self, metrics: Dict[str, float]) -> Dict[str, Any]:
@@ -116,7 +108,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "epoch": self.state.epoch,
                 "step": self.state.step, "best_top1": self.state.best_top1,
                 "best_epoch": self.state.best_epoch, "rng": get_rng_state(),
-                "metrics": metrics, "config": self.cfg.to_dict(), "record": self.record}
+                "metrics": metrics, "config": self.config, "record": self.record}
 
     def resume(self, path: str, state: Optional[Dict[str, Any]] = None) -> None:
         """Continue from the checkpoint at ``path`` (``state``: its content, if already read)."""
@@ -156,18 +148,16 @@ class Trainer:
 
     def _all_finite(self, metrics: Dict[str, float]) -> bool:
         """Every floating tensor of the module (weights, BatchNorm statistics, method modules)
-        and every validation number is finite; one host sync. A smoke run (a few steps of a
-        deep network whose BatchNorm statistics are still near their initial values) may
-        validate to inf or NaN with finite weights: only its weights must be finite."""
+        and, under ``guard_validation``, every validation number is finite; one host sync."""
         tensors = [t for t in self.module.state_dict().values() if t.is_floating_point()]
         weights_ok = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-        if self.cfg.experiment.smoke:
+        if not self.guard_validation:
             return weights_ok
         return weights_ok and all(math.isfinite(v) for v in metrics.values())
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
-        epochs = self.cfg.solver.epochs
+        epochs = self.epochs
         started, images_seen, train_time = time.time(), 0, 0.0
         metrics: Dict[str, float] = {}
         try:
@@ -216,50 +206,41 @@ class Trainer:
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         self.loaders.set_epoch(epoch)
         self.train_module.train()
-        bar = self.logger.progress(self.steps_per_epoch, f"epoch {epoch}/{self.cfg.solver.epochs}")
-        sums, names, t0 = None, None, time.time()
+        bar = self.logger.progress(self.steps_per_epoch, f"epoch {epoch}/{self.epochs}")
+        sums, t0 = None, time.time()
         lr = self.optimizer.param_groups[0]["lr"]
         for i, batch in enumerate(self.loaders.train):
             batch = on_device(batch, self.device, self.channels_last)
             step_lr = self.optimizer.param_groups[0]["lr"]   # the lr this step uses (shown)
-            losses, batch_sums = self._step(batch, epoch)
+            result = self.step(batch, epoch)
             if sums is None:   # the method's terms, its weights applied: they sum to "loss"
-                names = ["loss", *(f"weighted/{name}" for name in losses)]
-                sums = torch.zeros_like(batch_sums)
-            sums += batch_sums
-            if (i + 1) % self.cfg.log.print_freq == 0 or i + 1 == self.steps_per_epoch:
+                sums = RunningSums(result.losses)
+            sums.add(result.sums)
+            if (i + 1) % self.print_freq == 0 or i + 1 == self.steps_per_epoch:
                 self._report_progress(epoch, i + 1, sums, step_lr, bar)
         if bar is not None:
             bar.close()
-        totals = all_reduce_sum(sums.clone()).tolist()
-        count = totals[-1]
-        stats = {name: totals[j] / count for j, name in enumerate(names)}
-        stats["top1"] = 100.0 * totals[-2] / count
+        totals = sums.read(all_processes=True)
+        count = totals["count"]
+        stats = {name: totals[name] / count for name in sums.loss_names}
+        stats["top1"] = 100.0 * totals["correct"] / count
         stats["images"] = count
         stats["lr"] = lr
         stats["images_per_s"] = count / max(time.time() - t0, 1e-9)
         return stats
 
-    def _step(self, batch, epoch: int):
-        """One forward and the update of ``solver.optimizer`` (engine/steps.py), replayed as a
-        CUDA graph under ``runtime.cuda_graph`` (engine/graphed.py); then the lr. Returns the
-        named losses and the batch's sums (``step_sums``)."""
-        losses, sums = (self.graphed or self._forward_and_update)(batch, epoch)
+    def step(self, batch, epoch: int) -> StepResult:
+        """One training step on a batch already on the device (engine/steps.py; a CUDA graph's
+        replay under ``runtime.cuda_graph``), then the lr schedule's."""
+        result = self.train_step(batch, epoch)
         self.scheduler.step()
         self.state.step += 1
-        return losses, sums
+        return result
 
-    def _forward_and_update(self, batch, epoch: int):
-        def forward():   # autocast's cast cache would hand a captured graph stale weight casts
-            with autocast_context(self.device, self.amp, cache=self.graphed is None):
-                return self.train_module(batch, epoch)
-        logits, losses = self.update(forward)
-        return losses, step_sums(logits, losses, batch.targets)
-
-    def _report_progress(self, epoch: int, step: int, sums, lr: float, bar) -> None:
-        values = sums.tolist()  # the one host sync every print_freq steps
-        mean_loss = values[0] / values[-1]
-        if not all(torch.isfinite(torch.tensor(values[:-2]))):
+    def _report_progress(self, epoch: int, step: int, sums: RunningSums, lr: float, bar) -> None:
+        values = sums.read()  # the one host sync every print_freq steps
+        mean_loss = values["loss"] / values["count"]
+        if not all(torch.isfinite(torch.tensor([values[name] for name in sums.loss_names]))):
             raise UserError(f"loss became {mean_loss} at epoch {epoch}, step {step}: stopped; "
                             f"{self.kept_checkpoint()}; lower solver.lr or check the data")
         text = f"loss {mean_loss:.4f} lr {lr:.4g}"
@@ -276,7 +257,7 @@ class Trainer:
         self.logger.metrics({"epoch": epoch, **scalars, "best_top1": self.state.best_top1,
                              "best_epoch": self.state.best_epoch, "epoch_time_s": seconds})
         self.logger.info(
-            f"epoch {epoch}/{self.cfg.solver.epochs}: train loss {train_stats['loss']:.4f} "
+            f"epoch {epoch}/{self.epochs}: train loss {train_stats['loss']:.4f} "
             f"top1 {train_stats['top1']:.2f} | val top1 {metrics['top1']:.2f} "
             f"top5 {metrics['top5']:.2f} loss {metrics['loss']:.4f} | best {self.state.best_top1:.2f} "
             f"(epoch {self.state.best_epoch}) | {train_stats['images_per_s']:.0f} img/s")

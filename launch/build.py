@@ -14,8 +14,9 @@ import models
 from datasets.sources import CIFAR_SIZE, IMAGENET_SIZE
 from datasets.transforms import is_small
 from distillers import build_distiller, get_distiller_class, resolve_distiller_section
-from engine.distributed import cuda_index
-from utils.config import Config, load_config, load_yaml_tree, replace_section
+from engine.distributed import cuda_index, launched_processes
+from launch.combination import check_combination
+from utils.config import SCHEMA_DEFAULTS, Config, load_config, load_yaml_tree, replace_section
 from utils.errors import UserError
 
 # A few steps on a few synthetic images, whatever the network: seconds, not an epoch of a deep
@@ -26,11 +27,15 @@ SMOKE_OVERRIDES = ["data.dataset=synthetic", "solver.epochs=1", "solver.mileston
                    "data.train_size=48", "data.val_size=32", "log.print_freq=1"]
 
 
-def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: bool = False) -> Config:
-    """The resolved config of a run: file(s) + overrides + the distiller's own defaults.
+def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: bool = False,
+                    here: bool = True) -> Config:
+    """The resolved config of a run: file(s) + overrides + the distiller's own defaults, its
+    options checked to go together (launch/combination.py) on this machine's device and process
+    count (``here=False``: a config read to plan runs elsewhere, those two not judged).
 
     ``smoke`` turns any config into a seconds-long offline check of the whole pipeline
-    (synthetic data, a few steps, random teacher weights when the checkpoint is absent).
+    (synthetic data, a few steps, random teacher weights when the checkpoint is absent); the
+    caller then runs it with ``guard_validation=False``.
     """
     overrides = list(overrides or [])
     if smoke:
@@ -42,10 +47,14 @@ def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: boo
         section = get_distiller_class(section["name"]).smoke_section(section, cfg.data.train_size)
     cfg = replace_section(cfg, "distiller", **section)
     if smoke:
-        cfg = replace_section(cfg, "experiment", smoke=True,
+        cfg = replace_section(cfg, "experiment",
                               output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
-    if get_distiller_class(section["name"]).needs_teacher and not cfg.teacher.arch:
+    method = get_distiller_class(section["name"])
+    if method.needs_teacher and not cfg.teacher.arch:
         raise UserError(f"distiller '{section['name']}' needs a teacher: set teacher.arch in {path}")
+    check_combination(cfg, method, device_type(cfg) if here else None,
+                      launched_processes() if here else None,
+                      where=lambda key: provenance.get(key, SCHEMA_DEFAULTS))
     return cfg
 
 
@@ -66,10 +75,18 @@ def smoke_notice(cfg: Config) -> str:
             "meaningless; this checks only that the pipeline runs")
 
 
+def device_type(cfg: Config) -> str:
+    """``cuda``, ``cpu`` or ``mps``: what ``runtime.device`` names (``auto``: CUDA if present)."""
+    wanted = cfg.runtime.device
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted.split(":")[0]
+
+
 def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
     wanted = cfg.runtime.device
     if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        wanted = device_type(cfg)
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"runtime.device is '{cfg.runtime.device}' but no CUDA device is available; "
                         "use runtime.device=cpu")

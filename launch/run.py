@@ -2,7 +2,8 @@
 
 Under ``torchrun`` every process runs all of this: the collectives (teacher check, training,
 evaluation) need every rank, and rank 0 alone writes files (config.yaml, run.json, checkpoints,
-metrics, TensorBoard) and prints. The process group is destroyed at the end, also on error.
+metrics, TensorBoard) and prints. The process group and the run lock are the run's lifetimes,
+entered in ``run_training`` and left in reverse order, also on error.
 
 Rank 0 holds the run directory's lock for the whole run (``utils.run_lock``) and, holding it,
 removes the temporary files of writes a killed run left behind. What the directory already holds
@@ -12,22 +13,22 @@ writing its summary into ``run.json`` (and ``last.pth`` to ``best.pth``) only if
 final save had prevented that.
 """
 import os
+from contextlib import ExitStack, contextmanager
 from typing import Any, Dict, List, Optional, Sequence
 
 import datasets
 from distillers import get_distiller_class
 from engine.checkpoint import load_checkpoint
-from engine.graphed import check_cuda_graph
 from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
                                 init_distributed, is_initialized)
 from engine.rng import seed_everything
-from engine.schedule import describe_optimizer
-from engine.trainer import Trainer
 from launch.build import build_run, random_teacher_warning, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
 from launch.run_dir import (check_run_files, checkpoint_to_resume, repair_best_line,
                              teacher_training_line)
+from launch.schedule import describe_optimizer
 from launch.teacher_check import check_teacher
+from launch.training import build_trainer
 from utils.atomic import remove_stale_temps, write_json, write_text
 from utils.errors import UserError
 from utils.logger import RunLogger, read_metrics_lines
@@ -64,7 +65,7 @@ def hyperparameters(cfg) -> Dict[str, Any]:
     """What tells the runs of a table apart, for TensorBoard's HParams: the method and its keys,
     the pair, the recipe's lr and epochs, the seed."""
     method = {f"distiller.{k}": v for k, v in cfg.distiller.items() if k != "name"}
-    with_teacher = cfg.teacher.arch and cfg.distiller["name"] not in ("vanilla", "one")
+    with_teacher = cfg.teacher.arch and get_distiller_class(cfg.distiller["name"]).needs_teacher
     pair = f"{cfg.teacher.arch}->{cfg.student.arch}" if with_teacher else cfg.student.arch
     return {"method": cfg.distiller["name"], "pair": pair, "student": cfg.student.arch,
             "teacher": cfg.teacher.arch or "", **method, "solver.lr": cfg.solver.lr,
@@ -72,7 +73,7 @@ def hyperparameters(cfg) -> Dict[str, Any]:
             "seed": cfg.experiment.seed}
 
 
-def _train_missing_teacher(cfg, argv: Sequence[str], is_main: bool) -> None:
+def _train_missing_teacher(cfg, argv: Sequence[str], is_main: bool, guard_validation: bool) -> None:
     """Every rank takes part (the teacher trains with DDP like any run); no rank can see the
     file appear before all have decided, since writing it needs every rank's training steps."""
     reason = teacher_training_line(cfg)   # missing, or its run unfinished (killed)
@@ -80,25 +81,42 @@ def _train_missing_teacher(cfg, argv: Sequence[str], is_main: bool) -> None:
         teacher_cfg = teacher_run_config(cfg)
         if is_main:
             print(reason, flush=True)
-        run_training(teacher_cfg, resume="auto", argv=argv)
+        run_training(teacher_cfg, resume="auto", argv=argv, guard_validation=guard_validation)
 
 
-def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) -> Dict[str, Any]:
-    """Train one run; under torchrun each process calls this (the first call sets up the
-    process group, and the call that set it up destroys it, on success or error)."""
-    device = resolve_device(cfg)
+@contextmanager
+def process_group(device_type: str):
+    """This process's ``DistInfo``; the process group set up here (under torchrun or srun) is
+    destroyed on leaving, on success or error. A nested run (a missing teacher trained first)
+    reuses its caller's group and leaves it alone."""
     owns_group = not is_initialized()
-    dist_info = init_distributed(device.type)
+    dist_info = init_distributed(device_type)
     failed = True
     try:
-        summary = _run(cfg, dist_info, resume, argv)
+        yield dist_info
         failed = False
-        return summary
-    except RuntimeError as err:
-        raise as_user_error(err) from err
     finally:
         if owns_group:
             cleanup(failed=failed)
+
+
+def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = (),
+                 guard_validation: bool = True) -> Dict[str, Any]:
+    """Train one run; under torchrun each process calls this. Its lifetimes, left in reverse
+    order however the run ends: the process group, then (rank 0) the run directory's lock.
+    ``guard_validation=False`` (``--smoke``): a non-finite validation does not stop the run."""
+    try:
+        with ExitStack() as lifetimes:
+            dist_info = lifetimes.enter_context(process_group(resolve_device(cfg).type))
+            device = resolve_device(cfg, dist_info.local_rank)
+            _train_missing_teacher(cfg, argv, dist_info.is_main, guard_validation)
+            barrier()
+            if dist_info.is_main:
+                check_run_files(cfg.run_dir)
+                lifetimes.enter_context(RunLock(cfg.run_dir))
+            return _run_locked(cfg, dist_info, device, resume, argv, guard_validation)
+    except RuntimeError as err:
+        raise as_user_error(err) from err
 
 
 def _finish_saved_run(cfg, state: Dict[str, Any], is_main: bool) -> Dict[str, Any]:
@@ -124,21 +142,8 @@ def _finish_saved_run(cfg, state: Dict[str, Any], is_main: bool) -> Dict[str, An
     return summary
 
 
-def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str, Any]:
-    device = resolve_device(cfg, dist_info.local_rank)
-    _train_missing_teacher(cfg, argv, dist_info.is_main)
-    barrier()
-    if dist_info.is_main:
-        check_run_files(cfg.run_dir)
-    lock = RunLock(cfg.run_dir).acquire() if dist_info.is_main else None
-    try:
-        return _run_locked(cfg, dist_info, device, resume, argv)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[str]) -> Dict[str, Any]:
+def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[str],
+                guard_validation: bool) -> Dict[str, Any]:
     removed = remove_stale_temps(cfg.run_dir, everything=True) if dist_info.is_main else []
     resume_path = checkpoint_to_resume(cfg.run_dir, resume)
     resume_state = load_checkpoint(resume_path) if resume_path else None
@@ -149,8 +154,6 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
                             f"{cfg.solver.epochs}: nothing to train; raise solver.epochs to continue it")
         return _finish_saved_run(cfg, resume_state, dist_info.is_main)
     seed_everything(cfg.experiment.seed, cfg.runtime.deterministic)
-    if cfg.runtime.cuda_graph:   # before the data, the teacher and its cache are built
-        check_cuda_graph(cfg, get_distiller_class(cfg.distiller["name"]), device, dist_info.enabled)
     loaders, distiller = build_run(cfg, dist_info.rank, dist_info.world_size, device)
     if loaders.val_size < dist_info.world_size:
         raise UserError(f"the val set has {loaders.val_size} images, fewer than the "
@@ -187,7 +190,8 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
                 f"({cfg.data.batch_size // dist_info.world_size} per process){sync_bn}")
     for line in effective:
         logger.info(f"  {line}")
-    trainer = Trainer(distiller, loaders, cfg, device, logger, dist_info, record)
+    trainer = build_trainer(cfg, distiller, loaders, device, logger, dist_info, record,
+                            guard_validation=guard_validation)
     if resume_path:
         trainer.resume(resume_path, resume_state)
     summary = trainer.fit()

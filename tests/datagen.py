@@ -6,7 +6,8 @@ code path real data take.
   ``pickle.load(f, encoding="latin1")`` gives str keys (as torchvision reads them) and
   ``encoding="bytes"`` gives ``b"data"``; ``data`` is uint8 [N, 3072], each row the red, green
   and blue 32x32 planes in row-major order.
-- ``write_image_folder``: JPEGs in ``ROOT/train/<class>/`` and ``ROOT/val/<class>/``.
+- ``write_image_folder``: JPEGs in ``ROOT/train/<class>/`` and ``ROOT/val/<class>/``
+  (datasets/synthetic.py, where tools/gpu_check.py finds it too).
 """
 import io
 import pickle
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image
+
+from datasets.synthetic import write_image_folder  # noqa: F401  (re-exported for the tests)
 
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.empty(0))[0]  # numpy's array-unpickling function
@@ -80,25 +82,3 @@ def write_cifar100(root: Union[str, Path], n_train: int, n_test: int,
         b"coarse_label_names": [f"superclass_{i:02d}".encode() for i in range(20)],
     })
     return written
-
-
-def write_image_folder(root: Union[str, Path], classes: Union[int, Sequence[str]], per_class: int,
-                       size: Union[int, tuple[int, int]], seed: int = 0) -> list[str]:
-    """``per_class`` JPEGs of ``size`` (an int for squares, or (width, height)) per class and per
-    split, each class tinted its own colour; ``classes`` is a count or a list of folder names.
-    Returns the class names."""
-    if isinstance(classes, int):
-        classes = [f"class_{i:03d}" for i in range(classes)]
-    names = list(classes)
-    width, height = (size, size) if isinstance(size, int) else size
-    rng = np.random.default_rng(seed)
-    tints = rng.integers(0, 256, size=(len(names), 3))
-    for split in ("train", "val"):
-        for name, tint in zip(names, tints):
-            folder = Path(root) / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                noise = rng.integers(-40, 41, size=(height, width, 3))
-                pixels = np.clip(tint + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{name}_{i:04d}.JPEG", quality=90)
-    return names

@@ -23,8 +23,9 @@ from datasets.transforms import IMAGENET_STD
 from distillers import build_distiller
 from distillers import teacher_cache as cache_module
 from distillers.teacher_cache import TeacherCache, all_views, weights_sha256
-from engine.schedule import build_optimizer
-from engine.steps import SumStep
+from launch.schedule import build_optimizer
+from engine.precision import Precision
+from engine.steps import SgdStep
 from launch.build import load_run_config
 from launch.run import run_training
 from tests import datagen
@@ -296,16 +297,16 @@ def test_a_methods_training_step_reads_nothing_back_from_the_gpu(name):
     if name in READS_THE_DEVICE:
         pytest.skip(READS_THE_DEVICE[name])
     distiller = build_method(name).cuda().train()
-    solver = SimpleNamespace(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
-    step = SumStep(build_optimizer(distiller.parameters(), solver, fused=True),
-                   torch.amp.GradScaler("cuda", enabled=False))
+    solver = SimpleNamespace(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
+    step = SgdStep(distiller, build_optimizer(distiller.parameters(), solver, fused=True),
+                   torch.amp.GradScaler("cuda", enabled=False), Precision("cuda"))
     data = method_batch().to("cuda")
-    step(lambda: distiller(data, 5))
+    step(data, 5)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2):
-            step(lambda: distiller(data, 5))
+            step(data, 5)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -316,7 +317,7 @@ def test_the_trainers_epoch_reads_the_gpu_only_to_report():
     the 3 progress reports and for the epoch's totals, plus at most 3 copies from pageable host
     memory when the epoch starts (the sampler's order, the views' offsets and flips), never once
     per step (that would be 12 or more)."""
-    from engine.trainer import Trainer
+    from launch.training import build_trainer
     from utils.config import Config, SolverConfig, replace_section
     from utils.logger import RunLogger
     train, _ = generate(10, 32, 12 * 16, 2)
@@ -327,7 +328,7 @@ def test_the_trainers_epoch_reads_the_gpu_only_to_report():
     torch.manual_seed(0)
     module = build_distiller({"name": "kd"}, models.build_model("resnet8", 10),
                              models.build_model("resnet20", 10))
-    trainer = Trainer(module, loaders, cfg, torch.device("cuda"), RunLogger(None))
+    trainer = build_trainer(cfg, module, loaders, torch.device("cuda"), RunLogger(None))
     trainer.train_epoch(1)   # the first epoch's kernels are chosen and compiled
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
@@ -348,7 +349,7 @@ def test_the_step_captured_as_one_cuda_graph_trains_as_the_eager_step(variant, e
     new graph each epoch) against the eager trainer on the same data: epoch losses within
     1e-3, weights within 1e-3 of their norm, and most steps replayed (engine/graphed.py; its
     orchestration is held bit-exact on the CPU by tests/test_graphed_step.py)."""
-    from engine.trainer import Trainer
+    from launch.training import build_trainer
     from utils.config import Config, SolverConfig, replace_section
     from utils.logger import RunLogger
     runtime = {"fp32": {}, "bf16_channels_last": {"amp": "bf16", "channels_last": True},
@@ -364,13 +365,13 @@ def test_the_step_captured_as_one_cuda_graph_trains_as_the_eager_step(variant, e
         torch.manual_seed(0)
         module = build_distiller({"name": "kd"}, models.build_model("resnet8", 10),
                                  models.build_model("resnet20", 10))
-        return Trainer(module, loaders, replace_section(cfg, "log", print_freq=100),
-                       torch.device("cuda"), RunLogger(None))
+        return build_trainer(replace_section(cfg, "log", print_freq=100), module, loaders,
+                             torch.device("cuda"), RunLogger(None))
     eager, graphed = trainer(False), trainer(True)
     for epoch in (1, 2, 3):
         expected, got = eager.train_epoch(epoch), graphed.train_epoch(epoch)
         assert abs(got["loss"] - expected["loss"]) <= 1e-3 * abs(expected["loss"]), (epoch, got, expected)
-    assert graphed.graphed.replays == 4 + 5 + 5
+    assert graphed.train_step.replays == 4 + 5 + 5
     for (key, a), b in zip(eager.module.state_dict().items(), graphed.module.state_dict().values()):
         if a.is_floating_point():
             assert (a - b).norm() <= 1e-3 * a.norm() + 1e-6, key
@@ -381,7 +382,7 @@ def test_the_step_captured_as_one_cuda_graph_trains_as_the_eager_step(variant, e
 def test_fused_sgd_equals_unfused_sgd_over_ten_steps():
     """Both optimizers get the same gradients each step (a backward through diverging weights
     would amplify rounding), so what is compared is the update rule itself."""
-    solver = SimpleNamespace(lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
+    solver = SimpleNamespace(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=False)
     torch.manual_seed(0)
     plain = models.build_model("resnet8", num_classes=10, dataset="cifar100").cuda()
     fused = models.build_model("resnet8", num_classes=10, dataset="cifar100").cuda()
@@ -528,20 +529,20 @@ def step_losses(config, monkeypatch, check_eager: bool = False):
     before the (compiled) step: each compiled step is held against eager without the drift that
     two diverging trajectories accumulate."""
     from engine.trainer import Trainer
-    recorded, step = [], Trainer._step
+    recorded, step = [], Trainer.step
 
     def recording(self, *args, **kwargs):
         eager = None
         if check_eager:
             with torch.no_grad():
                 eager = {k: float(v) for k, v in self.module(*args, **kwargs)[1].items()}
-        logits, losses = step(self, *args, **kwargs)
-        recorded.append(({name: float(value.detach()) for name, value in losses.items()}, eager))
-        return logits, losses
+        result = step(self, *args, **kwargs)
+        recorded.append(({name: float(value.detach()) for name, value in result.losses.items()}, eager))
+        return result
 
-    monkeypatch.setattr(Trainer, "_step", recording)
+    monkeypatch.setattr(Trainer, "step", recording)
     run_training(load_run_config(str(config)))
-    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(Trainer, "step", step)
     return recorded
 
 

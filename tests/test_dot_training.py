@@ -13,8 +13,9 @@ import yaml
 
 from engine.checkpoint import save_checkpoint
 from engine.dot import DistillationOrientedSGD
-from engine.trainer import Trainer
+from launch.build import load_run_config
 from launch.run import describe_schedule
+from launch.training import build_trainer
 from tests.runs import load, run_script, write_config
 from utils.batch import Batch
 from utils.config import Config, SolverConfig, load_config, replace_section
@@ -66,7 +67,7 @@ def trainer_for(module, optimizer="dot", amp="off", warmup_epochs=1):
     cfg = replace_section(cfg, "runtime", device="cpu", amp=amp)
     cfg = replace_section(cfg, "log", print_freq=100)
     loaders = SimpleNamespace(train=batches(), val=[], set_epoch=lambda epoch: None)
-    return Trainer(module, loaders, cfg, torch.device("cpu"), RunLogger(None))
+    return build_trainer(cfg, module, loaders, torch.device("cpu"), RunLogger(None))
 
 
 def recipe_lr(step):
@@ -199,12 +200,12 @@ def test_an_fp16_overflow_in_either_pass_skips_the_whole_dot_step(huge):
     trainer = trainer_for(module, amp="fp16", warmup_epochs=0)
     batch = batches(1)[0]
     module.huge = huge
-    trainer._step(batch, 1)
+    trainer.step(batch, 1)
     for p, q in zip(module.parameters(), before.parameters()):
         assert torch.equal(p, q)
     assert not trainer.optimizer.state and trainer.scaler.get_scale() == 2.0 ** 15
     module.huge = None
-    trainer._step(batch, 1)
+    trainer.step(batch, 1)
     assert not torch.equal(module.head.weight, before.head.weight)
     assert set(trainer.optimizer.state[module.head.weight]) == {"momentum_buffer", "momentum_kd_buffer"}
     assert trainer.scaler.get_scale() == 2.0 ** 15
@@ -226,7 +227,8 @@ def test_a_method_without_the_task_loss_or_without_a_distillation_loss_is_one_li
 @pytest.fixture
 def dot_config(tmp_path):
     path = tmp_path / "dot.yaml"
-    path.write_text(yaml.safe_dump({"solver": {"optimizer": "dot"}}))
+    path.write_text(yaml.safe_dump({"solver": {"optimizer": "dot"}, "distiller": {"name": "kd"},
+                                    "teacher": {"arch": "resnet8"}}))
     return str(path)
 
 
@@ -242,7 +244,7 @@ def dot_config(tmp_path):
 ])
 def test_wrong_dot_settings_are_one_line_errors(dot_config, overrides, message):
     with pytest.raises(UserError) as err:
-        load_config(dot_config, overrides)
+        load_run_config(dot_config, overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 

@@ -17,24 +17,26 @@ import models
 from datasets.gpu_loader import GpuCifarLoader
 from datasets.synthetic import generate
 from distillers import build_distiller, get_distiller_class
-from engine.graphed import EagerReplay, cuda_graph_refusals
-from engine.trainer import Trainer
+from engine.graphed import EagerReplay
+from launch.combination import cuda_graph_refusals
+from launch.training import build_trainer
 from utils.config import Config, SolverConfig, replace_section
 from utils.logger import RunLogger
 
 BATCH, FULL_BATCHES, LAST = 16, 4, 8      # 4 full batches and a smaller last one an epoch
 
 
-def trainer_for(module, cuda_graph: bool, **runtime):
+def trainer_for(module, cuda_graph: bool, clip_grad_norm=None, **runtime):
     train, _ = generate(10, 32, BATCH * FULL_BATCHES + LAST, 2)
     loader = GpuCifarLoader(train, batch_size=BATCH, mean=[0.5] * 3, std=[0.25] * 3, seed=3)
     loaders = SimpleNamespace(train=loader, val=[], set_epoch=loader.set_epoch)
     # a per-step warm-up, then a milestone: the lr changes at every step of epoch 1 and at epoch 2
-    cfg = Config(solver=SolverConfig(epochs=3, lr=0.05, milestones=[2], warmup_epochs=1))
+    cfg = Config(solver=SolverConfig(epochs=3, lr=0.05, milestones=[2], warmup_epochs=1,
+                                     clip_grad_norm=clip_grad_norm))
     cfg = replace_section(cfg, "runtime", device="cpu", cuda_graph=cuda_graph, **runtime)
     cfg = replace_section(cfg, "log", print_freq=100)
-    return Trainer(module, loaders, cfg, torch.device("cpu"), RunLogger(None),
-                   graphs=EagerReplay() if cuda_graph else None)
+    return build_trainer(cfg, module, loaders, torch.device("cpu"), RunLogger(None),
+                         graphs=EagerReplay() if cuda_graph else None)
 
 
 def distiller(name: str, **section):
@@ -56,7 +58,7 @@ def test_a_graphed_run_equals_the_eager_run_bit_for_bit(name, section):
         expected, got = eager.train_epoch(epoch), graphed.train_epoch(epoch)
         assert got["loss"] == expected["loss"], epoch
     # replayed: every full batch but the first two steps of the run and the first of each epoch
-    assert graphed.graphed.replays == (FULL_BATCHES - 2) + 2 * (FULL_BATCHES - 1)
+    assert graphed.train_step.replays == (FULL_BATCHES - 2) + 2 * (FULL_BATCHES - 1)
     for (key, a), b in zip(eager_module.state_dict().items(), graphed_module.state_dict().values()):
         assert torch.equal(a, b), key
     for a, b in zip(eager.optimizer.state_dict()["state"].values(),
@@ -74,10 +76,23 @@ def test_bf16_graphed_run_equals_the_eager_bf16_run():
         assert graphed.train_epoch(epoch)["loss"] == eager.train_epoch(epoch)["loss"]
 
 
+def test_a_graphed_run_with_gradient_clipping_equals_the_eager_run():
+    """The clipping (solver.clip_grad_norm) is part of the step the graph replays, so each
+    replay clips its own batch's gradients (torch's clip reads nothing back from the device;
+    its capture on a GPU is not yet run)."""
+    eager_module = distiller("kd")
+    graphed_module = copy.deepcopy(eager_module)
+    eager, graphed = trainer_for(eager_module, False, 0.5), trainer_for(graphed_module, True, 0.5)
+    assert graphed.train_epoch(1)["loss"] == eager.train_epoch(1)["loss"]
+    assert graphed.train_step.replays == FULL_BATCHES - 2
+    for (key, a), b in zip(eager_module.state_dict().items(), graphed_module.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
 def refusals(name="kd", device="cuda", distributed=False, **runtime):
     cfg = Config(solver=SolverConfig(optimizer=runtime.pop("optimizer", "sgd"), dot_delta=0.075))
     cfg = replace_section(cfg, "runtime", cuda_graph=True, **runtime)
-    return cuda_graph_refusals(cfg, get_distiller_class(name), torch.device(device), distributed)
+    return cuda_graph_refusals(cfg, get_distiller_class(name), device, 2 if distributed else 1)
 
 
 def test_what_cannot_be_captured_is_refused_with_its_reason():
@@ -113,10 +128,10 @@ def test_a_failed_capture_is_one_line_and_the_run_goes_on_eager_with_the_same_re
     eager_module = distiller("kd")
     graphed_module = copy.deepcopy(eager_module)
     eager, graphed = trainer_for(eager_module, False), trainer_for(graphed_module, True)
-    graphed.graphed.graphs = RefusingCapture()
+    graphed.train_step.graphs = RefusingCapture()
     for epoch in (1, 2):
         assert graphed.train_epoch(epoch)["loss"] == eager.train_epoch(epoch)["loss"]
-    assert graphed.graphed.replays == 0
+    assert graphed.train_step.replays == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "runtime.cuda_graph" in line]
     assert said == ["runtime.cuda_graph: the step could not be captured (operation not permitted "
                     "when stream is capturing); the run goes on without CUDA graphs (same results, slower)"]

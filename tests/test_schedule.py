@@ -11,7 +11,7 @@ inside the warm-up, resumed by our code, equal to the uninterrupted one).
 import pytest
 import torch
 
-from engine.schedule import build_optimizer, build_scheduler
+from launch.schedule import build_optimizer, build_scheduler
 from utils.config import SolverConfig
 
 STEPS_PER_EPOCH = 3

@@ -362,7 +362,7 @@ def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) ->
 
 
 def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
-    from tests.datagen import write_image_folder
+    from datasets.synthetic import write_image_folder
     cuda = device.type == "cuda"
     per_class, classes = ((4 if args.quick else 10), 100) if cuda else (2, 4)
     root = os.path.join(work, "imagenet_like")

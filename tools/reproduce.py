@@ -55,7 +55,7 @@ def train_command(config: str, directory: str, seed: int, overrides: List[str]) 
 def teacher_checkpoint(config: str, overrides: List[str]) -> Optional[tuple]:
     """``(arch, checkpoint)`` of a config's teacher, or None for methods without one."""
     from launch.build import load_run_config
-    cfg = load_run_config(config, overrides)
+    cfg = load_run_config(config, overrides, here=False)   # the runs may go to other machines
     if not cfg.teacher.arch or cfg.distiller["name"] == "vanilla":
         return None
     return cfg.teacher.arch, cfg.teacher.checkpoint

@@ -188,14 +188,3 @@ def remove_stale_temps(directory: str, everything: bool = False) -> List[str]:
             except FileNotFoundError:
                 pass  # its writer renamed or removed it meanwhile
     return removed
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """``data`` to ``path``, atomically."""
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save(obj)`` to ``path``, atomically."""
-    import torch
-    atomic_write(path, lambda f: torch.save(obj, f))

@@ -27,7 +27,6 @@ class ExperimentConfig:
     name: str = "run"
     output_dir: str = "checkpoints"
     seed: NonNegativeInt = 0
-    smoke: bool = False   # set by --smoke: a few steps whose numbers mean nothing
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,7 @@ class SolverConfig:
     # ("loss_ce") stepped with momentum - dot_delta, every other loss with momentum + dot_delta
     optimizer: Literal["sgd", "dot"] = "sgd"
     dot_delta: Momentum = 0.075
+    clip_grad_norm: Optional[PositiveFloat] = None   # clip the gradients' global L2 norm to this; null: off
 
 
 @dataclass(frozen=True)
@@ -293,6 +293,9 @@ def as_number(value: Any, kind: type) -> Optional[Any]:
     return value
 
 
+# Keys that existed once: written by hand they are refused with what to do instead.
+RETIRED = {"experiment.smoke": "a smoke run is asked for with train.py --smoke (which turns off "
+                               "the stop on a non-finite validation); a config cannot set it"}
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -356,6 +359,8 @@ def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
         dotted = f"{prefix}{key}"
         if key not in hints:
             where = provenance.get(dotted) or provenance.get(_first_leaf(tree[key], dotted), "config")
+            if dotted in RETIRED:
+                raise UserError(f"'{dotted}' in {where} is not a config key any more: {RETIRED[dotted]}")
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise UserError(f"unknown key '{dotted}' in {where}{hint}")
@@ -409,17 +414,15 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
         raise UserError(f"'solver.warmup_epochs' in {where('solver.warmup_epochs')} must be at most "
                         f"solver.epochs={solver.epochs}, got {solver.warmup_epochs}")
     if solver.optimizer == "dot":
-        _check_dot(cfg, where)
+        _check_dot_momenta(cfg, where)
     if not DEVICE.fullmatch(cfg.runtime.device):
         raise UserError(f"'runtime.device' in {where('runtime.device')} must be auto, cpu, cuda, "
                         f"cuda:N or mps, got {cfg.runtime.device!r}")
 
 
-def _check_dot(cfg: Config, where) -> None:
-    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1); compiled, its
-    rule for a parameter reached by one loss only cannot be kept (measured: a compiled backward
-    gives zeros, not None, to the parameters a loss does not reach), and Nesterov is not part
-    of the method."""
+def _check_dot_momenta(cfg: Config, where) -> None:
+    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1). Which other
+    options go with DOT: launch/combination.py."""
     solver = cfg.solver
     momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
     delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
@@ -429,16 +432,6 @@ def _check_dot(cfg: Config, where) -> None:
     if solver.momentum + solver.dot_delta >= 1:
         raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
                         "momentum + dot_delta")
-    refused = [("runtime.compile", cfg.runtime.compile is not False, "compiled, the backward "
-                "hands every parameter a gradient in both passes (zeros where a loss does not "
-                "reach it), and DOT would take those parameters as reached by both losses: set "
-                "runtime.compile=false"),
-               ("solver.nesterov", solver.nesterov, "DOT has no Nesterov variant: set "
-                "solver.nesterov=false")]
-    for name, bad, reason in refused:
-        if bad:
-            raise UserError(f"'{name}' in {where(name)} does not go with solver.optimizer=dot "
-                            f"(in {where('solver.optimizer')}): {reason}")
 
 
 def replace_section(cfg: Config, section: str, **changes) -> Config:
@@ -450,7 +443,10 @@ def replace_section(cfg: Config, section: str, **changes) -> Config:
 
 
 def config_from_dict(tree: Dict[str, Any], where: str = "checkpoint") -> Config:
-    """Rebuild a Config from its ``to_dict()`` form (e.g. the copy stored in a checkpoint)."""
+    """Rebuild a Config from its ``to_dict()`` form (e.g. the copy stored in a checkpoint; the
+    retired keys an older checkpoint holds are dropped)."""
+    tree = {section: ({k: v for k, v in values.items() if f"{section}.{k}" not in RETIRED}
+                      if isinstance(values, dict) else values) for section, values in tree.items()}
     provenance = {key: where for key in _leaf_keys(tree)}
     return _build(Config, tree, provenance, "")
 

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule of the benchmark recipes.
+"""Optimizer and learning-rate schedule of the benchmark recipes, built from ``solver``.
 
 ``solver.optimizer``: ``sgd`` (torch's SGD, fused on CUDA) or ``dot``, DOT's two-momentum SGD
 (engine/dot.py) with momentum - dot_delta for the task loss and momentum + dot_delta for the
@@ -32,7 +32,7 @@ def dot_momenta(solver):
 
 def describe_optimizer(solver) -> str:
     """One line for the start-up summary."""
-    if getattr(solver, "optimizer", "sgd") == "dot":
+    if solver.optimizer == "dot":
         task, kd = dot_momenta(solver)
         return (f"optimizer: DOT (momentum {task:.4g} task / {kd:.4g} distillation, "
                 f"weight decay {solver.weight_decay:g})")
@@ -42,7 +42,7 @@ def describe_optimizer(solver) -> str:
 
 def build_optimizer(params, solver, fused: bool = False) -> torch.optim.Optimizer:
     """``fused`` (CUDA) applies to SGD only; DOT's step is its own."""
-    if getattr(solver, "optimizer", "sgd") == "dot":
+    if solver.optimizer == "dot":
         task, kd = dot_momenta(solver)
         return DistillationOrientedSGD(params, lr=solver.lr, momentum=task, momentum_kd=kd,
                                        weight_decay=solver.weight_decay)
