@@ -2,7 +2,9 @@
 that pass a type check but cannot run, YAML merge keys, paths that are not what a tool expects.
 Each ends in one line and exit 2, or works, never in a traceback, a hang or a wrong count."""
 import os
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,99 @@ def test_class_folder_without_images_is_one_line_naming_it(folder):
     root, names = folder
     (root / "val" / "empty").mkdir()
     assert _load_within(root)["error"].startswith(f"{root / 'val'}: no image files in the class folders empty")
+
+
+# --- values that pass a type check but cannot run ---------------------------------------------
+
+CLI = "the command-line overrides"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("experiment.seed=18446744073709551616",
+     f"'experiment.seed' in {CLI} must be at most 2**63 - 1 (9223372036854775807), got 18446744073709551616"),
+    ("experiment.name=" + "n" * 300,
+     f"'experiment.name' in {CLI} is 300 bytes in one folder name, more than a file system takes (255)"),
+    ("solver.milestones=[1.5]", f"'solver.milestones' in {CLI} must be a list of int, got [1.5]"),
+    ("experiment." + ".".join(["deeper"] * 5000) + "=1",
+     "the override of 'experiment.deeper.deeper...' nests more than 32 levels deep: refused"),
+], ids=["seed-beyond-64-bits", "300-character-name", "fractional-milestone", "5000-level-override"])
+def test_value_the_platform_cannot_take_is_one_line_exit_2_naming_the_key(tmp_path, override, message, capsys):
+    from tests.runs import one_line, train_here, write_config
+    config = write_config(tmp_path, "limits", epochs=1)
+    assert train_here("--config", str(config), override) == 2
+    assert one_line(capsys.readouterr().err).startswith(f"error: {message}")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_nested_past_pythons_recursion_limit_is_one_line_not_a_recursion_error(tmp_path):
+    """600 levels already exhaust PyYAML's recursion (the issue's 5,000 cost seconds to scan);
+    the block-style file is within it, refused by the depth check that guards the merges."""
+    from utils.config import load_config
+    for name, text in (("flow", "distiller: {name: kd, x: " + "[" * 600 + "]" * 600 + "}\n"),
+                       ("block", "experiment:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(100)))):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        with pytest.raises(UserError, match=f"^{path} nests more than 32 levels deep: refused"):
+            load_config(str(path))
+
+
+def test_mps_on_a_build_without_it_is_one_line_naming_the_key(monkeypatch):
+    import torch
+    from launch.build import resolve_device
+    from types import SimpleNamespace
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"^runtime.device is 'mps' but this PyTorch build "):
+        resolve_device(SimpleNamespace(runtime=SimpleNamespace(device="mps")))
+
+
+# --- YAML merge keys ------------------------------------------------------------------------
+
+MERGED = """\
+x-recipe: &recipe {lr: 0.1, epochs: 3, milestones: [2]}
+x-fast: &fast {lr: 0.5, warmup_epochs: 1}
+teacher: {arch: resnet20}
+distiller: {name: kd}
+solver:
+  <<: [*fast, *recipe]
+  epochs: 4
+"""
+
+
+def test_yaml_merge_keys_fill_a_section_its_own_keys_and_earlier_merges_winning(tmp_path):
+    from utils.config import load_config
+    path = tmp_path / "merged.yaml"
+    path.write_text(MERGED)
+    solver = load_config(str(path)).solver
+    assert (solver.lr, solver.epochs, solver.milestones, solver.warmup_epochs) == (0.5, 4, [2], 1)
+    path.write_text(MERGED.replace("lr: 0.1,", "lr: -0.1,").replace("lr: 0.5, ", ""))
+    with pytest.raises(UserError, match=f"^'solver.lr' in {path} must be > 0"):   # blamed on the file
+        load_config(str(path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x-a: &a {lr: 0.1}\nsolver: {<<: *a, epochs: 3, epochs: 4}\n", ":2: duplicate key 'epochs'"),
+    ("x-a: &a {lr: 0.1}\nsolver:\n  <<: *a\n  <<: *a\n", ":4: duplicate key '<<'"),
+    ("x-a: &a [1, 2]\nsolver: {<<: *a}\n", ":2: a merge key ('<<') takes a mapping or a list of mappings"),
+    ("x-a: &a {<<: *a}\n", ":1: a merge key ('<<') merges the mapping into itself"),
+    ("solver: {<<: {lr: 0.1, lr: 0.2}}\n", ":1: duplicate key 'lr'"),
+])
+def test_merge_keys_keep_the_duplicate_key_check(tmp_path, text, message):
+    from utils.config import load_config
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="^" + re.escape(f"{path}{message}")):
+        load_config(str(path))
+
+
+def test_merges_of_merges_cannot_multiply_a_mapping_and_an_alias_bomb_through_a_merge_is_refused(tmp_path):
+    from utils.config import parse_yaml
+    levels = "l0: &l0 {k: 1}\n" + "".join(
+        f"l{i + 1}: &l{i + 1} {{<<: [{', '.join([f'*l{i}'] * 9)}]}}\n" for i in range(9))
+    start = time.perf_counter()
+    assert parse_yaml(levels, "levels")["l9"] == {"k": 1}        # 9^9 copies of one pair, merged once
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} {{<<: {{v: [{', '.join([f'*{a}'] * 9)}]}}}}\n" if b != "b" else
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+    with pytest.raises(UserError, match="expands to more than 100000 values"):
+        parse_yaml(bomb, "bomb")
+    assert time.perf_counter() - start < 0.5
