@@ -9,23 +9,12 @@ is a class link back into the split; an image name must be a regular file (a lin
 fine). Refusals are one line naming the path; the order of the samples is torchvision's.
 """
 import os
-import stat
 
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from utils.errors import UserError
-
-_KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
-          stat.S_ISBLK: "a block device", stat.S_ISDIR: "a folder"}
-
-
-def _kind(path: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return "a broken link"
-    return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
+from utils.input_files import file_kind
 
 
 def _check_class_link(class_dir: str, split_real: str) -> None:
@@ -55,7 +44,7 @@ def class_images(class_dir: str) -> list[str]:
                                     "it); replace it by the folder itself or remove it")
                 elif entry.name.lower().endswith(IMG_EXTENSIONS):
                     if not entry.is_file(follow_symlinks=True):
-                        raise UserError(f"{entry.path} is {_kind(entry.path)}, not an image "
+                        raise UserError(f"{entry.path} is {file_kind(entry.path)}, not an image "
                                         "file: remove it")
                     names.append(entry.name)
         found.append((folder, sorted(names)))

@@ -181,3 +181,55 @@ def test_merges_of_merges_cannot_multiply_a_mapping_and_an_alias_bomb_through_a_
     with pytest.raises(UserError, match="expands to more than 100000 values"):
         parse_yaml(bomb, "bomb")
     assert time.perf_counter() - start < 0.5
+
+
+# --- paths that are not what a tool expects -------------------------------------------------
+
+@pytest.fixture
+def odd_paths(tmp_path):
+    """A folder, a FIFO, and files that are not checkpoints or tables."""
+    (tmp_path / "folder.pth").mkdir()
+    os.mkfifo(tmp_path / "fifo.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("hello\n")
+    (tmp_path / "list.yaml").write_text("[1, 2]\n")
+    (tmp_path / "no_rows.yaml").write_text("paper: x\n")
+    (tmp_path / "bad_row.yaml").write_text("rows: [{name: ../up, config: c.yaml}]\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("tool", ["eval", "export"])
+@pytest.mark.parametrize("name, message", [
+    ("folder.pth", "checkpoint {path} is a folder, not a file"),
+    ("fifo.pth", "checkpoint {path} is a FIFO, not a file"),
+    ("empty.pth", "{path} is empty (0 bytes): not a checkpoint"),
+    ("text.pth", "{path} is not a PyTorch checkpoint: neither a zip archive (torch.save) nor a "
+                 "pickle; it starts with b'hello\\n'"),
+], ids=["folder", "fifo", "empty", "text"])
+def test_checkpoint_path_that_is_no_checkpoint_is_one_true_line(odd_paths, tool, name, message, capsys):
+    import eval as eval_cli
+    from tests.runs import one_line
+    from tools import export
+    path = odd_paths / name
+    args = {"eval": (eval_cli.main, ["--checkpoint", str(path)]),
+            "export": (export.main, ["--checkpoint", str(path), "--out", str(odd_paths / "out.pth")])}
+    main, argv = args[tool]
+    assert main(argv) == 2
+    assert one_line(capsys.readouterr().err).startswith("error: " + message.format(path=path))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{dir}/list.yaml"], "{dir}/list.yaml is not a table: a table is a mapping with 'rows'"),
+    (["{dir}/no_rows.yaml"], "{dir}/no_rows.yaml is not a table"),
+    (["{dir}/bad_row.yaml"], "{dir}/bad_row.yaml: row 1 needs a 'name' of letters, digits and _.+-"),
+    (["{dir}/fifo.pth"], "table {dir}/fifo.pth is a FIFO, not a file"),
+    (["{dir}"], "table {dir} is a folder, not a file"),
+    (["dkd_cifar100_diff", "--jobs-per-gpu", "0"], "--jobs-per-gpu must be at least 1, got 0"),
+    (["dkd_cifar100_diff", "--seeds", "0", "-1"], "--seeds must be in [0, 2**63 - 1] (experiment.seed), got -1"),
+    (["dkd_cifar100_diff", "--gpus", "x"], "--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), got 'x'"),
+], ids=["list", "no-rows", "bad-row-name", "fifo", "folder", "jobs-0", "seed-negative", "gpus-x"])
+def test_reproduce_refuses_what_is_no_table_or_no_schedule_in_one_line(odd_paths, args, message, capsys):
+    from tests.runs import one_line
+    from tools import reproduce
+    assert reproduce.main([a.format(dir=odd_paths) for a in args] + ["--dry-run"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("error: " + message.format(dir=odd_paths))

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import yaml
 
 from utils.errors import UserError
+from utils.input_files import require_file
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,7 @@ def parse_yaml(text: str, where: str) -> Any:
 
 
 def _read_yaml(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UserError(f"config file not found: {path}")
+    require_file(path, "config file")
     with open(path, "rb") as f:
         raw = f.read()
     try:
