@@ -233,3 +233,31 @@ def test_reproduce_refuses_what_is_no_table_or_no_schedule_in_one_line(odd_paths
     from tools import reproduce
     assert reproduce.main([a.format(dir=odd_paths) for a in args] + ["--dry-run"]) == 2
     assert one_line(capsys.readouterr().err).startswith("error: " + message.format(dir=odd_paths))
+
+
+# --- progress in a log file ------------------------------------------------------------------
+
+def test_teacher_cache_progress_is_plain_lines_in_a_log_and_a_bar_only_on_a_terminal(monkeypatch, capsys):
+    import torch
+
+    import models
+    from datasets.gpu_loader import augment_batch
+    from distillers import teacher_cache
+    torch.manual_seed(0)
+    teacher = models.build_model("resnet8", num_classes=3, dataset="cifar100")
+    images = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8)
+    mean, std = torch.tensor([0.5] * 3), torch.tensor([0.25] * 3)
+
+    def build():   # 2 views per image (padding 0), 2 images per batch: 15 batches
+        return teacher_cache.compute_view_logits(teacher, images, mean, std, 0, augment_batch,
+                                                 torch.float32, batch_size=4)
+    logits = build()
+    out, err = capsys.readouterr()
+    assert logits.shape == (30, 2, 3) and "\r" not in out + err
+    done = [int(line.split("[")[1].split("/")[0]) for line in out.splitlines()]
+    assert out.startswith("teacher cache [2/15]\n") and done == sorted(set(done)) and done[-1] == 15
+    assert len(done) == 10
+    monkeypatch.setattr("utils.logger.console_is_terminal", lambda: True)
+    build()
+    out, err = capsys.readouterr()
+    assert out == "" and "\r" in err and "teacher cache" in err
