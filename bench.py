@@ -154,7 +154,8 @@ def step_variant(label: str, cfg) -> Variant:
         side = 2 * cache.padding + 1
         views = BatchViews(indices, torch.randint(0, side, (batch, 2), device=device),
                            torch.rand(batch, device=device) < 0.5)
-    generated = Batch(images, targets, indices, views)
+    strong = torch.randn_like(images) if distiller.needs_strong_view else None   # MLKD's second view
+    generated = Batch(images, targets, indices, views, strong)
     info = {"distiller": cfg.distiller["name"], "student": cfg.student.arch,
             "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
             "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
@@ -170,7 +171,9 @@ def loader_variant(label: str, cfg) -> Variant:
     import datasets
     from launch.build import per_process_data, resolve_device
     device = resolve_device(cfg)
-    loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
+    from distillers import get_distiller_class
+    loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device,
+                                     strong_view=get_distiller_class(cfg.distiller["name"]).needs_strong_view)
     next_batch = next_batch_fn(loaders, device)
 
     info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,

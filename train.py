@@ -41,9 +41,9 @@ def main(argv=None) -> int:
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
-        if args.smoke and os.environ.get("RANK", "0") == "0":
-            from launch.build import smoke_notice
-            print(smoke_notice(cfg), flush=True)
+        if args.smoke:   # afresh each time, the earlier smoke output removed
+            from launch.run_dir import start_smoke_run
+            start_smoke_run(cfg, args.resume, is_first=os.environ.get("RANK", "0") == "0")
         from launch.run import run_training
         run_training(cfg, resume=args.resume, argv=sys.argv)
     except UserError as err:

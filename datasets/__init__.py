@@ -12,7 +12,7 @@ from typing import Sequence, Union
 import torch
 
 from datasets import cifar, imagenet, synthetic
-from datasets.arrays import ArrayViews
+from datasets.arrays import ArrayTwoViews, ArrayViews
 from datasets.gpu_loader import GpuCifarLoader
 from datasets.jpeg_loader import DeviceJpegLoader
 from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape, train_labels
@@ -43,6 +43,18 @@ class Loaders:
         self.train.set_epoch(epoch)
 
 
+def _check_strong_view(data_cfg, source: Source) -> None:
+    """MLKD's strong view (datasets/strong_augment.py) is drawn by the torch loader's in-memory
+    CIFAR recipe; the GPU loaders do not draw it: refused in one line, not silently weak."""
+    if setting(data_cfg, "loader", "auto") == "gpu":
+        raise UserError("the method needs a strong view of every sample (MLKD), which only the "
+                        "torch loader draws: set data.loader=torch (or auto)")
+    if source.arrays is None or not is_small(source.image_size):
+        raise UserError(f"the method needs a strong view of every sample (MLKD), drawn for small "
+                        f"in-memory datasets (cifar100, synthetic up to {SMALL_IMAGE_MAX} pixels), "
+                        f"not {dataset_name(data_cfg)} at {source.image_size} pixels")
+
+
 def _use_gpu_loader(data_cfg, source: Source, device: torch.device) -> bool:
     """Loader "auto" is the GPU loader for in-memory 32x32 data on CUDA, the torch one otherwise.
     For image folders "gpu" means decoding on the device (``_use_device_jpeg``)."""
@@ -68,10 +80,14 @@ def _use_device_jpeg(data_cfg, source: Source) -> bool:
 
 
 def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
-                  device: Union[str, torch.device] = "cpu") -> Loaders:
-    """The data section of a config -> this rank's loaders (``data_cfg.batch_size`` per process)."""
+                  device: Union[str, torch.device] = "cpu", strong_view: bool = False) -> Loaders:
+    """The data section of a config -> this rank's loaders (``data_cfg.batch_size`` per process).
+    ``strong_view``: training batches carry ``strong_images`` too (the method's
+    ``needs_strong_view``); only the torch loader's in-memory recipe draws them."""
     device = torch.device(device)
     source = build_source(data_cfg)
+    if strong_view:
+        _check_strong_view(data_cfg, source)
     batch_size = int(data_cfg.batch_size)
     val_batch_size = int(setting(data_cfg, "val_batch_size", batch_size))
     shard = dict(seed=seed, rank=rank, world_size=world_size)
@@ -80,7 +96,7 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
                      num_workers=int(setting(data_cfg, "num_workers", 0)), device=device, **shard)
         train = DeviceJpegLoader(source.train_set, train=True, batch_size=batch_size, **files)
         val = DeviceJpegLoader(source.val_set, train=False, batch_size=val_batch_size, **files)
-    elif _use_gpu_loader(data_cfg, source, device):
+    elif not strong_view and _use_gpu_loader(data_cfg, source, device):
         statistics = dict(mean=source.mean, std=source.std, device=device)
         train = GpuCifarLoader(source.arrays[0], batch_size=batch_size, train=True,
                                **statistics, **shard)
@@ -90,12 +106,15 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
         train_set, view_padding = source.train_set, None
         if source.arrays is not None and is_small(source.image_size):
             # the CIFAR recipe with the epoch's view table, the GPU loader's: same views
-            train_set = ArrayViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING)
-            view_padding = CIFAR_PADDING
+            views = (ArrayTwoViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING, seed=seed)
+                     if strong_view else
+                     ArrayViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING))
+            train_set, view_padding = views, CIFAR_PADDING
         train, val = build_torch_loaders(train_set, source.val_set, batch_size=batch_size,
                                          val_batch_size=val_batch_size, device=device,
                                          num_workers=int(setting(data_cfg, "num_workers", 0)),
-                                         view_padding=view_padding, **shard)
+                                         view_padding=view_padding, strong_view=strong_view,
+                                         **shard)
     return Loaders(train, val, source.num_classes, (3, source.image_size, source.image_size),
                    len(source.train_set), len(source.val_set), train_labels(source))
 

@@ -33,13 +33,16 @@ def epoch_views(seed: int, epoch: int, dataset_size: int,
 class ViewSampler(Sampler):
     """Yields ``(index, top, left, flip)``: this rank's share of the epoch's shuffled order (the
     same order as ``SeededSampler``), each index with its view from ``epoch_views``. For the
-    in-memory CIFAR recipe of the torch loader; call ``set_epoch`` before each epoch."""
+    in-memory CIFAR recipe of the torch loader; call ``set_epoch`` before each epoch.
+    ``with_epoch``: the epoch is appended to each item (a dataset that draws more per sample,
+    MLKD's strong view, seeds it from the epoch)."""
 
     def __init__(self, dataset_size: int, *, seed: int, padding: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, with_epoch: bool = False):
         self.order = DistributedSampler(range(dataset_size), num_replicas=world_size, rank=rank,
                                         shuffle=True, seed=seed, drop_last=False)
         self.seed, self.padding, self.size, self.epoch = seed, padding, dataset_size, 0
+        self.with_epoch = with_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
@@ -51,8 +54,9 @@ class ViewSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int, int, bool]]:
         offsets, flips = epoch_views(self.seed, self.epoch, self.size, self.padding)
         offsets, flips = offsets.tolist(), flips.tolist()
+        epoch = (self.epoch,) if self.with_epoch else ()
         for index in self.order:
-            yield index, offsets[index][0], offsets[index][1], flips[index]
+            yield index, offsets[index][0], offsets[index][1], flips[index], *epoch
 
     def __len__(self) -> int:
         return len(self.order)

@@ -45,6 +45,13 @@ def collate_view_batch(items) -> Batch:
                  BatchViews(indices, torch.stack([tops, lefts], dim=1), flips.bool()))
 
 
+def collate_two_view_batch(items) -> Batch:
+    """``ArrayTwoViews`` items (a view batch's fields, then the strong view) -> one ``Batch``
+    with ``strong_images``."""
+    *weak, strong = zip(*items)
+    return collate_view_batch(list(zip(*weak))).replace(strong_images=default_collate(strong))
+
+
 class SeededAugmentation(Dataset):
     """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed with
     torch's CPU generator seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
@@ -73,15 +80,18 @@ class EpochDataLoader(DataLoader):
     worker base seed instead of drawing from (and advancing) torch's global RNG."""
 
     def __init__(self, dataset: Dataset, *, seed: int, rank: int, world_size: int,
-                 view_padding: Optional[int] = None, **kwargs):
+                 view_padding: Optional[int] = None, strong_view: bool = False, **kwargs):
         """``view_padding``: ``dataset`` takes ``(index, top, left, flip)`` items (``ArrayViews``)
-        and the views come from the epoch's table; otherwise it draws its own, per-sample seeded."""
+        and the views come from the epoch's table; otherwise it draws its own, per-sample seeded.
+        ``strong_view``: with ``view_padding``, ``dataset`` is an ``ArrayTwoViews`` and takes
+        the epoch too."""
         shard = dict(seed=seed, rank=rank, world_size=world_size)
         if view_padding is None:
             sampler, dataset = SeededSampler(len(dataset), **shard), SeededAugmentation(dataset)
         else:
-            sampler = ViewSampler(len(dataset), padding=view_padding, **shard)
-            kwargs["collate_fn"] = collate_view_batch
+            sampler = ViewSampler(len(dataset), padding=view_padding, with_epoch=strong_view,
+                                  **shard)
+            kwargs["collate_fn"] = collate_two_view_batch if strong_view else collate_view_batch
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.seed = seed
         self.set_epoch(0)
@@ -93,14 +103,15 @@ class EpochDataLoader(DataLoader):
 
 def build_torch_loaders(train_set: Dataset, val_set: Dataset, *, batch_size: int,
                         val_batch_size: int, num_workers: int, seed: int, rank: int,
-                        world_size: int, device,
-                        view_padding: Optional[int] = None) -> tuple[EpochDataLoader, DataLoader]:
+                        world_size: int, device, view_padding: Optional[int] = None,
+                        strong_view: bool = False) -> tuple[EpochDataLoader, DataLoader]:
     """Train: shuffled, DistributedSampler shards, no drop_last (as the reference recipes).
     Val: in order, disjoint unpadded shards. Pinned memory for CUDA; persistent workers."""
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
                   pin_memory=torch.device(device).type == "cuda", collate_fn=collate_batch)
     train = EpochDataLoader(train_set, seed=seed, rank=rank, world_size=world_size,
-                            view_padding=view_padding, batch_size=batch_size, drop_last=False,
+                            view_padding=view_padding, strong_view=strong_view,
+                            batch_size=batch_size, drop_last=False,
                             **common)
     val = DataLoader(Indexed(val_set), batch_size=val_batch_size,
                      sampler=ShardSampler(len(val_set), rank=rank, world_size=world_size),

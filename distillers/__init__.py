@@ -6,8 +6,9 @@ hidden. A method outside the package is named in a config as ``package.module:Cl
 
 A method's keyword-only constructor arguments, their defaults and type hints, in its own file,
 are the one source of truth for its config section (``method_parameters``): ``resolve_distiller_section``
-checks a section against them (unknown keys get a spelling hint, values must fit the hints, a key
-without a default is required) and fills in the defaults. Arguments named as a context value
+checks a section against them (unknown keys get a spelling hint, values must fit the hints and
+the ranges they carry, ``Annotated[float, POSITIVE]`` of ``utils.ranges``, a key without a
+default is required) and fills in the defaults. Arguments named as a context value
 (``CONTEXT``) are not config keys: ``build_distiller`` hands them in.
 """
 import difflib
@@ -19,8 +20,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from torch import nn
 
-from distillers.value_checks import check_distiller_values
-from utils.config import check_section_value
+from utils.config import check_value
 from utils.errors import UserError
 from utils.registry import Registry
 
@@ -90,7 +90,7 @@ def method_parameters(cls) -> Dict[str, inspect.Parameter]:
         if "__init__" not in vars(klass):
             continue
         init = vars(klass)["__init__"]
-        hints = typing.get_type_hints(init)
+        hints = typing.get_type_hints(init, include_extras=True)
         params = inspect.signature(init).parameters.values()
         for p in params:
             inherited_required = klass is not cls and p.default is _REQUIRED
@@ -111,10 +111,11 @@ def distiller_defaults(name: str) -> Dict[str, Any]:
 def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
                               provenance: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The section with the method's defaults filled in, each value converted as researchers
-    write numbers (``5e-4``), checked in range (``distillers.value_checks``) and against its
-    constructor's type hint. ``provenance`` names where each key was set (``distiller.<key>`` ->
-    file or "the command-line overrides", as ``load_config`` fills it); ``where`` stands in for
-    keys it does not name."""
+    write numbers (``5e-4``) and checked against its constructor's annotation, the range it
+    carries included (one pass, ``utils.config.check_value``; an argument without one is
+    checked against its default's type). ``provenance`` names where each key was set
+    (``distiller.<key>`` -> file or "the command-line overrides", as ``load_config`` fills it);
+    ``where`` stands in for keys it does not name."""
     sources = provenance or {}
 
     def where_of(key: str) -> str:
@@ -140,12 +141,21 @@ def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
                 raise UserError(f"missing key 'distiller.{key}' in {where}: "
                                 f"'{section['name']}' has no default for it")
             resolved[key] = param.default
-    defaults = {key: param.default for key, param in params.items() if param.default is not _REQUIRED}
-    resolved = check_distiller_values(resolved, defaults, where_of)
-    for key, value in resolved.items():
-        if key != "name" and params[key].annotation is not _REQUIRED:
-            check_section_value(f"distiller.{key}", value, params[key].annotation, where_of(key))
+    for key, param in params.items():
+        hint = _hint(param)
+        if hint is not None:
+            resolved[key] = check_value(f"distiller.{key}", resolved[key], hint, where_of(key))
     return resolved
+
+
+def _hint(param: inspect.Parameter) -> Any:
+    """What a method's argument must be: its annotation, else its default's type (a plugin
+    that annotates nothing still gets its numbers converted and checked finite)."""
+    if param.annotation is not _REQUIRED:
+        return param.annotation
+    if param.default is _REQUIRED or param.default is None:
+        return None
+    return type(param.default)
 
 
 def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:
@@ -163,15 +173,16 @@ def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], An
 def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[nn.Module] = None,
                     input_shape=(3, 32, 32), num_classes: Optional[int] = None,
                     train_size: Optional[int] = None, train_targets: Optional[Sequence[int]] = None,
-                    seed: int = 0):
+                    seed: Optional[int] = None):
     """Construct the method named by ``cfg["name"]`` from a (resolved or partial) section.
 
     Context a constructor may ask for: ``num_classes`` (default: the student's), ``input_shape``
     ``(C, H, W)``, ``train_size`` (images in the training set), ``train_targets`` (every
     training label in dataset order, as an int64 tensor), ``seed`` (the run's, for a method's
-    own random stream), ``student_feature_shapes`` / ``teacher_feature_shapes`` (the
-    ``(C, H, W)`` of each map of ``forward_features``) and ``student_pooled_dim`` /
-    ``teacher_pooled_dim`` (the width of its ``pooled_feat``), probed once on a zero image."""
+    own random stream: required by a method that asks for it, never silently 0),
+    ``student_feature_shapes`` / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of
+    ``forward_features``) and ``student_pooled_dim`` / ``teacher_pooled_dim`` (the width of its
+    ``pooled_feat``), probed once on a zero image."""
     import torch
     from distillers.base import probe_feature_shapes, probe_pooled_width
     from distillers.teacher import FrozenTeacher
@@ -184,21 +195,17 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
         frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
     shape = tuple(input_shape)
 
-    def known_train_size():
-        if train_size is None:
-            raise UserError(f"distiller '{cfg['name']}' needs the training set's size: "
-                            "pass train_size to build_distiller")
-        return train_size
-
-    def known_train_targets():
-        if train_targets is None:
-            raise UserError(f"distiller '{cfg['name']}' needs the training set's labels: "
-                            "pass train_targets to build_distiller")
-        return torch.as_tensor(train_targets, dtype=torch.long)
+    def known(name: str, value: Any, what: str) -> Any:
+        if value is None:
+            raise UserError(f"distiller '{cfg['name']}' needs {what}: pass {name}")
+        return value
 
     values = {"num_classes": lambda: num_classes or _num_classes(student, cfg["name"]),
-              "input_shape": lambda: shape, "train_size": known_train_size,
-              "train_targets": known_train_targets, "seed": lambda: int(seed),
+              "input_shape": lambda: shape,
+              "train_size": lambda: known("train_size", train_size, "the training set's size"),
+              "train_targets": lambda: torch.as_tensor(known(
+                  "train_targets", train_targets, "the training set's labels"), dtype=torch.long),
+              "seed": lambda: int(known("seed", seed, "the run's seed (experiment.seed)")),
               "student_feature_shapes": lambda: probe_feature_shapes(student, shape),
               "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape),
               "student_pooled_dim": lambda: probe_pooled_width(student, shape),

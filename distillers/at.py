@@ -4,6 +4,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import at_loss
 from distillers.stage_pairs import common_size_pairs, tapped
+from utils.ranges import NonNegativeFloat, PositiveFloat
 
 
 @register_distiller("at")
@@ -19,7 +20,7 @@ class AT(FeatureDistiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 p: float = 2.0, feat_weight: float = 1000.0, **weights):
+                 p: PositiveFloat = 2.0, feat_weight: NonNegativeFloat = 1000.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         pairs = common_size_pairs("at", student_feature_shapes, teacher_feature_shapes)
         self.stages, stages = tapped(pairs)

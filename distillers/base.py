@@ -16,6 +16,7 @@ from torch import nn
 
 from distillers.teacher import FrozenTeacher
 from utils.batch import Batch, as_batch
+from utils.ranges import NonNegativeFloat, PositiveFloat
 
 Losses = Dict[str, torch.Tensor]
 
@@ -62,6 +63,9 @@ class Distiller(nn.Module):
     by the builder instead (distillers/__init__.py)."""
 
     needs_teacher = True
+    # whether the training batches must carry a strong view (``Batch.strong_images``): the
+    # loaders draw one only for a method that says so (MLKD)
+    needs_strong_view = False
     # whether the whole step can be replayed as one CUDA graph (runtime.cuda_graph): no Python
     # state that changes per step, no read of the device inside the step; else say why
     captures_in_cuda_graph = True
@@ -134,9 +138,9 @@ class LogitDistiller(Distiller):
     default (DIST's ``zscore_kd_weight``). The schema reads them from here.
     """
 
-    def __init__(self, student, teacher, *, temperature: float, kd_weight: float,
-                 logit_standardization: bool = False, base_temperature: float = 2.0,
-                 zscore_kd_weight: float = 9.0):
+    def __init__(self, student, teacher, *, temperature: PositiveFloat, kd_weight: NonNegativeFloat,
+                 logit_standardization: bool = False, base_temperature: PositiveFloat = 2.0,
+                 zscore_kd_weight: NonNegativeFloat = 9.0):
         super().__init__(student, teacher)
         self.temperature = float(temperature)
         self.logit_standardization = bool(logit_standardization)
@@ -179,7 +183,8 @@ class FeatureDistiller(Distiller):
 
     formula = "L_feat"
 
-    def __init__(self, student, teacher, *, feat_weight: float, ce_weight: float = 1.0):
+    def __init__(self, student, teacher, *, feat_weight: NonNegativeFloat,
+                 ce_weight: NonNegativeFloat = 1.0):
         super().__init__(student, teacher)
         self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
 

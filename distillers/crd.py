@@ -12,6 +12,7 @@ from distillers.base import FeatureDistiller
 from distillers.crd_losses import ContrastMemory, build_crd_embedding, contrast_scores, crd_loss
 from utils.collectives import gather_batch, process_rank
 from utils.errors import UserError
+from utils.ranges import AtLeastOneInt, Momentum, NonNegativeFloat, PositiveFloat
 from utils.seeding import derive_seed
 
 MODES = ("exact", "relax")
@@ -96,8 +97,9 @@ class CRD(FeatureDistiller):
         return {**section, "nce_k": min(section["nce_k"], train_size - 1)}
 
     def __init__(self, student, teacher, *, train_size, train_targets, seed, student_pooled_dim,
-                 teacher_pooled_dim, feat_weight: float = 0.8, embed_dim: int = 128,
-                 nce_k: int = 16384, nce_momentum: float = 0.5, nce_temperature: float = 0.07,
+                 teacher_pooled_dim, feat_weight: NonNegativeFloat = 0.8,
+                 embed_dim: AtLeastOneInt = 128, nce_k: AtLeastOneInt = 16384,
+                 nce_momentum: Momentum = 0.5, nce_temperature: PositiveFloat = 0.07,
                  mode: str = "exact", **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         if mode not in MODES:

@@ -5,6 +5,7 @@ from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import dist_loss
 from utils.collectives import gather_batch
+from utils.ranges import NonNegativeFloat, PositiveFloat
 
 
 @register_distiller("dist")
@@ -23,9 +24,10 @@ class DIST(LogitDistiller):
     them per GPU; that grouping is not reproduced.)
     """
 
-    def __init__(self, student, teacher, *, ce_weight: float = 1.0, kd_weight: float = 2.0,
-                 beta: float = 1.0, gamma: float = 1.0, tau: float = 4.0,
-                 zscore_kd_weight: float = 2.0, **standardization):
+    def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 1.0,
+                 kd_weight: NonNegativeFloat = 2.0, beta: NonNegativeFloat = 1.0,
+                 gamma: NonNegativeFloat = 1.0, tau: PositiveFloat = 4.0,
+                 zscore_kd_weight: NonNegativeFloat = 2.0, **standardization):
         super().__init__(student, teacher, temperature=tau, kd_weight=kd_weight,
                          zscore_kd_weight=zscore_kd_weight, **standardization)
         self.ce_weight = float(ce_weight)

@@ -5,6 +5,7 @@ from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import dkd_loss
 from utils.errors import UserError
+from utils.ranges import NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 @register_distiller("dkd")
@@ -19,9 +20,10 @@ class DKD(LogitDistiller):
     Plain DKD has no KD weight (``kd_weight`` 1).
     """
 
-    def __init__(self, student, teacher, *, num_classes: int, ce_weight: float = 1.0,
-                 alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
-                 warmup: int = 20, kd_weight: float = 1.0, **standardization):
+    def __init__(self, student, teacher, *, num_classes: int, ce_weight: NonNegativeFloat = 1.0,
+                 alpha: NonNegativeFloat = 1.0, beta: NonNegativeFloat = 8.0,
+                 temperature: PositiveFloat = 4.0, warmup: PositiveInt = 20,
+                 kd_weight: NonNegativeFloat = 1.0, **standardization):
         super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
                          **standardization)
         if num_classes < 3:

@@ -7,6 +7,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import fitnet_loss
 from utils.errors import UserError
+from utils.ranges import NonNegativeFloat
 
 
 def build_regressor(student_shape, teacher_shape) -> nn.Module:
@@ -40,7 +41,7 @@ class FitNet(FeatureDistiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 hint_layer: int = 2, feat_weight: float = 100.0, **weights):
+                 hint_layer: int = 2, feat_weight: NonNegativeFloat = 100.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         student_shapes, teacher_shapes = student_feature_shapes, teacher_feature_shapes
         depth = min(len(student_shapes), len(teacher_shapes))

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import kd_loss
+from utils.ranges import NonNegativeFloat, PositiveFloat
 
 
 @register_distiller("kd")
@@ -14,8 +15,9 @@ class KD(LogitDistiller):
     logit-standardization-KD defaults (base temperature 2, KD weight 9; see LogitDistiller).
     """
 
-    def __init__(self, student, teacher, *, ce_weight: float = 0.1, kd_weight: float = 0.9,
-                 temperature: float = 4.0, **standardization):
+    def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 0.1,
+                 kd_weight: NonNegativeFloat = 0.9, temperature: PositiveFloat = 4.0,
+                 **standardization):
         super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
                          **standardization)
         self.ce_weight = float(ce_weight)

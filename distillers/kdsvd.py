@@ -4,6 +4,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.kdsvd_losses import kdsvd_loss
 from distillers.stage_pairs import equal_width_pairs, tapped
+from utils.ranges import AtLeastOneInt, NonNegativeFloat
 
 
 @register_distiller("kdsvd")
@@ -22,7 +23,7 @@ class KDSVD(FeatureDistiller):
     cuda_graph_refusal = "reads the device inside its step (torch.linalg.svd checks its convergence on the host)"
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 k: int = 1, feat_weight: float = 1.0, **weights):
+                 k: AtLeastOneInt = 1, feat_weight: NonNegativeFloat = 1.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         pairs = equal_width_pairs("kdsvd", student_feature_shapes, teacher_feature_shapes)
         self.stages, stages = tapped(pairs)

@@ -4,6 +4,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import nst_loss
 from distillers.stage_pairs import common_size_pairs, tapped
+from utils.ranges import NonNegativeFloat
 
 
 @register_distiller("nst")
@@ -20,7 +21,7 @@ class NST(FeatureDistiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 feat_weight: float = 50.0, **weights):
+                 feat_weight: NonNegativeFloat = 50.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         pairs = common_size_pairs("nst", student_feature_shapes, teacher_feature_shapes)
         self.stages, stages = tapped(pairs)

@@ -8,6 +8,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.ofd_losses import build_ofd_connector, ofd_loss, ofd_margin
 from utils.errors import UserError
+from utils.ranges import AtLeastOneInt, NonNegativeFloat
 
 
 def teacher_bns_before_relu(teacher_model: nn.Module, stages: int):
@@ -48,7 +49,8 @@ class OFD(FeatureDistiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 feat_weight: float = 0.001, connector_kernel_size: int = 1, **weights):
+                 feat_weight: NonNegativeFloat = 0.001, connector_kernel_size: AtLeastOneInt = 1,
+                 **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         self.stages = min(len(student_feature_shapes), len(teacher_feature_shapes)) - 1
         if self.stages < 1:

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from distillers import register_distiller
 from distillers.base import Distiller
 from distillers.losses import one_kl_loss, sigmoid_rampup
+from utils.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat
 
 
 @register_distiller("one")
@@ -20,8 +21,9 @@ class ONE(Distiller):
 
     needs_teacher = False
 
-    def __init__(self, student, teacher=None, *, ce_weight: float = 1.0, temperature: float = 3.0,
-                 rampup: int = 80, epoch_offset: int = -1):
+    def __init__(self, student, teacher=None, *, ce_weight: NonNegativeFloat = 1.0,
+                 temperature: PositiveFloat = 3.0, rampup: NonNegativeInt = 80,
+                 epoch_offset: int = -1):
         super().__init__(student, None)
         self.ce_weight, self.temperature = float(ce_weight), float(temperature)
         self.rampup, self.epoch_offset = rampup, epoch_offset

@@ -4,6 +4,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import pkt_loss
 from utils.collectives import gather_batch
+from utils.ranges import NonNegativeFloat
 
 
 @register_distiller("pkt")
@@ -18,7 +19,7 @@ class PKT(FeatureDistiller):
     computes them on the recipe's batch.
     """
 
-    def __init__(self, student, teacher, *, feat_weight: float = 30000.0, **weights):
+    def __init__(self, student, teacher, *, feat_weight: NonNegativeFloat = 30000.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         self.formula = "PKT(pooled_s, pooled_t)"
 

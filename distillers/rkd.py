@@ -4,6 +4,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import rkd_loss
 from utils.collectives import gather_batch
+from utils.ranges import NonNegativeFloat, PositiveFloat
 
 
 @register_distiller("rkd")
@@ -19,9 +20,9 @@ class RKD(FeatureDistiller):
     process computes them on the recipe's batch.
     """
 
-    def __init__(self, student, teacher, *, feat_weight: float = 1.0,
-                 distance_weight: float = 25.0, angle_weight: float = 50.0,
-                 squared: bool = False, eps: float = 1e-12, **weights):
+    def __init__(self, student, teacher, *, feat_weight: NonNegativeFloat = 1.0,
+                 distance_weight: NonNegativeFloat = 25.0, angle_weight: NonNegativeFloat = 50.0,
+                 squared: bool = False, eps: PositiveFloat = 1e-12, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
         self.squared, self.eps = bool(squared), float(eps)

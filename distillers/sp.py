@@ -4,6 +4,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.losses import sp_loss
 from utils.collectives import gather_batch
+from utils.ranges import NonNegativeFloat
 
 
 @register_distiller("sp")
@@ -17,7 +18,7 @@ class SP(FeatureDistiller):
     process), as one process computes them on the recipe's batch.
     """
 
-    def __init__(self, student, teacher, *, feat_weight: float = 3000.0, **weights):
+    def __init__(self, student, teacher, *, feat_weight: NonNegativeFloat = 3000.0, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         self.formula = "SP(feats_s[-1], feats_t[-1])"
 

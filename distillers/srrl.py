@@ -7,6 +7,7 @@ from torch import nn
 from distillers import register_distiller
 from distillers.base import Distiller
 from distillers.losses import srrl_feature_loss, srrl_sr_loss
+from utils.ranges import NonNegativeFloat
 
 
 def build_connector(student_channels: int, teacher_channels: int) -> nn.Module:
@@ -36,8 +37,9 @@ class SRRL(Distiller):
     (10, 1)).
     """
 
-    def __init__(self, student, teacher, *, ce_weight: float = 1.0, feat_weight: float = 1.0,
-                 sr_weight: float = 1.0, student_feature_shapes, teacher_feature_shapes):
+    def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 1.0,
+                 feat_weight: NonNegativeFloat = 1.0, sr_weight: NonNegativeFloat = 1.0,
+                 student_feature_shapes, teacher_feature_shapes):
         super().__init__(student, teacher)
         student_channels = student_feature_shapes[-1][0]
         teacher_channels = teacher_feature_shapes[-1][0]

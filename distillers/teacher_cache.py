@@ -11,6 +11,9 @@ Size: N × 162 × C values; CIFAR-100 (50,000 × 162 × 100) is 1.62 GB in fp16,
 The file is ``<output_dir>/teacher_cache/<key>.pt``; the key hashes the teacher's sha256, the
 images' sha256, mean, std, padding and the storage dtype, so any change gives a new file.
 Logits are computed in fp32 (no autocast) in eval mode; fp16 storage rounds them to fp16.
+The file carries a checksum of its logits (``utils.checksum``, as checkpoints do), verified on
+every read: a damaged file (a flipped byte would train silently on wrong logits), an
+unreadable one or one without a checksum is rebuilt, with one line saying so.
 
 Layering: distillers import neither datasets nor engine, so the builder hands in the loader's
 ``augment(images_uint8, offsets, flips, mean, std, padding)`` (``datasets.gpu_loader.augment_batch``).
@@ -24,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from utils.atomic import atomic_write, remove_stale_temps
+from utils.checksum import CHECKSUM_KEY, with_checksum
 from utils.errors import UserError
 from utils.logger import progress_lines
 from utils.safe_load import read_checkpoint
@@ -119,17 +123,47 @@ class TeacherCache:
         key = cache_key(teacher_sha256, tensor_sha256(images), mean.tolist(), std.tolist(),
                         padding, dtype)
         path = os.path.join(directory, f"{key}.pt")
-        if not os.path.isfile(path) and is_main:
+        shape = (len(images), len(all_views(padding)[1]))
+        state = _read_verified(path, shape) if is_main else None
+        if is_main and state is None:
             logits = compute_view_logits(teacher, images, mean, std, padding, augment,
                                          CACHE_DTYPES[dtype], batch_size)
             remove_stale_temps(directory)  # of killed builds; other runs' live writes are kept
-            state = {"logits": logits, "padding": padding, "key": key}
+            state = with_checksum({"logits": logits, "padding": padding, "key": key})
             atomic_write(path, lambda f: torch.save(state, f))
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-        state = read_checkpoint(path, "teacher cache")
-        if not isinstance(state, dict) or not isinstance(state.get("logits"), torch.Tensor) \
-                or tuple(state["logits"].shape[:2]) != (len(images), len(all_views(padding)[1])):
-            raise UserError(f"teacher cache {path} does not match the data; delete it")
+        if state is None:   # the other processes read what the main one verified or wrote
+            state = read_checkpoint(path, "teacher cache", finite=False)
+            if _mismatch(state, shape):
+                raise UserError(f"teacher cache {path} {_mismatch(state, shape)}; delete it")
         return cls(state["logits"], padding, path)
+
+
+def _mismatch(state, shape) -> Optional[str]:
+    """Why ``state`` is not a verified cache of ``shape`` (images, views) logits; None if it is."""
+    if not isinstance(state, dict) or not isinstance(state.get("logits"), torch.Tensor):
+        return "holds no logits"
+    if CHECKSUM_KEY not in state:
+        return "has no checksum to verify it by"
+    if tuple(state["logits"].shape[:2]) != shape:
+        return "does not match the data"
+    return None
+
+
+def _read_verified(path: str, shape) -> Optional[dict]:
+    """The cache file's content if it is present and passes every check; otherwise None, with
+    one line saying why when the file is there (it is then rebuilt)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        state = read_checkpoint(path, "teacher cache", finite=False)
+        mismatch = _mismatch(state, shape)
+        problem = mismatch and f"{path} {mismatch}"
+    except UserError as err:   # damaged, unreadable: the reason, without the advice for checkpoints
+        problem = str(err).split("; use ")[0]
+    if not problem:
+        return state
+    print(f"WARNING: teacher cache: {problem}; rebuilding it", flush=True)
+    return None
 

@@ -10,6 +10,7 @@ from distillers.losses import pool_to_common_size
 from distillers.stage_pairs import common_size_pairs, tapped
 from distillers.vid_losses import build_vid_regressor, vid_initial_log_scale, vid_loss
 from utils.errors import UserError
+from utils.ranges import NonNegativeFloat, PositiveFloat
 
 @register_distiller("vid")
 class VID(FeatureDistiller):
@@ -32,8 +33,8 @@ class VID(FeatureDistiller):
     """
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
-                 feat_weight: float = 1.0, eps: float = 1e-5, init_pred_var: float = 5.0,
-                 learn_variance: bool = False, **weights):
+                 feat_weight: NonNegativeFloat = 1.0, eps: PositiveFloat = 1e-5,
+                 init_pred_var: PositiveFloat = 5.0, learn_variance: bool = False, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         if not init_pred_var > eps:
             raise UserError(f"distiller.init_pred_var={init_pred_var:g} must exceed "

@@ -31,7 +31,7 @@ def on_device(batch, device: torch.device, channels_last: bool = False):
     """The loader's ``Batch`` on ``device``, its images channels-last when asked."""
     batch = batch.to(device, non_blocking=True)
     if channels_last:
-        batch = batch.replace(images=batch.images.contiguous(memory_format=torch.channels_last))
+        batch = batch.map_images(lambda images: images.contiguous(memory_format=torch.channels_last))
     return batch
 
 

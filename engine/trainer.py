@@ -33,6 +33,7 @@ from engine.graphed import CudaGraphs, GraphedStep, check_cuda_graph
 from engine.rng import get_rng_state, set_rng_state
 from engine.schedule import build_optimizer, build_scheduler
 from engine.steps import build_step
+from utils.atomic import WriteFailed, write_failure
 from utils.errors import UserError
 from utils.stopping import Stopped
 
@@ -141,6 +142,7 @@ class Trainer:
         if self.dist.is_main:
             state = self._checkpoint(metrics)
             save_checkpoint(state, last)
+            self.last_saved = (last, self.state.epoch)   # before best.pth: a failure there keeps it
             if is_best:
                 save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
         self.last_saved = (last, self.state.epoch)
@@ -207,9 +209,9 @@ class Trainer:
         try:
             self._log_epoch(epoch, train_stats, metrics, seconds)
             self._save(metrics, is_best)
-        except OSError as err:
-            raise UserError(f"cannot write {err.filename or self.run_dir}: "
-                            f"{err.strerror or err}; stopped; {self.kept_checkpoint()}") from err
+        except (OSError, WriteFailed) as err:
+            failure = write_failure(err, getattr(err, "filename", None) or self.run_dir)
+            raise UserError(f"{failure}; stopped; {self.kept_checkpoint()}") from err
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         self.loaders.set_epoch(epoch)

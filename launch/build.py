@@ -59,14 +59,9 @@ def smoke_image_size(path: str) -> List[str]:
 def smoke_notice(cfg: Config) -> str:
     """What a smoke run's numbers mean, said before they are printed."""
     path = cfg.teacher.checkpoint
-    if not get_distiller_class(cfg.distiller["name"]).needs_teacher:
-        teacher = ""
-    elif path == "torchvision":
-        teacher = ", the teacher random unless torchvision's weights are in the torch hub cache"
-    elif path and os.path.isfile(path):
-        teacher = f", the teacher from {path}"
-    else:
-        teacher = ", the teacher random (its checkpoint is absent)"
+    needs_teacher = get_distiller_class(cfg.distiller["name"]).needs_teacher
+    # random weights are said once the teacher is built (random_teacher_warning)
+    teacher = f", the teacher from {path}" if needs_teacher and path and os.path.isfile(path) else ""
     return (f"smoke run: a few steps on synthetic data{teacher}: accuracy and loss are "
             "meaningless; this checks only that the pipeline runs")
 
@@ -121,8 +116,12 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
             if not (cfg.teacher.allow_random and path == "torchvision"):
                 raise
     if cfg.teacher.allow_random:
-        # smoke runs only: random weights stand in for a checkpoint that is not there
+        # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not
+        # there; the run says so (random_teacher_warning) and records it
         models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
+        teacher.random_because = ("torchvision's weights are out of reach" if path == "torchvision"
+                                  else f"its checkpoint {path} is absent" if path
+                                  else "teacher.checkpoint is not set")
     elif not path:
         raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
                         "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
@@ -130,6 +129,18 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
         raise UserError(f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
                         "released teachers or train one with configs/cifar100/vanilla/")
     return teacher
+
+
+def random_teacher_warning(cfg: Config, teacher: torch.nn.Module) -> Optional[str]:
+    """The line a run prints at start when its teacher has random weights
+    (``teacher.allow_random``): meant for smoke runs, benchmarks and tests, where the pipeline
+    matters and not what is learnt; in any other run it must not pass without a word."""
+    because = getattr(teacher, "random_because", None)
+    if because is None:
+        return None
+    return (f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; "
+            "teacher.allow_random=true): what the student learns from it means nothing "
+            "(run.json: teacher.random_weights)")
 
 
 def teacher_run_config(cfg: Config) -> Config:
@@ -170,8 +181,9 @@ def per_process_data(cfg: Config, world_size: int):
 def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
               device: torch.device = torch.device("cpu")) -> Tuple[object, torch.nn.Module]:
     """Loaders and the distiller (student + teacher) of a run."""
+    strong_view = get_distiller_class(cfg.distiller["name"]).needs_strong_view
     loaders = datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
-                                     world_size=world_size, device=device)
+                                     world_size=world_size, device=device, strong_view=strong_view)
     if loaders.num_classes < 2 and cfg.distiller["name"] != "vanilla":
         raise UserError(f"the {cfg.data.dataset} data under {cfg.data.root} has {loaders.num_classes} "
                         f"class: distillation ('{cfg.distiller['name']}') needs at least 2 (with one "

@@ -96,10 +96,12 @@ def read_record(path: str) -> Optional[Dict[str, Any]]:
 def summary_from_files(state: Dict[str, Any], metrics: List[Dict[str, Any]], epochs: int) -> Dict[str, Any]:
     """The summary of a run whose last epoch was saved but whose summary was not (killed in
     between): the best and last results from the checkpoint, time and speed from metrics.jsonl."""
-    speeds = [m["train/images_per_s"] for m in metrics if "train/images_per_s" in m]
+    def numbers(key: str) -> List[float]:   # a hand-edited line may hold anything
+        return [m[key] for m in metrics if type(m.get(key)) in (int, float)]
+    speeds = numbers("train/images_per_s")
     return {"best_top1": state["best_top1"], "best_epoch": state["best_epoch"],
             "last_top1": (state.get("metrics") or {}).get("top1"), "epochs": epochs,
-            "time_s": sum(m.get("epoch_time_s", 0.0) for m in metrics),
+            "time_s": sum(numbers("epoch_time_s")),
             "images_per_s": sum(speeds) / len(speeds) if speeds else None}
 
 

@@ -5,9 +5,11 @@ evaluation) need every rank, and rank 0 alone writes files (config.yaml, run.jso
 metrics, TensorBoard) and prints. The process group is destroyed at the end, also on error.
 
 Rank 0 holds the run directory's lock for the whole run (``utils.run_lock``) and, holding it,
-removes the temporary files of writes a killed run left behind. A run whose ``last.pth`` already
-holds its last epoch is not trained again: it prints one line and exits 0, writing its summary
-into ``run.json`` only if a kill after the final save had prevented that.
+removes the temporary files of writes a killed run left behind. What the directory already holds
+decides whether the run starts, continues or stops in one line (``launch.run_dir``). A run whose
+``last.pth`` already holds its last epoch is not trained again: it prints one line and exits 0,
+writing its summary into ``run.json`` (and ``last.pth`` to ``best.pth``) only if a kill after the
+final save had prevented that.
 """
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -21,10 +23,12 @@ from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_
 from engine.rng import seed_everything
 from engine.schedule import describe_optimizer
 from engine.trainer import Trainer
-from launch.build import build_run, resolve_device, teacher_run_config
+from launch.build import build_run, random_teacher_warning, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
+from launch.run_dir import (check_run_files, checkpoint_to_resume, repair_best_line,
+                             teacher_training_line)
 from launch.teacher_check import check_teacher
-from utils.atomic import remove_stale_temps, write_json
+from utils.atomic import remove_stale_temps, write_json, write_text
 from utils.errors import UserError
 from utils.logger import RunLogger, read_metrics_lines
 from utils.run_lock import RunLock
@@ -68,26 +72,14 @@ def hyperparameters(cfg) -> Dict[str, Any]:
             "seed": cfg.experiment.seed}
 
 
-def _resume_path(cfg, resume: Optional[str]) -> Optional[str]:
-    last = os.path.join(cfg.run_dir, "last.pth")
-    if resume == "auto":
-        return last if os.path.exists(last) else None
-    if resume is None and os.path.exists(last):
-        epoch = load_checkpoint(last).get("epoch", "?")
-        raise UserError(f"{cfg.run_dir} already holds a run (last.pth at epoch {epoch}): pass "
-                        "--resume auto to continue it, or set another experiment.name")
-    return resume
-
-
 def _train_missing_teacher(cfg, argv: Sequence[str], is_main: bool) -> None:
     """Every rank takes part (the teacher trains with DDP like any run); no rank can see the
     file appear before all have decided, since writing it needs every rank's training steps."""
-    path = cfg.teacher.checkpoint
-    if cfg.teacher.train_epochs > 0 and path and not os.path.exists(path):
+    reason = teacher_training_line(cfg)   # missing, or its run unfinished (killed)
+    if reason:
         teacher_cfg = teacher_run_config(cfg)
         if is_main:
-            print(f"teacher checkpoint {path} is missing: training {cfg.teacher.arch} for "
-                  f"{cfg.teacher.train_epochs} epochs first", flush=True)
+            print(reason, flush=True)
         run_training(teacher_cfg, resume="auto", argv=argv)
 
 
@@ -111,7 +103,11 @@ def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = ()) ->
 
 def _finish_saved_run(cfg, state: Dict[str, Any], is_main: bool) -> Dict[str, Any]:
     """The run's checkpoint holds its last epoch: one line, and the summary written to run.json
-    if a kill after the final save had prevented it; nothing else is touched."""
+    if a kill after the final save had prevented it, and best.pth repaired if a kill between the
+    final last.pth and best.pth writes left it older; nothing else is touched."""
+    repaired = is_main and repair_best_line(cfg.run_dir, os.path.join(cfg.run_dir, "last.pth"), state)
+    if repaired:
+        print(repaired, flush=True)
     record_path = os.path.join(cfg.run_dir, "run.json")
     record = read_record(record_path) or state.get("record") or {}
     summary = record.get("summary")
@@ -132,6 +128,8 @@ def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str
     device = resolve_device(cfg, dist_info.local_rank)
     _train_missing_teacher(cfg, argv, dist_info.is_main)
     barrier()
+    if dist_info.is_main:
+        check_run_files(cfg.run_dir)
     lock = RunLock(cfg.run_dir).acquire() if dist_info.is_main else None
     try:
         return _run_locked(cfg, dist_info, device, resume, argv)
@@ -142,7 +140,7 @@ def _run(cfg, dist_info, resume: Optional[str], argv: Sequence[str]) -> Dict[str
 
 def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[str]) -> Dict[str, Any]:
     removed = remove_stale_temps(cfg.run_dir, everything=True) if dist_info.is_main else []
-    resume_path = _resume_path(cfg, resume)
+    resume_path = checkpoint_to_resume(cfg.run_dir, resume)
     resume_state = load_checkpoint(resume_path) if resume_path else None
     if resume_state is not None and isinstance(resume_state.get("epoch"), int) \
             and resume_state["epoch"] >= cfg.solver.epochs:
@@ -174,11 +172,14 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
     record = build_record(cfg, device, dist_info.world_size, list(argv), fingerprint, effective)
     if getattr(distiller, "teacher", None) is not None:
         distiller.to(device)
+        warning = random_teacher_warning(cfg, distiller.teacher.model)
+        record["teacher"]["random_weights"] = warning is not None
+        if warning:
+            logger.info(warning)
         record["teacher"]["measured"] = check_teacher(cfg, distiller.teacher, loaders.val, device,
                                                       fingerprint, logger)
     if dist_info.is_main:
-        with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
-            f.write(cfg.to_yaml())
+        write_text(os.path.join(cfg.run_dir, "config.yaml"), cfg.to_yaml())
         write_json(os.path.join(cfg.run_dir, "run.json"), record)
     logger.info(f"run {cfg.run_dir}: {cfg.student.arch} on {cfg.data.dataset} "
                 f"({loaders.train_size} train / {loaders.val_size} val images), device {device}, "

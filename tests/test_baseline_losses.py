@@ -4,6 +4,7 @@ plus the properties the formulas promise."""
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -248,6 +249,27 @@ def test_attention_transfer_ignores_the_scale_of_a_map_and_pools_the_larger_map(
     assert pooled_s.shape[2:] == (4, 4) and same_t is t[0]
     same_s, pooled_t = pool_to_common_size(t[0], s[0])
     assert pooled_t.shape[2:] == (4, 4) and same_s is t[0]
+
+
+def _attention_transfer_as_the_paper_writes_it(student_maps, teacher_maps, p):
+    """Zagoruyko & Komodakis (ICLR 2017), Eq. 2 with mdistiller's channel mean and mean over
+    batch and positions, in float64 numpy: Q = Σ_c A_c^p per position, each sample's Q divided
+    by its L2 norm, then the mean squared difference, summed over stages."""
+    total = 0.0
+    for f_s, f_t in zip(student_maps, teacher_maps):
+        q_s, q_t = ((f.numpy() ** p).sum(axis=1).reshape(len(f), -1) for f in (f_s, f_t))
+        q_s, q_t = (q / np.sqrt((q ** 2).sum(axis=1, keepdims=True)) for q in (q_s, q_t))
+        total += ((q_s - q_t) ** 2).mean()
+    return total
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0])
+def test_attention_transfer_at_a_power_other_than_2_matches_the_papers_formula(p):
+    """The oracle's cases all use p = 2, so this is what holds the loss to its ``p``."""
+    s, t = _maps(7, [(4, 8, 8), (6, 4, 4)]), _maps(8, [(3, 8, 8), (5, 4, 4)])
+    expected = _attention_transfer_as_the_paper_writes_it(s, t, p)
+    assert abs(float(at_loss(s, t, p=p)) - expected) <= 1e-12 * expected
+    assert abs(float(at_loss(s, t, p=2.0)) - expected) > 1e-3 * expected   # p matters here
 
 
 def test_pair_losses_refuse_lists_of_different_lengths():

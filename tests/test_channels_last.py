@@ -16,7 +16,6 @@ import torch
 
 from tests.methods import METHODS
 from tests.test_distillers import batch, build
-from utils.batch import Batch
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -25,8 +24,8 @@ def test_every_method_computes_the_same_losses_channels_last(name):
     channels_last = copy.deepcopy(distiller).to(memory_format=torch.channels_last)
     data = batch()
     _, expected = distiller(data, 5)
-    images = data.images.contiguous(memory_format=torch.channels_last)
-    _, losses = channels_last(Batch(images, data.targets, data.indices), 5)
+    _, losses = channels_last(data.map_images(
+        lambda images: images.contiguous(memory_format=torch.channels_last)), 5)
     assert losses.keys() == expected.keys()
     for key in losses:
         torch.testing.assert_close(losses[key], expected[key], rtol=1e-2, atol=1e-6)

@@ -66,7 +66,7 @@ def test_int_is_accepted_where_float_expected(tree):
     ("soler: {lr: 0.1}\n", [], "unknown key 'soler' in {file}; did you mean 'solver'?"),
     ("solver: {lr: 0.1}\n", ["solver.epochs=ten"], "'solver.epochs' in the command-line overrides must be int, got 'ten'"),
     ("runtime: {amp: fp32}\n", [], "'runtime.amp' in {file} must be one of 'off', 'fp16', 'bf16', got 'fp32'"),
-    ("solver: {nesterov: 1}\n", [], "'solver.nesterov' in {file} must be bool, got 1"),
+    ("solver: {nesterov: 1}\n", [], "'solver.nesterov' in {file} must be true or false, got 1"),
     ("solver: 3\n", [], "'solver' in {file} must be a section (a mapping)"),
     ("solver: {milestones: [3, 1]}\n", [], "'solver.milestones' in {file} must be increasing, got [3, 1]"),
     ("solver: {lr: 0.1}\n", ["solver.lr"], "override 'solver.lr' must look like key.sub=value"),

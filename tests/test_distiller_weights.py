@@ -4,7 +4,9 @@ Every method is built through the public ``build_distiller`` with weights unlike
 and unlike each other, runs one training forward in float64 on a fixed batch, and each named
 loss is compared with the formula written here from the pure losses (themselves checked against
 the original implementations in test_losses.py), on the very logits and features of that
-forward. A weight given to the wrong term, or dropped, changes a number here.
+forward. A weight given to the wrong term, or dropped, changes a number here. A method
+without a formula case in ``CASES`` (one registered tomorrow) is still checked: each of its
+weights must change its losses.
 """
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from distillers import distiller_defaults, list_distillers
 from distillers.crd_losses import contrast_scores, crd_loss
 from distillers.kdsvd_losses import kdsvd_loss
+from distillers.mlkd_losses import mlkd_loss_terms
 from distillers.losses import (at_loss, dist_loss, dkd_loss, fitnet_loss, kd_loss, nst_loss,
                                one_kl_loss, pkt_loss, pool_to_common_size, rkd_loss, sigmoid_rampup,
                                sp_loss, srrl_feature_loss, srrl_sr_loss, zscore)
@@ -171,6 +174,24 @@ def expected_crd(d, images, targets, logits):
             "loss_feat": 1.5 * crd_loss(scores_s / (scores_s.mean() * n), scores_t / (scores_t.mean() * n), n)}
 
 
+def expected_ctkd(d, images, targets, logits):
+    teacher = d.teacher.model(images)
+    lowest = 2.5 if d.logit_standardization else 1.5      # base_temperature replaces t_start
+    temperature = lowest + 12.0 * torch.sigmoid(d.global_temperature.theta)
+    student_in, teacher_in = (zscore(logits), zscore(teacher)) if d.logit_standardization else (logits, teacher)
+    return {"loss_ce": 0.3 * F.cross_entropy(logits, targets),
+            "loss_kd": (6.0 if d.logit_standardization else 0.7) * kd_loss(student_in, teacher_in, temperature)}
+
+
+def expected_mlkd(d, images, targets, logits):
+    teacher = d.teacher.model(images)     # the test batch's strong view equals its weak one
+    z = d.logit_standardization
+    terms = mlkd_loss_terms(logits, logits, teacher, teacher, targets, 2.5 if z else 3.0, z)
+    weight = 6.0 if z else 0.7
+    return {"loss_ce": 0.3 * terms["ce"], "loss_kd": weight * terms["kd"],
+            "loss_cc": weight * terms["cc"], "loss_bc": weight * terms["bc"]}
+
+
 def expected_vanilla(d, images, targets, logits):
     return {"loss_ce": F.cross_entropy(logits, targets)}
 
@@ -206,18 +227,43 @@ CASES = {
     "one": ("one", dict(ce_weight=0.5, temperature=2.0, rampup=10, epoch_offset=-2), expected_one),
     "crd": ("crd", dict(ce_weight=0.5, feat_weight=1.5), expected_crd),
     "vanilla": ("vanilla", {}, expected_vanilla),
+    "ctkd": ("ctkd", dict(ce_weight=0.3, kd_weight=0.7, t_start=1.5, t_end=12.0), expected_ctkd),
+    "ctkd-zscore": ("ctkd", dict(ce_weight=0.3, kd_weight=0.7, t_start=1.5, t_end=12.0,
+                                 logit_standardization=True, zscore_kd_weight=6.0,
+                                 base_temperature=2.5), expected_ctkd),
+    "mlkd": ("mlkd", dict(ce_weight=0.3, kd_weight=0.7, temperature=3.0), expected_mlkd),
+    "mlkd-zscore": ("mlkd", dict(ce_weight=0.3, kd_weight=0.7, temperature=3.0,
+                                 logit_standardization=True, zscore_kd_weight=6.0,
+                                 base_temperature=2.5), expected_mlkd),
 }
 
 
-def test_every_method_and_every_weight_has_a_case():
-    """A method registered tomorrow, or a weight added to one, needs its case here; every
-    weight is set away from its default so a weight that is ignored shows."""
-    assert {method for method, _, _ in CASES.values()} == set(list_distillers())
+def losses_at(method, **arguments):
+    distiller = build(method, **arguments).train()
+    with torch.no_grad():
+        return {name: float(value) for name, value in distiller(batch(), EPOCH)[1].items()}
+
+
+def assert_every_weight_is_read(method):
+    """The default for a method without a formula case here: each weight, changed alone,
+    changes the losses (an ignored weight shows; where it goes is the formula case's to say)."""
+    defaults, base = distiller_defaults(method), losses_at(method)
+    for key in weight_keys(method):
+        changed = losses_at(method, **{key: 2 * defaults[key] + 0.5})
+        assert changed != base, f"{method}: distiller.{key} changes no loss"
+
+
+def test_every_weight_of_every_method_is_set_away_from_its_default_or_shown_to_be_read():
+    """A method with formula cases sets each of its weights away from the default in one of
+    them, so a weight that is ignored shows; a method registered tomorrow without one gets the
+    derived check, which is itself checked here on KD."""
+    assert_every_weight_is_read("kd")
     for method in list_distillers():
-        given = {}
-        for case_method, arguments, _ in CASES.values():
-            if case_method == method:
-                given.update(arguments)
+        cases = [arguments for case_method, arguments, _ in CASES.values() if case_method == method]
+        if not cases:
+            assert_every_weight_is_read(method)
+            continue
+        given = {key: value for arguments in cases for key, value in arguments.items()}
         defaults = distiller_defaults(method)
         keys = set(weight_keys(method)) | {k for k in ("zscore_kd_weight", "base_temperature")
                                            if k in defaults}
@@ -231,7 +277,7 @@ def test_constructor_weights_reach_their_own_loss_term(case):
     distiller = build(method, **arguments).double().train()
     data = batch()
     images, targets = data.images.double(), data.targets
-    logits, losses = distiller(data.replace(images=images), EPOCH)
+    logits, losses = distiller(data.map_images(torch.Tensor.double), EPOCH)
     with torch.no_grad():
         expected = expected_losses(distiller, images, targets, logits)
     assert losses.keys() == expected.keys()

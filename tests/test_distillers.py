@@ -1,14 +1,17 @@
 """The distiller contract, checked on every registered method with small CIFAR models: a method
 registered tomorrow is tested here with no new test code."""
 import copy
+import re
+from pathlib import Path
+from typing import Dict
 
 import pytest
 import torch
 
 import models
 from distillers import build_distiller, distiller_defaults, get_distiller_class
-from distillers.losses import dist_loss, dkd_loss, kd_loss, zscore
-from tests.methods import LOGIT_METHODS, METHODS, case
+from distillers.losses import zscore
+from tests.methods import LOGIT_METHODS, METHODS
 from utils.batch import Batch
 from utils.errors import UserError
 
@@ -18,6 +21,7 @@ BATCH = 4
 # 16384 negatives from the other classes): batch() holds its first BATCH rows.
 TRAIN_SIZE = 20000
 TRAIN_TARGETS = torch.arange(TRAIN_SIZE) % 100
+REPO = Path(__file__).resolve().parents[1]
 
 
 def build(name, seed=0, student_arch=None, teacher_arch="resnet20", **overrides):
@@ -31,7 +35,9 @@ def build(name, seed=0, student_arch=None, teacher_arch="resnet20", **overrides)
 def batch(seed=0):
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(BATCH, 3, 32, 32, generator=generator)
-    return Batch(images, TRAIN_TARGETS[:BATCH].clone(), torch.arange(BATCH))
+    # a strong view for MLKD, equal to the weak one so that its losses are functions of the
+    # logits these tests compare (tests/test_ctkd_mlkd.py feeds it two different views)
+    return Batch(images, TRAIN_TARGETS[:BATCH].clone(), torch.arange(BATCH), strong_images=images.clone())
 
 
 def train_step(distiller, epoch=5):
@@ -185,22 +191,36 @@ def test_dkd_warms_up_linearly_over_its_warmup_epochs():
     torch.testing.assert_close(later, full)
 
 
-STANDARDIZED = {
-    "kd": lambda s, t, y: kd_loss(zscore(s), zscore(t), 3.0),
-    "dkd": lambda s, t, y: dkd_loss(zscore(s), zscore(t), y, 1.0, 8.0, 3.0),
-    "dist": lambda s, t, y: dist_loss(zscore(s), zscore(t), 1.0, 1.0, 3.0),
-}
+class ZScored(torch.nn.Module):
+    """A network whose logits come out Z-scored (``zscore``), for the plain twin below."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network, self.num_classes = network, network.num_classes
+
+    def forward(self, images):
+        return zscore(self.network(images))
+
+
+# Exceptions: a method whose switched temperature is another key than ``temperature``.
+PLAIN_TWIN_KEYS = {"ctkd": {"t_start": 3.0}}   # the base temperature replaces its lowest one
 
 
 @pytest.mark.parametrize("name", LOGIT_METHODS)
-def test_logit_standardization_uses_zscored_logits_at_the_base_temperature(name):
+def test_logit_standardization_is_the_plain_loss_of_zscored_logits_at_the_base_temperature(name):
+    """Sun et al. (CVPR 2024): the switch Z-scores both sides' logits and takes the temperature
+    and weight tuned for them. Derived for every logit method from its own plain loss: the same
+    method unswitched, on networks whose logits are already Z-scored (``zscore`` is idempotent to
+    1e-7), at the base temperature and the Z-score weight. Each method's formula itself is
+    tests/test_distiller_weights.py's (the ``*-zscore`` cases)."""
     distiller = build(name, logit_standardization=True, base_temperature=3.0, zscore_kd_weight=2.0)
+    plain = build_distiller({"name": name, **PLAIN_TWIN_KEYS.get(name, {})}, ZScored(distiller.student),
+                            ZScored(distiller.teacher.model))
+    plain.temperature, plain.kd_weight = 3.0, 2.0
     data = batch()
-    logits, losses = distiller.train()(data, 100)
-    with torch.no_grad():
-        teacher_logits = distiller.teacher(data.images)
-    expected = 2.0 * case(STANDARDIZED, name)(logits, teacher_logits, data.targets)
-    torch.testing.assert_close(losses["loss_kd"], expected)
+    losses = distiller.train()(data, 100)[1]
+    expected = plain.train()(data, 100)[1]
+    torch.testing.assert_close(losses["loss_kd"], expected["loss_kd"])
     assert "T=3" in distiller.describe() or "τ=3" in distiller.describe()
 
 
@@ -240,3 +260,38 @@ def test_teacher_amp_is_set_from_the_config(tmp_path):
                               extra={"data": {"train_size": 4}})
         _, distiller = build_run(load_run_config(str(config)))
         assert distiller.teacher.amp == expected
+
+
+def readme_table(heading: str) -> Dict[str, str]:
+    """The rows of the README table under the paragraph starting with ``heading``: the first
+    column's `name` -> the rest of the row."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index(heading):].split("\n\n")[1]
+    rows = [line.split(" | ", 1) for line in table.splitlines()[2:]]
+    return {name.strip("| `"): rest.rstrip(" |") for name, rest in rows}
+
+
+# documented once for every logit method, in the README's Z-score paragraph
+ZSCORE_KEYS = ("logit_standardization", "base_temperature", "zscore_kd_weight")
+
+
+def test_readme_methods_table_lists_every_method_with_its_constructors_defaults():
+    rows = readme_table("## Methods")
+    assert sorted(rows) == sorted(METHODS)
+    for name, row in rows.items():
+        written = dict(re.findall(r"`(\w+)` (\S+?)(?:,|$)", row.rsplit(" | ", 1)[1]))
+        defaults = {k: v for k, v in distiller_defaults(name).items() if k not in ZSCORE_KEYS}
+        assert written.keys() == defaults.keys(), name
+        for key, value in defaults.items():
+            same = (written[key] == str(value).lower() if isinstance(value, (bool, str)) else
+                    float(written[key]) == value)
+            assert same, f"README says {name}.{key} = {written[key]}, the constructor {value!r}"
+
+
+def test_readme_loss_table_is_what_each_baseline_describes_at_its_defaults():
+    rows = readme_table("What each baseline prints at start-up")
+    student, teacher = models.build_model("resnet8x4", 100), models.build_model("resnet32x4", 100)
+    for name, row in rows.items():
+        method = build_distiller({"name": name}, student, teacher, train_size=TRAIN_SIZE,
+                                 train_targets=TRAIN_TARGETS, seed=0)
+        assert row == f"`{method.describe()}`", name

@@ -149,16 +149,19 @@ def test_section_values_are_checked_against_the_constructors_type_hints(tmp_path
     assert resolve_distiller_section({"name": "kd", "temperature": 3})["temperature"] == 3
 
 
-def test_a_key_is_required_only_when_its_parameter_has_no_default(tmp_path, monkeypatch):
+def test_a_key_is_required_without_a_default_and_range_checked_by_its_annotation(tmp_path, monkeypatch):
     (tmp_path / "needs_keys.py").write_text(
         "from typing import Optional\n"
         "from distillers.vanilla import Vanilla\n"
+        "from utils.ranges import PositiveFloat\n"
         "class Method(Vanilla):\n"
-        "    def __init__(self, student, teacher=None, *, margin: float, note: Optional[str] = None):\n"
+        "    def __init__(self, student, teacher=None, *, margin: PositiveFloat, note: Optional[str] = None):\n"
         "        super().__init__(student)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UserError, match="missing key 'distiller.margin' in d.yaml"):
         resolve_distiller_section({"name": "needs_keys:Method"}, "d.yaml")
+    with pytest.raises(UserError, match=r"^'distiller.margin' in d.yaml must be > 0, got -3.0$"):
+        resolve_distiller_section({"name": "needs_keys:Method", "margin": -3}, "d.yaml")
     resolved = resolve_distiller_section({"name": "needs_keys:Method", "margin": 1.0})
     assert resolved == {"name": "needs_keys:Method", "margin": 1.0, "note": None}
     monkeypatch.delitem(sys.modules, "needs_keys")
@@ -190,3 +193,22 @@ def test_constructors_get_the_context_they_name():
     assert seen["student"][-1] == (64, 8, 8) and len(seen["teacher"]) == len(seen["student"])
     assert not any(k in resolve_distiller_section({"name": "fitnet"})
                    for k in ("student_feature_shapes", "input_shape", "num_classes"))
+
+
+def test_a_method_is_built_from_its_config_without_data_and_with_the_configs_seed(tmp_path):
+    """For notebooks and differential checks: classes, image shape and seed come from the
+    config, no data is read (its root does not exist); CRD's seed is never silently 0."""
+    from distillers import build_distiller
+    from launch.method import build_method
+    from utils.config import load_config
+    import models
+    cfg = load_config(str(REPO / "configs/cifar100/crd/res56_res20.yaml"), [
+        "student.arch=resnet8", f"data.root={tmp_path}/no_data", "experiment.seed=7",
+        "distiller.nce_k=8"])
+    labels, teacher = torch.arange(40) % 4, models.build_model("resnet8", 100)
+    method = build_method(cfg, teacher=teacher, train_size=40, train_targets=labels)
+    assert method.student.num_classes == 100 and method.sampler.seed == 7
+    assert method.memory.memory_v1.shape[0] == 40 and not (tmp_path / "no_data").exists()
+    with pytest.raises(UserError, match=r"^distiller 'crd' needs the run's seed \(experiment.seed\)"):
+        build_distiller(cfg.distiller, method.student, method.teacher.model, train_size=40,
+                        train_targets=labels)

@@ -18,7 +18,6 @@ from distillers.losses import kd_loss, sp_loss
 from distillers.precision import full_precision
 from tests.methods import METHODS
 from tests.test_distillers import batch, build
-from utils.batch import Batch
 
 SCALE = 50.0
 # worst measured relative error, all methods: float16 5e-3 (RKD), bfloat16 4.9e-2 (RKD)
@@ -32,7 +31,7 @@ def check_losses_in_full_precision(name: str, amp: torch.dtype, device: str) -> 
     tests/test_cuda.py runs it on a GPU."""
     distiller = build(name).to(device).train()
     data = batch().to(device)
-    data = Batch(data.images * SCALE, data.targets, data.indices)
+    data = data.map_images(lambda images: images * SCALE)
     in_float32 = copy.deepcopy(distiller)   # the same weights, memory bank and statistics
     _, expected = in_float32(data, 5)
     with torch.autocast(device, dtype=amp):

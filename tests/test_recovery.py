@@ -21,7 +21,7 @@ import launch.run
 from tests.runs import REPO, load, one_line, read_metrics, train_here, write_config
 from tools.tables import is_finished, run_status
 from tools.tables import read_metrics as tables_metrics
-from utils.atomic import TEMP_PREFIX, remove_stale_temps, temp_path, write_json
+from utils.atomic import TEMP_PREFIX, atomic_write, remove_stale_temps, temp_path, write_json
 
 SMALL = {"data": {"train_size": 128, "val_size": 64}}   # 4 steps per epoch
 
@@ -46,24 +46,27 @@ def files_state(run_dir) -> dict:
     return state
 
 
-def test_divergence_in_an_epochs_last_step_saves_nothing_and_names_the_good_checkpoint(
+def test_divergence_in_a_method_module_that_validation_cannot_see_saves_nothing(
         tmp_path, monkeypatch, capsys):
-    """The loss of every step is finite, but the last step of epoch 2 makes a weight infinite:
-    nothing of epoch 2 is saved or logged, and the message names last.pth at epoch 1."""
-    original = engine.trainer.Trainer._step
+    """The loss of every step is finite, but epoch 2's last step leaves a weight of FitNet's
+    regressor infinite: validation (the student alone) stays finite, yet nothing of epoch 2 is
+    saved or logged, and the message names last.pth at epoch 1."""
+    original = engine.trainer.Trainer.train_epoch
 
-    def step(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        if self.state.step == 2 * self.steps_per_epoch:
+    def train_epoch(self, epoch):
+        out = original(self, epoch)
+        if epoch == 2:
             with torch.no_grad():
-                next(self.module.parameters()).view(-1)[0] = float("inf")
+                self.module.regressor.conv.weight.view(-1)[0] = float("inf")
         return out
-    monkeypatch.setattr(engine.trainer.Trainer, "_step", step)
-    config = write_config(tmp_path, "div", epochs=2, extra=SMALL)
+    monkeypatch.setattr(engine.trainer.Trainer, "train_epoch", train_epoch)
+    config = write_config(tmp_path, "div", epochs=2, extra=SMALL, distiller={"name": "fitnet"},
+                          teacher={"arch": "resnet8", "allow_random": True})
     assert train_here("--config", str(config)) == 2
     err = one_line(capsys.readouterr().err)
     last = tmp_path / "runs/div/last.pth"
-    assert "non-finite at epoch 2 (val loss nan): stopped without saving" in err
+    assert "non-finite at epoch 2 (val loss " in err and "(val loss nan)" not in err
+    assert "(val loss inf)" not in err and "stopped without saving" in err
     assert f"the last good checkpoint is {last} (epoch 1)" in err
     for name in ("last.pth", "best.pth"):
         kept = load(tmp_path / "runs/div" / name)
@@ -123,6 +126,28 @@ def test_a_second_run_in_a_directory_is_refused_and_a_dead_holders_lock_is_taken
         holder.wait()
     assert train_here("--config", str(config), "--resume", "auto") == 0   # dead holder: taken over
     assert load(run_dir / "last.pth")["epoch"] == 1
+
+
+def test_an_atomic_write_reaches_the_disk_before_it_is_renamed_over_the_file(tmp_path, monkeypatch):
+    """Without an fsync before the rename, a power cut can leave the new name on an empty or
+    partial file (the rename is journalled before the data): the old file would be lost."""
+    events, payload = [], b"the new content"
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = tmp_path / "kept.bin"
+    atomic_write(str(target), lambda f: f.write(payload))
+    first_replace = events.index(("replace", "kept.bin"))
+    assert ("fsync", len(payload)) in events[:first_replace]
+    assert target.read_bytes() == payload
 
 
 def test_concurrent_writers_of_one_shared_file_never_collide(tmp_path):

@@ -29,31 +29,27 @@ import torch.nn.functional as F
 
 from distillers.base import Distiller
 from engine.rng import get_rng_state, set_rng_state
-from tests.methods import METHODS, case
+from tests.methods import METHODS, every_method, needs_teacher
 from tests.runs import load, write_config
 from utils.batch import Batch
 
 TEACHER = {"arch": "resnet20", "allow_random": True}
-CASES = {
-    "vanilla": dict(student="resnet8", distiller={"name": "vanilla"}),
-    "kd": dict(student="resnet8", distiller={"name": "kd"}, teacher=TEACHER),
-    "dkd": dict(student="resnet8", distiller={"name": "dkd", "warmup": 2}, teacher=TEACHER),
-    "dist": dict(student="resnet8", distiller={"name": "dist"}, teacher=TEACHER),
-    "fitnet": dict(student="resnet8", distiller={"name": "fitnet"}, teacher=TEACHER),
-    "srrl": dict(student="resnet8", distiller={"name": "srrl"}, teacher=TEACHER),
-    "vid": dict(student="resnet8", distiller={"name": "vid"}, teacher=TEACHER),
-    "ofd": dict(student="resnet8", distiller={"name": "ofd"}, teacher=TEACHER),
-    "reviewkd": dict(student="resnet8", distiller={"name": "reviewkd"}, teacher=TEACHER),
-    "at": dict(student="resnet8", distiller={"name": "at"}, teacher=TEACHER),
-    "nst": dict(student="resnet8", distiller={"name": "nst"}, teacher=TEACHER),
-    "sp": dict(student="resnet8", distiller={"name": "sp"}, teacher=TEACHER),
-    "pkt": dict(student="resnet8", distiller={"name": "pkt"}, teacher=TEACHER),
-    "rkd": dict(student="resnet8", distiller={"name": "rkd"}, teacher=TEACHER),
-    "kdsvd": dict(student="resnet8", distiller={"name": "kdsvd"}, teacher=TEACHER),
-    "one": dict(student="one_resnet32", distiller={"name": "one"}),
-    "crd": dict(student="resnet8", distiller={"name": "crd", "nce_k": 8}, teacher=TEACHER),
-}
-OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd")   # learnable modules beside the student
+
+
+def default_case(name: str) -> dict:
+    """resnet8 at the method's defaults, with a random resnet20 teacher where it needs one."""
+    return dict(student="resnet8", distiller={"name": name},
+                **({"teacher": TEACHER} if needs_teacher(name) else {}))
+
+
+CASES = every_method({
+    "dkd": dict(default_case("dkd"), distiller={"name": "dkd", "warmup": 2}),   # warm-up inside the run
+    "one": dict(student="one_resnet32", distiller={"name": "one"}),   # its multi-branch student
+    "crd": dict(default_case("crd"), distiller={"name": "crd", "nce_k": 8}),   # 16 training images
+    # the reversal's curriculum still rising across the resume
+    "ctkd": dict(default_case("ctkd"), distiller={"name": "ctkd", "curriculum_epochs": 2}),
+}, default_case)
+OWN_MODULES = ("fitnet", "srrl", "vid", "ofd", "reviewkd", "crd", "ctkd")   # learnable modules beside the student
 # 16 training images in batches of 8: 2 optimizer steps an epoch (the least that still resumes a
 # schedule and a data order mid-way); one 8-image val batch (the teacher check and each epoch's
 # evaluation); no TensorBoard writer
@@ -94,7 +90,7 @@ def restore_global_state():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_resumed_run_equals_uninterrupted_run(method, tmp_path):
-    spec = case(CASES, method)
+    spec = CASES[method]
     train(write_config(tmp_path, "full", epochs=2, extra=SMALL, **spec))
     part = write_config(tmp_path, "part", epochs=2, extra=SMALL, **spec)
     train(part, "solver.epochs=1", "solver.milestones=[]")   # stops at the epoch boundary

@@ -20,11 +20,13 @@ from tools.tables import TABLES_DIR, config_path, load_table
 TABLES = sorted(p.stem for p in Path(TABLES_DIR).glob("*.yaml"))
 RECIPES = yaml.safe_load((REPO / "tests/reference/recipes.yaml").read_text())
 PAPER = yaml.safe_load((REPO / "tests/reference/paper_tables.yaml").read_text())["rows"]
+# the logit-standardization paper's tables parsed with each row's values (its CTKD and MLKD rows)
+LS_PAPER = yaml.safe_load((REPO / "tests/reference/ls_tables.yaml").read_text())["rows"]
 CONFIG_ROWS = [(t, r) for t in TABLES for r in load_table(t)["rows"] if r.get("config")]
 
 
 def paper_row(row):
-    matches = [p for p in PAPER if (p["method"], p["teacher"], p["student"], p["top1"]) ==
+    matches = [p for p in PAPER + LS_PAPER if (p["method"], p["teacher"], p["student"], p["top1"]) ==
                (row["method"], row["teacher"], row["student"], row["top1"])]
     assert matches, row["name"]
     return matches[0]
@@ -42,14 +44,17 @@ def expected_distiller(method, family, cfg, row):
     if "distiller" in entry:        # a method with its own solver or batch (ONE, DOT, ImageNet CRD...)
         expected = dict(entry["distiller"])
         expected.update(recipe.get(f"{method}_pair", {}).get(pair, {}))
-        return expected
-    expected = dict(entry)
+        if not method.endswith("zscore"):
+            return expected
+    else:
+        expected = dict(entry)
     if method.startswith("dkd"):
         expected.pop("default_beta", None)
         expected["beta"] = recipe["dkd_beta"].get(pair, recipe["dkd"].get("default_beta"))
-    if method.endswith("zscore"):
+    if method.endswith("zscore"):   # a row without them (no log) keeps the method's defaults
         published = paper_row(row)
-        expected.update(base_temperature=published["base_temperature"], zscore_kd_weight=published["kd_weight"])
+        expected.update(base_temperature=published.get("base_temperature"),
+                        zscore_kd_weight=published.get("kd_weight"))
         expected["beta"] = published.get("beta", expected["beta"]) if method == "dkd_zscore" else None
         expected = {k: v for k, v in expected.items() if v is not None}
     if row["name"].startswith("kd_t4"):
@@ -88,6 +93,7 @@ def test_row_config_validates_builds_and_matches_recipe(table, row):
     if family == "cifar100" and method != "one" and cfg.student.arch in recipe["small_students"] \
             and "one" not in parts:
         solver["lr"] = recipe["small_student_lr"]
+    solver.update(entry.get("solver_pair", {}).get(f"{cfg.teacher.arch}/{cfg.student.arch}", {}))
     for key, value in solver.items():
         assert getattr(cfg.solver, key) == value, (row["name"], key)
     assert cfg.data.batch_size == recipe["batch_size"]
@@ -133,6 +139,21 @@ def test_every_transcribed_number_is_in_a_table():
     left_out = [b for b in BASELINES if b["top1"] is not None and b["dataset"] != "tiny_imagenet"
                 and published_key(b) not in in_tables]
     assert not left_out, left_out[:3]
+
+
+def test_logit_standardization_tables_hold_every_parsed_number_and_no_other():
+    """The two logit-standardization tables' method rows are exactly the rows parsed from that
+    paper's README (paper_tables.yaml for KD and DKD, ls_tables.yaml for all four methods)."""
+    def key(r):
+        return r["method"], r["teacher"], r["student"], r["top1"]
+    for name, table in (("ls_cifar100_same", "cifar100-same-architecture"),
+                        ("ls_cifar100_diff", "cifar100-different-architecture")):
+        rows = [key(r) for r in load_table(name)["rows"] if "method" in r]
+        parsed = {key(p) for p in LS_PAPER if p["table"] == table}
+        assert set(rows) == parsed and len(rows) == len(parsed) == 56, name
+    parsed = {key(p) for p in LS_PAPER}
+    assert {key(p) for p in PAPER if p["paper"] == "logit-standardization"
+            and p["dataset"] == "cifar100"} <= parsed
 
 
 def _dry_run(table, *extra):

@@ -127,3 +127,29 @@ def test_cache_storage_precision_is_chosen_by_the_config(tmp_path, setting, dtyp
     _, distiller = build_run(load_run_config(str(config)))
     assert distiller.teacher.cache.logits.dtype == dtype
     assert distiller.teacher.cache.logits.shape == (2, 162, 10)
+
+
+def test_a_damaged_teacher_cache_is_rebuilt_with_one_line(images, tmp_path, capsys):
+    teacher = make_teacher(0)
+
+    def build_small():   # one image, padding 1: 18 views, a cheap build
+        return TeacherCache.load_or_build(teacher, images[:1], MEAN, STD, padding=1,
+                                          augment=augment_batch, directory=str(tmp_path),
+                                          teacher_sha256=weights_sha256(teacher), dtype="fp32")
+    first = build_small()
+    for damage in ("a flipped logit", "no checksum"):
+        state = torch.load(first.path, weights_only=True)
+        if damage == "a flipped logit":
+            state["logits"][0, 0, 0] += 1.0   # the checksum written with it no longer matches
+        else:
+            del state["checksum"]             # a file of an earlier version: nothing to verify by
+        torch.save(state, first.path)
+        capsys.readouterr()
+        rebuilt = build_small()
+        lines = capsys.readouterr().out.strip().splitlines()
+        warning = "\n".join(line for line in lines if not line.startswith("teacher cache ["))  # progress
+        assert len(warning.splitlines()) == 1, damage
+        assert warning.startswith(f"WARNING: teacher cache: {first.path} ")
+        assert warning.endswith("; rebuilding it")
+        assert torch.equal(rebuilt.logits, first.logits)
+        assert torch.equal(torch.load(first.path, weights_only=True)["logits"], first.logits)

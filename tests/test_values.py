@@ -74,6 +74,10 @@ def test_bad_value_is_one_line_naming_the_command_line(override, message):
     ("configs/cifar100/fitnet/res32x4_res8x4.yaml", "distiller.hint_layer=1.5", "'distiller.hint_layer' in {cli} must be int"),
     ("configs/cifar100/srrl/res34_res10.yaml", "distiller.sr_weight=-1", "'distiller.sr_weight' in {cli} must be >= 0"),
     ("configs/cifar100/one/res110.yaml", "distiller.rampup=-80", "'distiller.rampup' in {cli} must be >= 0"),
+    ("configs/cifar100/ctkd/res32x4_res8x4.yaml", "distiller.t_start=0", "'distiller.t_start' in {cli} must be > 0"),
+    ("configs/cifar100/ctkd/res32x4_res8x4.yaml", "distiller.curriculum_epochs=0",
+     "'distiller.curriculum_epochs' in {cli} must be > 0"),
+    ("configs/cifar100/mlkd/res32x4_res8x4.yaml", "distiller.temperature=0", "'distiller.temperature' in {cli} must be > 0"),
 ])
 def test_every_method_checks_its_own_values(config, override, message):
     assert error_of(REPO / config, [override]).startswith(message.format(cli=CLI))

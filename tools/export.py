@@ -8,7 +8,9 @@ modules (FitNet's regressor, SRRL's connector); the export keeps ``{"model": stu
 plus the arch, epoch and the run record for provenance (and the checksum every checkpoint
 carries). For ONE the whole multi-branch network is kept (branches and gate), so
 ``eval.py --output`` can still pick a branch or the ensemble.
-Written atomically; read back with ``weights_only=True``.
+Written atomically, and only over a regular file or a missing path (a device, a directory or a
+link named by ``--out`` is refused in one line, as is a full disk or a read-only place); read
+back with ``weights_only=True``.
 """
 import argparse
 import os
@@ -30,8 +32,7 @@ def export(path: str, out: str) -> dict:
     config = checkpoint.get("config") or {}
     exported = {"model": checkpoint["model"], "arch": (config.get("student") or {}).get("arch"),
                 "epoch": checkpoint.get("epoch"), "record": checkpoint.get("record")}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_checkpoint(exported, out)
+    save_checkpoint(exported, out)   # only over a regular file or a missing path (utils.atomic)
     return exported
 
 

@@ -9,6 +9,13 @@ Temporary names are unique per writer (``.tmp-<host>-<pid>-<random>.<name>``): t
 write the same shared file at once each rename their own complete file, where one fixed name
 made the slower writer rename a file the faster one had already moved. The host and pid in the
 name let ``remove_stale_temps`` tell a dead writer's leftover from a live writer's file.
+
+Nothing is written through a path the run did not create: the writer replaces only a regular
+file or a missing path (a symbolic link, a directory, a device or a FIFO planted where a run
+file goes is refused, not followed: ``--out /dev/full`` must not become a zip file), and the
+temporary file is created exclusively, never through a link. Every failure is one line
+(``WriteFailed``): a full disk, a read-only place, also when torch's zip writer turns the
+file's ``OSError`` into a ``RuntimeError``.
 """
 import json
 import os
@@ -16,7 +23,10 @@ import re
 import secrets
 import shutil
 import socket
-from typing import Any, BinaryIO, Callable, List
+import stat
+from typing import Any, BinaryIO, Callable, List, Optional
+
+from utils.errors import UserError
 
 TEMP_PREFIX = ".tmp-"
 _TEMP_NAME = re.compile(r"\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.")
@@ -29,24 +39,108 @@ def temp_path(path: str) -> str:
                                    f"{secrets.token_hex(4)}.{name}")
 
 
+class WriteFailed(UserError):
+    """A file could not be written (full disk, read-only place) or may not be replaced (not a
+    regular file); whatever was at the path before is intact."""
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_regular_file(path: str, mode: int) -> WriteFailed:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return WriteFailed(f"refusing to write {path}: it is {kind}, not a regular file "
+                       "(remove it, or choose another path)")
+
+
+def check_replaceable(path: str) -> None:
+    """Refuse (``WriteFailed``) a path that exists and is not a regular file; links are not
+    followed, so a planted link is refused, never written through."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return   # missing (or under a non-directory, which the write itself reports)
+    if not stat.S_ISREG(mode):
+        raise not_a_regular_file(path, mode)
+
+
+def _os_error_in(err: BaseException) -> Optional[OSError]:
+    """``err`` itself if an OSError, or the OSError a RuntimeError was raised from (torch's
+    zip writer turns a failed ``file.write`` into ``RuntimeError: ... unexpected pos``)."""
+    while isinstance(err, RuntimeError):
+        err = err.__cause__ or err.__context__
+    return err if isinstance(err, OSError) else None
+
+
+def write_failure(err: BaseException, path: str) -> Optional[WriteFailed]:
+    """The one-line error of ``err`` raised while writing ``path``; None when ``err`` is not
+    a failed write (a signal, a bug of ours keep their own way out)."""
+    if isinstance(err, WriteFailed):
+        return err
+    os_error = _os_error_in(err)
+    if os_error is None:
+        return None
+    return WriteFailed(f"cannot write {path}: {os_error.strerror or os_error}")
+
+
+def _open_temp(tmp: str) -> BinaryIO:
+    """A new file of our own: exclusive creation, never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.fdopen(os.open(tmp, flags, 0o666), "wb")
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a temporary file, flush it to disk and rename it to ``path``.
-    On any failure (an error, a full disk, a signal) the temporary file is removed and the
-    exception propagates; ``path`` keeps its previous content."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    On any failure (an error, a full disk, a signal) the temporary file is removed and
+    ``path`` keeps its previous content; a failed write is raised as ``WriteFailed``."""
+    check_replaceable(path)
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        with _open_temp(tmp) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None:
-            err.filename = path  # a full disk while writing names the file it was writing
-        raise
+        failure = write_failure(err, path)
+        if failure is None:
+            raise
+        raise failure from err
+
+
+def open_for_append(path: str) -> BinaryIO:
+    """``path`` opened to append (created if missing): the one kind of write that does not
+    replace its file (``metrics.jsonl`` grows by a line an epoch, a log by its output). Only a
+    regular file is opened, never through a link."""
+    check_replaceable(path)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as err:
+        raise write_failure(err, path) from err
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):   # swapped in after the check above
+        os.close(fd)
+        raise not_a_regular_file(path, mode)
+    return os.fdopen(fd, "ab")
+
+
+def append_text(path: str, text: str) -> None:
+    """Append ``text`` to ``path`` (see ``open_for_append``); a failed write is ``WriteFailed``."""
+    try:
+        with open_for_append(path) as f:
+            f.write(text.encode())
+    except OSError as err:
+        raise write_failure(err, path) from err
+
+
+def write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path: str, data: Any) -> None:

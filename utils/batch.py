@@ -33,19 +33,23 @@ class BatchViews(NamedTuple):
 @dataclass
 class Batch:
     """``images`` float [B, C, H, W] (normalised), ``targets`` int64 [B], ``indices`` int64 [B]:
-    the dataset rows the images came from (``None`` only for tensors handed in by hand), and
-    ``views`` when the loader knows them (else ``None``)."""
+    the dataset rows the images came from (``None`` only for tensors handed in by hand),
+    ``views`` when the loader knows them (else ``None``), and ``strong_images`` [B, C, H, W]:
+    a second, strongly augmented view of the same samples, only when the method asks for one
+    (MLKD, ``Distiller.needs_strong_view``; else ``None``, so no other method pays for it)."""
     images: torch.Tensor
     targets: Optional[torch.Tensor] = None
     indices: Optional[torch.Tensor] = None
     views: Optional[BatchViews] = None
+    strong_images: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def _map(self, fn) -> "Batch":
         return Batch(*(None if value is None else fn(value)
-                       for value in (self.images, self.targets, self.indices, self.views)))
+                       for value in (self.images, self.targets, self.indices, self.views,
+                                     self.strong_images)))
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
         """A copy with every tensor on ``device`` (a no-op for tensors already there)."""
@@ -54,6 +58,11 @@ class Batch:
     def pin_memory(self) -> "Batch":
         """Called by ``DataLoader(pin_memory=True)`` on each batch it hands out."""
         return self._map(lambda value: value.pin_memory())
+
+    def map_images(self, fn) -> "Batch":
+        """A copy with ``fn`` applied to every view's images (e.g. channels-last memory format)."""
+        strong = None if self.strong_images is None else fn(self.strong_images)
+        return self.replace(images=fn(self.images), strong_images=strong)
 
     def replace(self, **changes) -> "Batch":
         """A copy with some fields changed (e.g. the images in channels-last memory format)."""

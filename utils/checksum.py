@@ -4,7 +4,8 @@
 silently. Checkpoints therefore carry ``checksum``: the sha256 of every entry (its key path,
 and for a tensor its dtype, shape and bytes; for any other value its type and repr), in key
 order. ``read_checkpoint`` recomputes it on every load of a file that has one (released
-checkpoints have none and load as before).
+checkpoints have none and load as before), after refusing tensors whose nominal size exceeds
+their storage, so that making a view contiguous here never allocates more than the file held.
 """
 import hashlib
 from typing import Any, Dict
@@ -22,9 +23,9 @@ def _feed(digest, path: str, value: Any) -> None:
         for i, item in enumerate(value):
             _feed(digest, f"{path}[{i}]", item)
     elif isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu().contiguous()
+        tensor = value.detach().cpu().contiguous()   # a copy only of a strided view
         digest.update(f"{path}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())   # hashed in place, no copy
     else:
         digest.update(f"{path}:{type(value).__name__}:{value!r}".encode())
 

@@ -2,8 +2,8 @@
 
 One ``Config`` is built per run (``load_config``) and passed down; nothing reads a global. The
 schema is a tree of frozen dataclasses, so an unknown key, a wrong type or a value outside its
-choices is caught before anything runs, and the error names the key, the file that set it and
-the closest valid spelling. The ``distiller`` section is free-form here: each method's own
+choices or its range (its annotation carries it: ``utils.ranges``) is caught before anything
+runs, and the error names the key, the file that set it and the closest valid spelling. The ``distiller`` section is free-form here: each method's own
 constructor is its schema (``distillers.resolve_distiller_section``).
 """
 import dataclasses
@@ -13,19 +13,21 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
 from utils.errors import UserError
 from utils.input_files import require_file
+from utils.ranges import (AtLeastOneInt, Momentum, NonNegativeFloat, NonNegativeInt,
+                          PositiveFloat, Range, range_of)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "run"
     output_dir: str = "checkpoints"
-    seed: int = 0
+    seed: NonNegativeInt = 0
     smoke: bool = False   # set by --smoke: a few steps whose numbers mean nothing
 
 
@@ -34,16 +36,16 @@ class DataConfig:
     dataset: Literal["cifar100", "imagenet", "imagefolder", "synthetic"] = "cifar100"
     root: str = "data"
     download: bool = False
-    batch_size: int = 64          # GLOBAL batch, split evenly over the processes
-    val_batch_size: Optional[int] = None
-    num_workers: int = 4
+    batch_size: AtLeastOneInt = 64          # GLOBAL batch, split evenly over the processes
+    val_batch_size: Optional[AtLeastOneInt] = None
+    num_workers: NonNegativeInt = 4
     loader: Literal["auto", "torch", "gpu"] = "auto"   # gpu: CIFAR on the device; folders decoded there
-    num_classes: Optional[int] = None   # synthetic only; other datasets know their own
-    image_size: Optional[int] = None    # synthetic / imagefolder only
-    train_size: int = 512               # synthetic only
-    val_size: int = 256                 # synthetic only
-    mean: Optional[List[float]] = None  # None: the dataset's standard statistics
-    std: Optional[List[float]] = None
+    num_classes: Optional[AtLeastOneInt] = None   # synthetic only; other datasets know their own
+    image_size: Optional[AtLeastOneInt] = None    # synthetic / imagefolder only
+    train_size: AtLeastOneInt = 512               # synthetic only
+    val_size: AtLeastOneInt = 256                 # synthetic only
+    mean: Optional[List[Annotated[float, Range(0, 1)]]] = None  # None: the dataset's own
+    std: Optional[List[Annotated[float, Range(0, 1, low_open=True)]]] = None
 
 
 @dataclass(frozen=True)
@@ -55,29 +57,30 @@ class StudentConfig:
 class TeacherConfig:
     arch: Optional[str] = None
     checkpoint: Optional[str] = None
-    min_top1: Optional[float] = None     # stop when the measured teacher top-1 is below this
+    # stop when the measured teacher top-1 is below this
+    min_top1: Optional[Annotated[float, Range(0, 100)]] = None
     cache: Literal["auto", "fp16", "fp32", "off"] = "off"   # auto = fp16 storage
     # the teacher forward's precision: auto = the step's (runtime.amp); off = fp32 even under
     # runtime.amp; bf16/fp16 = autocast for the teacher alone (faster, logits rounded)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    train_epochs: int = 0                # >0: train the teacher first when its checkpoint is missing
+    train_epochs: NonNegativeInt = 0     # >0: train the teacher first when its checkpoint is missing
     allow_random: bool = False           # smoke runs only: a missing checkpoint gives random weights
 
 
 @dataclass(frozen=True)
 class SolverConfig:
-    epochs: int = 240
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: AtLeastOneInt = 240
+    lr: PositiveFloat = 0.05
+    momentum: Momentum = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
     nesterov: bool = False
-    milestones: List[int] = field(default_factory=lambda: [150, 180, 210])
-    gamma: float = 0.1
-    warmup_epochs: int = 0
+    milestones: List[AtLeastOneInt] = field(default_factory=lambda: [150, 180, 210])
+    gamma: PositiveFloat = 0.1
+    warmup_epochs: NonNegativeInt = 0
     # sgd: one backward of the summed losses; dot: DOT (Zhao et al., ICCV 2023), the task loss
     # ("loss_ce") stepped with momentum - dot_delta, every other loss with momentum + dot_delta
     optimizer: Literal["sgd", "dot"] = "sgd"
-    dot_delta: float = 0.075
+    dot_delta: Momentum = 0.075
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class RuntimeConfig:
 @dataclass(frozen=True)
 class LogConfig:
     tensorboard: bool = True
-    print_freq: int = 50
+    print_freq: AtLeastOneInt = 50
 
 
 @dataclass(frozen=True)
@@ -316,7 +319,7 @@ def apply_overrides(tree: Dict[str, Any], overrides: List[str], provenance: Dict
 # ---------------------------------------------------------------------------------------------
 # Numbers as researchers write them. YAML 1.1 (PyYAML) reads `5e-4` and `1E-3` as strings (its
 # floats need a dot), so a string that spells a number is taken as that number wherever the
-# schema (or a method's default) expects one. Nothing else is converted: 'ten' stays a type error.
+# schema (or a method's annotation) expects one. Nothing else is converted: 'ten' stays a type error.
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -339,44 +342,6 @@ def as_number(value: Any, kind: type) -> Optional[Any]:
     return value
 
 
-@dataclass(frozen=True)
-class Range:
-    """Where a number must lie: ``low``/``high`` bounds, each inclusive unless ``*_open``."""
-    low: Optional[float] = None
-    high: Optional[float] = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def holds(self, x: float) -> bool:
-        return ((self.low is None or (x > self.low if self.low_open else x >= self.low)) and
-                (self.high is None or (x < self.high if self.high_open else x <= self.high)))
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.low is None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return (f"in {'(' if self.low_open else '['}{self.low:g}, "
-                f"{self.high:g}{')' if self.high_open else ']'}")
-
-
-POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, low_open=True), Range(0), Range(1)
-
-# The range of every numeric key (each element of a list key). Types are the schema's; what a
-# value means is checked here, before anything runs. The distiller section has its own rules
-# (distillers/value_checks.py). Cross-key rules (milestones vs epochs) are in _check_consistency.
-RANGES: Dict[str, Range] = {
-    "experiment.seed": NON_NEGATIVE,
-    "data.batch_size": AT_LEAST_1, "data.val_batch_size": AT_LEAST_1,
-    "data.num_workers": NON_NEGATIVE, "data.num_classes": AT_LEAST_1,
-    "data.image_size": AT_LEAST_1, "data.train_size": AT_LEAST_1, "data.val_size": AT_LEAST_1,
-    "data.mean": Range(0, 1), "data.std": Range(0, 1, low_open=True),
-    "teacher.min_top1": Range(0, 100), "teacher.train_epochs": NON_NEGATIVE,
-    "solver.epochs": AT_LEAST_1, "solver.lr": POSITIVE, "solver.momentum": Range(0, 1, high_open=True),
-    "solver.weight_decay": NON_NEGATIVE, "solver.milestones": AT_LEAST_1, "solver.gamma": POSITIVE,
-    "solver.warmup_epochs": NON_NEGATIVE, "solver.dot_delta": Range(0, 1, high_open=True),
-    "log.print_freq": AT_LEAST_1,
-}
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -398,6 +363,8 @@ def check_number(dotted: str, value: Any, allowed: Optional[Range], where: str) 
 def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
     """Whether ``value`` fits the annotation ``hint``; returns (ok, value converted)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:   # the range is checked on the converted value (check_value)
+        return _type_ok(value, args[0])
     if origin is typing.Union:
         if value is None:
             return type(None) in args, None
@@ -421,6 +388,10 @@ def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
 
 
 def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Annotated:
+        return _describe(typing.get_args(hint)[0])
+    if hint is bool:
+        return "true or false"
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) in (list, List):
@@ -429,7 +400,7 @@ def _describe(hint: Any) -> str:
 
 
 def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in tree.items():
@@ -445,12 +416,7 @@ def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
                 raise UserError(f"'{dotted}' in {provenance.get(dotted, 'config')} must be a section (a mapping)")
             kwargs[key] = _build(hint, value, provenance, dotted + ".")
             continue
-        ok, converted = _type_ok(value, hint)
-        if not ok:
-            raise UserError(f"'{dotted}' in {provenance.get(dotted, 'config')} must be "
-                            f"{_describe(hint)}, got {value!r}")
-        check_number(dotted, converted, RANGES.get(dotted), provenance.get(dotted, "config"))
-        kwargs[key] = converted
+        kwargs[key] = check_value(dotted, value, hint, provenance.get(dotted, "config"))
     return cls(**kwargs)
 
 
@@ -559,13 +525,16 @@ def config_from_dict(tree: Dict[str, Any], where: str = "checkpoint") -> Config:
     return _build(Config, tree, provenance, "")
 
 
-def check_section_value(dotted: str, value: Any, hint: Any, where: str) -> None:
-    """One value of a section whose schema is not a dataclass (the distiller's, read from the
-    method's constructor) against its type hint; a mismatch is a one-line error naming the key
-    and ``where`` it was set."""
+def check_value(dotted: str, value: Any, hint: Any, where: str) -> Any:
+    """``value`` converted to its annotation ``hint`` (numbers as researchers write them) and
+    checked finite and within the range the annotation carries (``utils.ranges``): the one
+    pass for every config key and every method argument. A mismatch is a one-line error naming
+    the key and ``where`` it was set."""
     try:
-        ok, _ = _type_ok(value, hint)
+        ok, converted = _type_ok(value, hint)
     except TypeError:   # a hint isinstance cannot test (e.g. Sequence[int]): the method checks
-        return
+        return value
     if not ok:
         raise UserError(f"'{dotted}' in {where} must be {_describe(hint)}, got {value!r}")
+    check_number(dotted, converted, range_of(hint), where)
+    return converted

@@ -3,20 +3,32 @@
 Only the main process (rank 0) writes; other ranks get a logger that drops everything, so the
 trainer never branches on the rank. Console output is a tqdm bar per epoch on a terminal and
 plain periodic lines otherwise (log files and job schedulers).
+
+A write that fails (a full disk, a read-only directory, a link planted as ``metrics.jsonl`` or
+``tb``) is one line, ``utils.atomic.WriteFailed``, never a traceback; ``metrics.jsonl`` is
+appended only as a regular file of the run, never through a link.
 """
+import contextlib
 import json
 import os
 import sys
+import threading
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from utils.atomic import write_lines
+from utils.atomic import WriteFailed, append_text, write_failure, write_lines
+
+
+def _has_epoch(record) -> bool:
+    """A JSON object with an integer epoch (a bool is not one): what a metrics line is."""
+    return isinstance(record, dict) and type(record.get("epoch")) is int
 
 
 def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
-    """The epochs recorded in a ``metrics.jsonl`` and its lines that are not a JSON object: a
-    partial last line, left by a kill or a full disk in the middle of an append."""
+    """The epochs recorded in a ``metrics.jsonl`` and its lines that are not a JSON object with
+    an integer epoch: a partial last line, left by a kill or a full disk in the middle of an
+    append, or a damaged line (``damaged_metrics_line`` tells them apart)."""
     records, broken = [], []
     if not os.path.isfile(path):
         return records, broken
@@ -29,7 +41,7 @@ def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
             except json.JSONDecodeError:
                 broken.append(line)
                 continue
-            (records if isinstance(record, dict) and "epoch" in record else broken).append(record)
+            (records if _has_epoch(record) else broken).append(record)
     return records, broken
 
 
@@ -53,6 +65,43 @@ def progress_lines(items: Iterable, total: int, description: str, lines: int = 1
             print(f"{description} [{done}/{total}]", flush=True)
 
 
+def quiet_tensorboard_thread_errors() -> None:
+    """TensorBoard writes its events from a thread of its own; an ``OSError`` there (a full
+    disk) is raised again by the writer's next call in the main thread, which reports it in one
+    line, so the thread's own traceback is not printed (any other thread error still is).
+    Installed once per process, like the signal handlers."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args):
+        if not (isinstance(args.exc_value, OSError)
+                and type(args.thread).__module__.startswith("tensorboard.")):
+            previous(args)
+    hook.quiets_tensorboard = True
+    threading.excepthook = hook
+
+
+def damaged_metrics_line(path: str) -> Optional[Tuple[int, str]]:
+    """(line number, what is wrong) of the first complete JSON line in ``metrics.jsonl`` that is
+    not an object with an integer epoch (``"epoch": null``, ``"2"``): damage, never what a kill
+    leaves (a partial line, which is not JSON)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue   # a partial line: dropped on resume, as a kill leaves it
+            if record is None or _has_epoch(record):
+                continue
+            if isinstance(record, dict):
+                return number, f"has epoch {record.get('epoch')!r}, not an epoch number"
+            return number, "is not a JSON object"
+    return None
+
+
 class RunLogger:
     def __init__(self, run_dir: Optional[str], tensorboard: bool = True, enabled: bool = True):
         self.enabled = enabled and run_dir is not None
@@ -62,8 +111,27 @@ class RunLogger:
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
             if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(os.path.join(run_dir, "tb"))
+                self.writer = self._tensorboard_writer(os.path.join(run_dir, "tb"))
+
+    @staticmethod
+    def _tensorboard_writer(directory: str):
+        if os.path.islink(directory):
+            raise WriteFailed(f"refusing to write {directory}: it is a symbolic link, not the "
+                              "run's own directory (remove it)")
+        from torch.utils.tensorboard import SummaryWriter
+        quiet_tensorboard_thread_errors()
+        try:
+            return SummaryWriter(directory)
+        except OSError as err:
+            raise write_failure(err, directory) from err
+
+    @contextlib.contextmanager
+    def _tensorboard_errors(self):
+        """An event write that failed (here or in TensorBoard's thread) as one line."""
+        try:
+            yield
+        except OSError as err:
+            raise write_failure(err, os.path.join(self.run_dir, "tb")) from err
 
     def info(self, message: str) -> None:
         if self.enabled:
@@ -72,8 +140,9 @@ class RunLogger:
 
     def scalars(self, values: Dict[str, float], step: int) -> None:
         if self.writer is not None:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
+            with self._tensorboard_errors():
+                for tag, value in values.items():
+                    self.writer.add_scalar(tag, value, step)
 
     def hparams(self, params: Dict[str, object], results: Dict[str, float]) -> None:
         """The run's hyper-parameters and final results for TensorBoard's HPARAMS tab, where the
@@ -84,18 +153,18 @@ class RunLogger:
         from torch.utils.tensorboard.summary import hparams
         plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
         results = {k: v for k, v in results.items() if v is not None}   # e.g. no epoch ran
-        writer = self.writer._get_file_writer()
-        for summary in hparams(plain, results):
-            writer.add_summary(summary)
-        for tag, value in results.items():
-            self.writer.add_scalar(tag, value)
-        self.writer.flush()
+        with self._tensorboard_errors():
+            writer = self.writer._get_file_writer()
+            for summary in hparams(plain, results):
+                writer.add_summary(summary)
+            for tag, value in results.items():
+                self.writer.add_scalar(tag, value)
+            self.writer.flush()
 
     def metrics(self, record: Dict) -> None:
         """One JSON object per epoch, appended; scripts read this, not the event files."""
         if self.enabled:
-            with open(os.path.join(self.run_dir, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(os.path.join(self.run_dir, "metrics.jsonl"), json.dumps(record) + "\n")
 
     def truncate_metrics(self, last_epoch: int) -> None:
         """On resume: drop the epochs after the checkpoint, which the run will repeat, and any
@@ -116,5 +185,9 @@ class RunLogger:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            with self._tensorboard_errors():
+                try:
+                    writer.flush()   # raises a failure of TensorBoard's thread; close() would not
+                finally:
+                    writer.close()

@@ -5,14 +5,21 @@ twice in metrics.jsonl). The lock is ``fcntl.flock`` on ``<run dir>/.lock``: the
 it when the holder exits, however it exits (SIGKILL included), so a dead run's lock is simply
 taken over and there is no stale lock to delete by hand. The file holds the holder's host and
 pid, for the message the refused run prints.
+
+The lock file is the one file a run writes in place (flock holds on its inode, so it cannot be
+replaced): it is opened without following a link and used only if it is a regular file of its
+own (one name), so a link or hard link planted as ``.lock`` cannot make the run truncate a file
+elsewhere. A full disk or a read-only directory at this point is one line too.
 """
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from typing import Optional
 
+from utils.atomic import WriteFailed, check_replaceable, not_a_regular_file, write_failure
 from utils.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -24,8 +31,7 @@ class RunLock:
         self.fd: Optional[int] = None
 
     def acquire(self) -> "RunLock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -33,9 +39,13 @@ class RunLock:
             os.close(fd)
             raise UserError(f"{os.path.dirname(self.path)} is in use by another run ({holder}): "
                             "wait for it to end, or set another experiment.name") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        except OSError as err:
+            os.close(fd)
+            raise write_failure(err, self.path) from err
         self.fd = fd
         return self
 
@@ -49,6 +59,26 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _open_lock_file(path: str) -> int:
+    """A descriptor of ``path``, created if missing; refused (one line) unless it is a regular
+    file with no other name, so that truncating it touches nothing outside the run."""
+    check_replaceable(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        raise write_failure(err, path) from err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        if stat.S_ISREG(info.st_mode):
+            raise WriteFailed(f"refusing to use {path} as a lock: it has {info.st_nlink} names "
+                              "(a hard link to a file elsewhere); remove it")
+        raise not_a_regular_file(path, info.st_mode)
+    return fd
 
 
 def _read_holder(fd: int) -> str:

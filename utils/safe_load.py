@@ -4,10 +4,20 @@
 code, so it is refused with a one-line ``UserError`` naming what it holds. Shared by the model
 loader (teachers, released weights) and the trainer (resume), so both refuse the same way.
 A checkpoint that carries a checksum (ours do, ``utils/checksum.py``) is verified on every read.
+
+``weights_only`` does not bound memory: a zip record may be compressed far below the size it
+declares (torch inflates it in full: a file of a few hundred KB takes a GB), and a tensor may be
+a view whose nominal size exceeds its storage (one stored value expanded to 10^10 elements: any
+copy of it, the checksum's included, allocates the nominal size). Both are refused, in one line,
+before anything is materialised: torch stores records uncompressed, so together they fit in the
+file, and a saved state's tensors never overlap themselves. Weights that are not finite (NaN or
+infinity, a diverged run) are refused too: they cannot be anyone's good checkpoint.
 """
+import os
 import pickle
 import re
-from typing import List
+import zipfile
+from typing import Any, Iterator, List, Tuple
 
 import torch
 
@@ -69,10 +79,56 @@ def _reason(err: Exception) -> str:
     return text
 
 
-def read_checkpoint(path: str, kind: str = "checkpoint") -> object:
-    """The object stored in ``path``, unpickled with ``weights_only=True``."""
+def check_declared_sizes(path: str) -> None:
+    """Refuse a zip checkpoint whose records declare more bytes than the whole file holds."""
+    file_size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return   # not a zip (the legacy format) or a broken one: torch.load reports it
+    if declared > file_size:
+        raise UserError(f"refusing to read {path}: its records declare {declared:,} bytes, more "
+                        f"than the file's {file_size:,} (a damaged or crafted file)")
+
+
+def tensors_in(value: Any, key: str = "") -> Iterator[Tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts, lists and tuples, with its key path (``model/fc.weight``)."""
+    if isinstance(value, torch.Tensor):
+        yield key, value
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            yield from tensors_in(item, f"{key}/{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from tensors_in(item, f"{key}[{i}]")
+
+
+def check_tensor_sizes(state: Any, path: str) -> None:
+    """Refuse a tensor whose nominal size exceeds its storage: a view that overlaps itself
+    (stride 0), which no saved state holds and any copy of which would allocate the nominal
+    size."""
+    for key, tensor in tensors_in(state):
+        stored = tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1)
+        if tensor.numel() > stored:
+            raise UserError(f"refusing to read {path}: '{key}' claims {tensor.numel():,} values "
+                            f"over a storage of {stored:,} (an expanded view, a memory bomb)")
+
+
+def non_finite_keys(state: Any) -> List[str]:
+    """The key paths of floating tensors holding a NaN or an infinity."""
+    return [key for key, tensor in tensors_in(state)
+            if (tensor.is_floating_point() or tensor.is_complex())
+            and not bool(torch.isfinite(tensor).all())]
+
+
+def read_checkpoint(path: str, kind: str = "checkpoint", finite: bool = True) -> object:
+    """The object stored in ``path``, unpickled with ``weights_only=True``; its sizes checked
+    before anything is materialised, its checksum verified, and (``finite``) every floating
+    tensor finite."""
     require_file(path, kind)
     _check_format(path)
+    check_declared_sizes(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except NOT_A_CHECKPOINT as err:
@@ -82,7 +138,12 @@ def read_checkpoint(path: str, kind: str = "checkpoint") -> object:
                             "that could run code; if you trust it, re-save only its state dict "
                             "(torch.save(model.state_dict(), path))") from err
         raise UserError(f"cannot read {path} as a PyTorch checkpoint: {_reason(err)}") from err
+    check_tensor_sizes(state, path)
     if checksum_mismatch(state):
         raise UserError(f"{path} is damaged: its content no longer matches the checksum written with "
                         "it (a changed byte on disk or in transfer); use another copy or checkpoint")
+    bad = non_finite_keys(state) if finite else []
+    if bad:
+        raise UserError(f"refusing {path}: it holds NaN or infinite values ({few(bad)}), the "
+                        f"weights of a diverged run, not a usable {kind}; use an earlier checkpoint")
     return state
