@@ -200,7 +200,7 @@ def odd_paths(tmp_path):
 
 @pytest.mark.parametrize("tool", ["eval", "export"])
 @pytest.mark.parametrize("name, message", [
-    ("folder.pth", "checkpoint {path} is a folder, not a file"),
+    ("folder.pth", "checkpoint {path} is a directory, not a file"),
     ("fifo.pth", "checkpoint {path} is a FIFO, not a file"),
     ("empty.pth", "{path} is empty (0 bytes): not a checkpoint"),
     ("text.pth", "{path} is not a PyTorch checkpoint: neither a zip archive (torch.save) nor a "
@@ -223,7 +223,7 @@ def test_checkpoint_path_that_is_no_checkpoint_is_one_true_line(odd_paths, tool,
     (["{dir}/no_rows.yaml"], "{dir}/no_rows.yaml is not a table"),
     (["{dir}/bad_row.yaml"], "{dir}/bad_row.yaml: row 1 needs a 'name' of letters, digits and _.+-"),
     (["{dir}/fifo.pth"], "table {dir}/fifo.pth is a FIFO, not a file"),
-    (["{dir}"], "table {dir} is a folder, not a file"),
+    (["{dir}"], "table {dir} is a directory, not a file"),
     (["dkd_cifar100_diff", "--jobs-per-gpu", "0"], "--jobs-per-gpu must be at least 1, got 0"),
     (["dkd_cifar100_diff", "--seeds", "0", "-1"], "--seeds must be in [0, 2**63 - 1] (experiment.seed), got -1"),
     (["dkd_cifar100_diff", "--gpus", "x"], "--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), got 'x'"),
