@@ -161,9 +161,7 @@ def check_options(args) -> None:
     if bad:
         raise UserError(f"--seeds must be in [0, 2**63 - 1] (experiment.seed), got {bad[0]}")
     if args.gpus is not None:
-        ids = [g.strip() for g in args.gpus.split(",")]
-        wrong = [g for g in ids if not GPU_ID.fullmatch(g)]
-        if wrong:
+        if not all(GPU_ID.fullmatch(g.strip()) for g in args.gpus.split(",")):
             raise UserError(f"--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), "
                             f"got {args.gpus!r}")
 
