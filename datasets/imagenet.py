@@ -1,6 +1,7 @@
 """ImageNet and users' own image folders: ``ROOT/train/<class>/*`` and ``ROOT/val/<class>/*``.
 
-Both go through torchvision's ``ImageFolder``; class indices follow the sorted folder names, so the
+Both go through torchvision's ``ImageFolder`` with a scan that follows no loop
+(``datasets.image_files``); class indices follow the sorted folder names, so the
 train and val trees must hold the same class folders. Images are read by ``read_rgb``: a
 truncated or non-image file is a one-line ``UserError`` naming the file (raised in a DataLoader
 worker, it reaches the main process as that line too: ``utils.errors.one_line``).
@@ -12,6 +13,7 @@ from typing import Callable, Optional
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from datasets.image_files import LinkSafeImageFolder
 from utils.errors import UserError
 
 SPLITS = ("train", "val")
@@ -43,8 +45,8 @@ def _image_folder(dataset: str, root: str, split: str,
     if not split_dir.is_dir():
         raise UserError(_missing_message(dataset, root, split_dir))
     try:
-        return ImageFolder(str(split_dir), transform=transform, loader=read_rgb)
-    except FileNotFoundError as error:  # no class folders, or a class folder without images
+        return LinkSafeImageFolder(str(split_dir), transform=transform, loader=read_rgb)
+    except FileNotFoundError as error:  # no class folders
         raise UserError(f"{split_dir}: {' '.join(str(error).split())}") from error
 
 

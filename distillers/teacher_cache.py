@@ -25,11 +25,11 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from utils.atomic import atomic_write, remove_stale_temps
 from utils.checksum import CHECKSUM_KEY, with_checksum
 from utils.errors import UserError
+from utils.logger import progress_lines
 from utils.safe_load import read_checkpoint
 
 CACHE_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -85,8 +85,8 @@ def compute_view_logits(teacher, images: torch.Tensor, mean, std, padding: int, 
     views = len(flips)
     images_per_batch = max(1, batch_size // views)
     chunks = []
-    for start in tqdm(range(0, len(images), images_per_batch), desc="teacher cache",
-                      unit="batch", disable=not progress):
+    starts = range(0, len(images), images_per_batch)
+    for start in progress_lines(starts, len(starts), "teacher cache") if progress else starts:
         raw = images[start:start + images_per_batch]
         count = len(raw)
         batch = augment(raw.repeat_interleave(views, dim=0), offsets.repeat(count, 1),

@@ -90,6 +90,10 @@ def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"runtime.device is '{cfg.runtime.device}' but no CUDA device is available; "
                         "use runtime.device=cpu")
+    if wanted == "mps" and not torch.backends.mps.is_available():
+        built = "has no MPS support" if not torch.backends.mps.is_built() else "finds no MPS device"
+        raise UserError(f"runtime.device is 'mps' but this PyTorch build {built} (Apple GPUs "
+                        "only); use runtime.device=cpu")
     if wanted == "cuda":
         wanted = f"cuda:{cuda_index(local_rank)}"
     return torch.device(wanted)

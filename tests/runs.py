@@ -103,6 +103,29 @@ def train_here(*args: str) -> int:
             signal.signal(signum, handler)
 
 
+def run_here(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``run_script`` without a new process: the script's ``main`` in this one, its output
+    captured, its signal handlers restored. A subprocess costs seconds of imports (torch,
+    torchvision, dynamo); one real subprocess per command line (``run_script``) proves its
+    wiring, the other runs of a test that needs no process of its own come here. Not for runs
+    that change process-wide settings (``runtime.deterministic``) or compare bits with a
+    subprocess's run (its thread count differs)."""
+    import contextlib
+    import importlib
+    import io
+    import signal
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = module.main(list(args))
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
 def one_line(text: str) -> str:
     """The single line of ``text``; fails when there are several."""
     lines = text.strip().splitlines()

@@ -86,7 +86,7 @@ def test_text_file_named_pth_is_one_line(tmp_path, capsys):
     path.write_text("not a checkpoint\n")
     config = write_config(tmp_path, "text", epochs=1, extra=SMALL)
     assert train_here("--config", str(config), "--resume", str(path)) == 2
-    assert one_line(capsys.readouterr().err).startswith(f"error: cannot read {path} as a PyTorch checkpoint")
+    assert one_line(capsys.readouterr().err).startswith(f"error: {path} is not a PyTorch checkpoint: neither a zip archive")
 
 
 def test_flipped_byte_in_a_weight_is_reported_never_trained_on(good, tmp_path, capsys):

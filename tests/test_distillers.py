@@ -24,10 +24,10 @@ TRAIN_TARGETS = torch.arange(TRAIN_SIZE) % 100
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build(name, seed=0, student_arch=None, **overrides):
+def build(name, seed=0, student_arch=None, teacher_arch="resnet20", **overrides):
     torch.manual_seed(seed)
     student = models.build_model(student_arch or STUDENT_ARCH.get(name, "resnet8"), 100)
-    teacher = models.build_model("resnet20", 100) if get_distiller_class(name).needs_teacher else None
+    teacher = models.build_model(teacher_arch, 100) if get_distiller_class(name).needs_teacher else None
     return build_distiller({"name": name, **overrides}, student, teacher, train_size=TRAIN_SIZE,
                            train_targets=TRAIN_TARGETS, seed=seed)
 

@@ -16,7 +16,7 @@ from engine.dot import DistillationOrientedSGD
 from launch.build import load_run_config
 from launch.run import describe_schedule
 from launch.training import build_trainer
-from tests.runs import load, run_script, write_config
+from tests.runs import load, run_here, write_config
 from utils.batch import Batch
 from utils.config import Config, SolverConfig, load_config, replace_section
 from utils.errors import UserError
@@ -291,18 +291,19 @@ def test_trainer_resumed_with_dot_equals_the_uninterrupted_trainer(tmp_path):
 @pytest.mark.slow
 def test_resumed_dot_run_equals_uninterrupted_run_and_refuses_sgd(tmp_path):
     """train.py end to end (KD + DOT, 2 x 4 steps): stopped after epoch 1 and resumed, bit-equal
-    to the uninterrupted run; resuming it with plain SGD is refused (exit code 2)."""
+    to the uninterrupted run; resuming it with plain SGD is refused (exit code 2). All in this
+    process (``run_here``): the runs compared share one thread count."""
     spec = dict(student="resnet8", distiller={"name": "kd"}, teacher={"arch": "resnet8", "allow_random": True},
                 extra={"data": {"train_size": 128, "val_size": 64}, "solver": {"optimizer": "dot"}})
     full = write_config(tmp_path, "full", epochs=2, **spec)
-    assert run_script("train.py", "--config", str(full)).returncode == 0
+    assert run_here("train.py", "--config", str(full)).returncode == 0
     part = write_config(tmp_path, "part", epochs=2, **spec)
-    first = run_script("train.py", "--config", str(part), "solver.epochs=1", "solver.milestones=[]")
+    first = run_here("train.py", "--config", str(part), "solver.epochs=1", "solver.milestones=[]")
     assert first.returncode == 0, first.stderr
     assert "optimizer: DOT (momentum 0.825 task / 0.975 distillation" in first.stdout
     state = load(tmp_path / "runs/part/last.pth")["optimizer"]["state"]
     assert all({"momentum_buffer", "momentum_kd_buffer"} <= set(s) for s in state.values())
-    resumed = run_script("train.py", "--config", str(part), "--resume", "auto")
+    resumed = run_here("train.py", "--config", str(part), "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr
     a, b = load(tmp_path / "runs/full/last.pth"), load(tmp_path / "runs/part/last.pth")
     assert a["epoch"] == b["epoch"] == 2
@@ -311,7 +312,7 @@ def test_resumed_dot_run_equals_uninterrupted_run_and_refuses_sgd(tmp_path):
     for index, buffers in a["optimizer"]["state"].items():
         for name, value in buffers.items():
             assert torch.equal(value, b["optimizer"]["state"][index][name]), (index, name)
-    refused = run_script("train.py", "--config", str(part), "--resume", "auto", "solver.epochs=3",
+    refused = run_here("train.py", "--config", str(part), "--resume", "auto", "solver.epochs=3",
                          "solver.optimizer=sgd")
     assert refused.returncode == 2
     assert "it was trained with solver.optimizer=dot, this run has sgd" in refused.stderr

@@ -329,7 +329,7 @@ def test_pickled_python_objects_are_refused(zip_format, teacher, tmp_path):
 def test_a_file_without_state_dict_is_a_user_error(tmp_path):
     assert "holds no state dict" in load_error(tmp_path, {"epoch": 3})
     (tmp_path / "c.pth").write_text("not a checkpoint")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match="is not a PyTorch checkpoint: neither a zip archive"):
         models.load_weights(models.build_model("resnet8"), str(tmp_path / "c.pth"))
 
 

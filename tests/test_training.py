@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from tests.runs import load, read_metrics, run_script, run_until_killed, write_config
+from tests.runs import REPO, load, read_metrics, run_here, run_script, run_until_killed, write_config
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_eval_reproduces_logged_top1_exactly(vanilla_run):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["metrics"]["top1"] == logged
-    text = run_script("eval.py", "--checkpoint", str(run_dir / "best.pth"))
+    text = run_here("eval.py", "--checkpoint", str(run_dir / "best.pth"))
     assert text.stdout.startswith(f"top1={logged:.2f} top5=")
 
 
@@ -64,7 +64,7 @@ def test_tensorboard_events_hold_the_named_tags(vanilla_run):
 
 def test_existing_run_is_not_overwritten_without_resume(vanilla_run):
     run_dir, config, _ = vanilla_run
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 2
     assert "already holds a run" in out.stderr and "--resume auto" in out.stderr
 
@@ -72,7 +72,7 @@ def test_existing_run_is_not_overwritten_without_resume(vanilla_run):
 def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": _Payload()}, path)
-    out = run_script("eval.py", "--checkpoint", str(path), "--arch", "resnet8")
+    out = run_here("eval.py", "--checkpoint", str(path), "--arch", "resnet8")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [out.stderr.strip()]
     assert "refusing to load" in out.stderr
@@ -100,14 +100,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
 def test_missing_teacher_checkpoint_is_one_line(tmp_path):
     config = write_config(tmp_path, "kd", distiller={"name": "kd"},
                           teacher={"arch": "resnet20", "checkpoint": str(tmp_path / "nope.pth")})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: teacher checkpoint not found: {tmp_path / 'nope.pth'} " \
         "(teacher.checkpoint); download the released teachers or train one with configs/cifar100/vanilla/"
 
 
 def test_missing_cifar_offline_is_one_line(tmp_path):
-    out = run_script("train.py", "--config", "configs/cifar100/vanilla/resnet8x4.yaml",
+    out = run_here("train.py", "--config", str(REPO / "configs/cifar100/vanilla/resnet8x4.yaml"),
                      f"data.root={tmp_path}", f"experiment.output_dir={tmp_path}")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
@@ -117,7 +117,7 @@ def test_missing_cifar_offline_is_one_line(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # epoch 1 trains normally; from epoch 2 the lr is multiplied by 1e30 and the loss diverges
     config = write_config(tmp_path, "nan", epochs=3, extra={"solver": {"milestones": [1], "gamma": 1e30}})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 2
     assert "loss became" in out.stderr and "epoch 2" in out.stderr
     assert f"the last good checkpoint is {tmp_path / 'runs/nan/last.pth'} (epoch 1)" in out.stderr
@@ -133,7 +133,7 @@ def test_eval_of_a_one_checkpoint_reports_every_branch_and_the_ensemble(tmp_path
     import eval as eval_cli
     config = write_config(tmp_path, "one", student="one_resnet32", epochs=1,
                           distiller={"name": "one"}, extra={"data": {"train_size": 64, "val_size": 40}})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 0, out.stderr
     run_dir = tmp_path / "runs" / "one"
     logged = read_metrics(run_dir)[-1]
@@ -155,7 +155,7 @@ def test_export_keeps_the_student_alone_and_scores_as_the_run_logged(tmp_path):
     config = write_config(tmp_path, "fitnet", epochs=1, distiller={"name": "fitnet"},
                           teacher={"arch": "resnet20", "allow_random": True},
                           extra={"data": {"train_size": 64, "val_size": 40}})
-    assert run_script("train.py", "--config", str(config)).returncode == 0
+    assert run_here("train.py", "--config", str(config)).returncode == 0
     run_dir = tmp_path / "runs" / "fitnet"
     assert load(run_dir / "last.pth")["distiller"], "the run checkpoints FitNet's regressor"
     exported = tmp_path / "export" / "resnet8_fitnet.pth"
@@ -166,9 +166,9 @@ def test_export_keeps_the_student_alone_and_scores_as_the_run_logged(tmp_path):
     assert set(state) == {"model", "arch", "epoch", "record", "checksum"} and state["arch"] == "resnet8"
     import models
     models.load_weights(models.build_model("resnet8", num_classes=10), str(exported), arch="resnet8")
-    scored = run_script("eval.py", "--checkpoint", str(exported), "--arch", "resnet8",
+    scored = run_here("eval.py", "--checkpoint", str(exported), "--arch", "resnet8",
                         "--config", str(run_dir / "config.yaml"), "--json")
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["metrics"]["top1"] == read_metrics(run_dir)[-1]["val/top1"]
-    again = run_script("tools/export.py", "--checkpoint", str(exported), "--out", str(exported))
+    again = run_here("tools/export.py", "--checkpoint", str(exported), "--out", str(exported))
     assert again.returncode == 2 and again.stderr.startswith("error: ")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.datagen import write_image_folder
-from tests.runs import load, read_metrics, run_script, write_config
+from tests.runs import load, read_metrics, run_here, run_script, write_config
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def teacher(tmp_path_factory):
     """A real resnet8 teacher trained for 2 epochs; returns (checkpoint path, its best val top-1)."""
     directory = tmp_path_factory.mktemp("teacher")
     config = write_config(directory, "teacher", epochs=2)
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 0, out.stderr
     run_dir = directory / "runs" / "teacher"
     best = max(m["val/top1"] for m in read_metrics(run_dir))
@@ -27,7 +27,7 @@ def kd_run(tmp_path_factory, teacher):
     directory = tmp_path_factory.mktemp("kd")
     config = write_config(directory, "kd", epochs=1, distiller={"name": "kd", "kd_weight": 0.7},
                           teacher={"arch": "resnet8", "checkpoint": str(path)})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 0, out.stderr
     return directory / "runs" / "kd", config, out
 
@@ -52,7 +52,7 @@ def test_teacher_below_min_top1_stops_with_one_line(teacher, tmp_path):
     path, teacher_top1 = teacher
     config = write_config(tmp_path, "strict", epochs=1, distiller={"name": "kd"},
                           teacher={"arch": "resnet8", "checkpoint": str(path), "min_top1": teacher_top1 + 0.5})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"error: teacher resnet8 scores {teacher_top1:.2f} top-1 on the val set, below "
@@ -74,7 +74,7 @@ def test_run_record_answers_what_ran(teacher, kd_run):
     assert record["summary"]["best_epoch"] == 1 and "last_top1" in record["summary"]
     checkpoint = load(run_dir / "last.pth")
     assert checkpoint["record"]["config_hash"] == record["config_hash"]
-    result = json.loads(run_script("eval.py", "--checkpoint", str(run_dir / "last.pth"), "--json").stdout)
+    result = json.loads(run_here("eval.py", "--checkpoint", str(run_dir / "last.pth"), "--json").stdout)
     assert result["record"]["teacher"]["sha256"] == record["teacher"]["sha256"]
 
 
@@ -86,7 +86,7 @@ def test_effective_loss_is_printed_and_follows_the_config(teacher, kd_run, tmp_p
                           distiller={"name": "kd", "logit_standardization": True, "zscore_kd_weight": 5,
                                      "base_temperature": 3},
                           teacher={"arch": "resnet8", "checkpoint": str(path)})
-    out = run_script("train.py", "--config", str(config), "solver.epochs=1")
+    out = run_here("train.py", "--config", str(config), "solver.epochs=1")
     assert out.returncode == 0, out.stderr
     assert "loss = 0.1·CE + 5·KD(T=3, z-score both sides)" in out.stdout
     assert "1 epochs x 16 steps = 16 optimizer steps" in out.stdout
@@ -111,10 +111,10 @@ def own_data(tmp_path_factory):
 def test_imagefolder_of_jpegs_trains_and_evaluates(own_data, tmp_path):
     config = write_config(tmp_path, "own", epochs=1, extra={"data": {
         "dataset": "imagefolder", "root": str(own_data), "image_size": 32, "num_classes": None}})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 0, out.stderr
     assert load(tmp_path / "runs/own/last.pth")["model"]["fc.weight"].shape[0] == 7
-    result = json.loads(run_script("eval.py", "--checkpoint", str(tmp_path / "runs/own/last.pth"),
+    result = json.loads(run_here("eval.py", "--checkpoint", str(tmp_path / "runs/own/last.pth"),
                                    "--json").stdout)
     assert result["metrics"]["samples"] == 7 * 12
 
@@ -125,7 +125,7 @@ def test_teacher_with_wrong_class_count_fails_with_one_line(own_data, teacher, t
                           teacher={"arch": "resnet8", "checkpoint": str(path)},
                           extra={"data": {"dataset": "imagefolder", "root": str(own_data),
                                           "image_size": 32, "num_classes": None}})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"error: {path} was trained for 10 classes, the model has 7"]
@@ -135,6 +135,6 @@ def test_dkd_with_two_classes_is_a_clear_error(tmp_path, teacher):
     config = write_config(tmp_path, "dkd2", epochs=1, distiller={"name": "dkd"},
                           teacher={"arch": "resnet8", "allow_random": True},
                           extra={"data": {"num_classes": 2}})
-    out = run_script("train.py", "--config", str(config))
+    out = run_here("train.py", "--config", str(config))
     assert out.returncode == 2
     assert "DKD needs at least 3 classes" in out.stderr and len(out.stderr.strip().splitlines()) == 1

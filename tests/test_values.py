@@ -149,11 +149,11 @@ def test_bad_value_on_the_real_command_line_is_one_line_and_exit_2():
     assert out.stderr.strip().splitlines() == ["error: 'solver.lr' in the command-line overrides must be > 0, got -0.1"]
 
 
-def test_overrides_before_between_and_after_flags_on_train_py():
-    out = run_cli("train.py", "solver.lr=0.02", "--config", KD, "solver.weight_decay=5e-4", "--resume", "auto",
-                  "data.root=x", "--print-config", "solver.epochs=220")
-    assert out.returncode == 0, out.stderr
-    printed = yaml.safe_load(out.stdout)
+def test_overrides_before_between_and_after_flags_on_train_py(capsys):
+    import train   # in this process: the real command line's wiring is tested in test_config.py
+    assert train.main(["solver.lr=0.02", "--config", str(REPO / KD), "solver.weight_decay=5e-4", "--resume", "auto",
+                       "data.root=x", "--print-config", "solver.epochs=220"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["solver"]["lr"] == 0.02 and printed["solver"]["weight_decay"] == 5e-4
     assert printed["data"]["root"] == "x" and printed["solver"]["epochs"] == 220
 

@@ -15,6 +15,7 @@ import argparse
 import fnmatch
 import os
 import queue
+import re
 import shlex
 import subprocess
 import sys
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
 from utils.cli import parse_with_overrides  # noqa: E402
+from utils.config import MAX_SEED  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 
 
@@ -147,6 +149,23 @@ def gpu_slots(gpus: Optional[str], jobs_per_gpu: int) -> List[Dict[str, str]]:
     return [{"CUDA_VISIBLE_DEVICES": g.strip()} for g in gpus.split(",") for _ in range(jobs_per_gpu)]
 
 
+GPU_ID = re.compile(r"\d+|(GPU|MIG)-[0-9A-Za-z-]+")   # what CUDA_VISIBLE_DEVICES takes
+
+
+def check_options(args) -> None:
+    """The scheduling options, checked before any run starts (a bad one would start nothing
+    useful: no slot at all, runs that each fail on their seed, GPUs no run can see)."""
+    if args.jobs_per_gpu < 1:
+        raise UserError(f"--jobs-per-gpu must be at least 1, got {args.jobs_per_gpu}")
+    bad = [seed for seed in args.seeds if not 0 <= seed <= MAX_SEED]
+    if bad:
+        raise UserError(f"--seeds must be in [0, 2**63 - 1] (experiment.seed), got {bad[0]}")
+    if args.gpus is not None:
+        if not all(GPU_ID.fullmatch(g.strip()) for g in args.gpus.split(",")):
+            raise UserError(f"--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), "
+                            f"got {args.gpus!r}")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", help="a file, or a name of configs/tables/ (e.g. dkd_cifar100_diff)")
@@ -174,6 +193,7 @@ def repo_command(run: PlannedRun) -> List[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_options(args)
         table = load_table(args.table)
         output_dir = os.path.abspath(args.output_dir)
         if args.summary:

@@ -5,12 +5,15 @@ A table file lists rows ``{name, config, top1, source, reproducible, why?}``; te
 ``<output_dir>/<table>/<row>/seed<k>``; its state is read from what ``train.py`` writes there.
 """
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 import yaml
 
 from launch.record import read_record
+from utils.config import parse_yaml
 from utils.errors import UserError
+from utils.input_files import require_file
 from utils.logger import read_metrics_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,10 +22,15 @@ FAILED_MARKER = "reproduce_failed.txt"
 
 
 def find_table(table: str) -> str:
-    """A table file from a path or a name of ``configs/tables/``."""
-    for path in (table, os.path.join(TABLES_DIR, f"{table}.yaml"), os.path.join(TABLES_DIR, table)):
+    """A table file from a path or a name of ``configs/tables/``; something there that is not a
+    file (a folder, a FIFO) is said to be so, not "not found"."""
+    candidates = (table, os.path.join(TABLES_DIR, f"{table}.yaml"), os.path.join(TABLES_DIR, table))
+    for path in candidates:
         if os.path.isfile(path):
             return path
+    for path in candidates:
+        if os.path.lexists(path):
+            require_file(path, "table")
     names = sorted(f[:-5] for f in os.listdir(TABLES_DIR) if f.endswith(".yaml"))
     raise UserError(f"table not found: {table}; known tables: {', '.join(names)}")
 
@@ -30,13 +38,40 @@ def find_table(table: str) -> str:
 def load_table(table: str) -> Dict[str, Any]:
     """The table's mapping plus ``name`` (file stem) and ``path``; row names must be unique."""
     path = find_table(table)
-    with open(path) as f:
-        doc = yaml.safe_load(f)
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        doc = parse_yaml(raw.decode("utf-8-sig"), path)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not a table: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
+                        f"offset {err.start})") from None
+    _check_rows(doc, path)
     names = [row["name"] for row in doc["rows"]]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise UserError(f"{path}: duplicate row names {', '.join(duplicated)}")
     return {**doc, "name": os.path.splitext(os.path.basename(path))[0], "path": path}
+
+
+ROW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")   # a folder name of the run directories
+
+
+def _check_rows(doc: Any, path: str) -> None:
+    """A table is a mapping whose ``rows`` list mappings, each with a ``name`` that can name a
+    folder and, where given, a ``config`` path and an ``arch`` that are strings."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not doc["rows"]:
+        raise UserError(f"{path} is not a table: a table is a mapping with 'rows', a list of "
+                        "{name, config, top1, ...} (see configs/tables/)")
+    for number, row in enumerate(doc["rows"], 1):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: row {number} must be a mapping, got {row!r}")
+        name = row.get("name")
+        if not isinstance(name, str) or not ROW_NAME.fullmatch(name):
+            raise UserError(f"{path}: row {number} needs a 'name' of letters, digits and _.+- "
+                            f"(it names the run's folder), got {name!r}")
+        for key in ("config", "arch", "role"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise UserError(f"{path}: row {name}: '{key}' must be a string, got {row[key]!r}")
 
 
 def config_path(row: Dict[str, Any]) -> Optional[str]:

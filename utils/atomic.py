@@ -27,6 +27,7 @@ import stat
 from typing import Any, BinaryIO, Callable, List, Optional
 
 from utils.errors import UserError
+from utils.input_files import mode_kind
 
 TEMP_PREFIX = ".tmp-"
 _TEMP_NAME = re.compile(r"\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}\.")
@@ -44,13 +45,8 @@ class WriteFailed(UserError):
     regular file); whatever was at the path before is intact."""
 
 
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
-          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISSOCK, "a socket"))
-
-
 def not_a_regular_file(path: str, mode: int) -> WriteFailed:
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    kind = mode_kind(mode)
     return WriteFailed(f"refusing to write {path}: it is {kind}, not a regular file "
                        "(remove it, or choose another path)")
 

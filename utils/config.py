@@ -18,6 +18,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 import yaml
 
 from utils.errors import UserError
+from utils.input_files import require_file
 from utils.ranges import (AtLeastOneInt, Momentum, NonNegativeFloat, NonNegativeInt,
                           PositiveFloat, Range, range_of)
 
@@ -129,23 +130,60 @@ class Config:
 # Reading files: `_base_` inheritance with provenance (which file set which key).
 
 MAX_VALUES = 100_000  # far above any real config; a YAML alias bomb expands beyond it
+ANCHORS_ONLY = "x-"    # top-level keys that only hold YAML anchors (docker compose's idiom)
+MAX_DEPTH = 32        # sections nest 2 or 3 deep; a distiller option a few more
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _StrictLoader(yaml.SafeLoader):
     """``yaml.safe_load`` that refuses a key given twice in one mapping, and keys that are not
-    strings (the schema's keys are names): PyYAML silently keeps the last duplicate."""
+    strings (the schema's keys are names): PyYAML silently keeps the last duplicate.
+
+    Merge keys (``<<: *defaults``, or ``<<: [*a, *b]``) work as YAML defines them: the mapping's
+    own keys win over merged ones, an earlier merged mapping over a later one. A merged key is not
+    a duplicate; two ``<<`` in one mapping are. Merged pairs are kept once per key, so merges of
+    merges cannot multiply a mapping's pairs (PyYAML's own ``flatten_mapping`` keeps every copy)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if not isinstance(key, str):
-                raise _KeyProblem(line, f"key {key!r} is not a name (a string)")
-            if key in seen:
-                raise _KeyProblem(line, f"duplicate key '{key}'")
-            seen.add(key)
+        self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node, _open=()):
+        if id(node) in _open:
+            raise _KeyProblem(node.start_mark.line + 1, "a merge key ('<<') merges the mapping into itself")
+        own, merged = {}, {}
+        for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                for source in self._merge_sources(key_node, value_node, own):
+                    self.flatten_mapping(source, _open + (id(node),))
+                    for pair in source.value:
+                        merged.setdefault(self._name(pair[0]), pair)
+                own.setdefault("<<", None)
+                continue
+            name = self._name(key_node)
+            if name in own:
+                raise _KeyProblem(key_node.start_mark.line + 1, f"duplicate key '{name}'")
+            own[name] = (key_node, value_node)
+        own.pop("<<", None)
+        node.value = list({**merged, **own}.values())
+
+    def _merge_sources(self, key_node, value_node, own):
+        """The mappings a ``<<`` key merges: one mapping, or a list of them."""
+        line = key_node.start_mark.line + 1
+        if "<<" in own:
+            raise _KeyProblem(line, "duplicate key '<<'")
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        if not all(isinstance(source, yaml.MappingNode) for source in sources):
+            raise _KeyProblem(line, "a merge key ('<<') takes a mapping or a list of mappings")
+        return sources
+
+    def _name(self, key_node) -> str:
+        key = self.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise _KeyProblem(key_node.start_mark.line + 1, f"key {key!r} is not a name (a string)")
+        return key
 
 
 class _KeyProblem(Exception):
@@ -156,18 +194,26 @@ class _KeyProblem(Exception):
 
 def _check_size(data: Any, where: str) -> None:
     """Count the values of ``data`` as if its YAML aliases were expanded, stopping at
-    MAX_VALUES: a sub-kilobyte alias bomb is refused in microseconds, not after minutes."""
-    stack, count = [data], 0
+    MAX_VALUES: a sub-kilobyte alias bomb is refused in microseconds, not after minutes. Nesting
+    beyond MAX_DEPTH is refused too (the merges and checks that follow recurse)."""
+    stack, count = [(data, 1)], 0
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         count += 1
         if count > MAX_VALUES:
             raise UserError(f"{where} expands to more than {MAX_VALUES} values (YAML aliases "
                             "nested or recursive?): refused")
+        if depth > MAX_DEPTH:
+            raise _too_deep(where)
         if isinstance(item, dict):
-            stack.extend(item.values())
+            stack.extend((value, depth + 1) for value in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((value, depth + 1) for value in item)
+
+
+def _too_deep(where: str) -> UserError:
+    return UserError(f"{where} nests more than {MAX_DEPTH} levels deep: refused (a config "
+                     "needs a few)")
 
 
 def parse_yaml(text: str, where: str) -> Any:
@@ -180,13 +226,14 @@ def parse_yaml(text: str, where: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise UserError(f"invalid YAML in {where}{line}: {getattr(err, 'problem', None) or err}") from None
+    except RecursionError:   # PyYAML composes nested nodes recursively
+        raise _too_deep(where) from None
     _check_size(data, where)
     return data
 
 
 def _read_yaml(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UserError(f"config file not found: {path}")
+    require_file(path, "config file")
     with open(path, "rb") as f:
         raw = f.read()
     try:
@@ -199,7 +246,7 @@ def _read_yaml(path: str) -> Dict[str, Any]:
         raise UserError(f"config file {path} is empty: it holds no settings")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of sections, not {type(data).__name__}")
-    return data
+    return {key: value for key, value in data.items() if not key.startswith(ANCHORS_ONLY)}
 
 
 def _base_paths(bases: Any, path: str) -> List[str]:
@@ -259,6 +306,8 @@ def apply_overrides(tree: Dict[str, Any], overrides: List[str], provenance: Dict
             value = raw
         node = tree
         parts = dotted.strip().split(".")
+        if len(parts) > MAX_DEPTH:
+            raise _too_deep(f"the override of '{'.'.join(parts[:3])}...'")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -348,6 +397,8 @@ def _describe(hint: Any) -> str:
         return "true or false"
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (list, List):
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
     return getattr(hint, "__name__", str(hint)).replace("typing.", "")
 
 
@@ -418,6 +469,25 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
     if not DEVICE.fullmatch(cfg.runtime.device):
         raise UserError(f"'runtime.device' in {where('runtime.device')} must be auto, cpu, cuda, "
                         f"cuda:N or mps, got {cfg.runtime.device!r}")
+    _check_limits(cfg, where)
+
+
+MAX_SEED = 2**63 - 1      # torch's generators take 64 bits, and the loaders seed with seed + epoch
+MAX_NAME_BYTES = 255      # a folder name's limit on Linux and macOS (NAME_MAX)
+
+
+def _check_limits(cfg: Config, where) -> None:
+    """Values of the right type and sign that the platform still cannot take: refused here, with
+    the key, rather than as a traceback from torch or the file system later."""
+    seed = cfg.experiment.seed
+    if seed > MAX_SEED:
+        raise UserError(f"'experiment.seed' in {where('experiment.seed')} must be at most 2**63 - 1 "
+                        f"({MAX_SEED}), got {seed}")
+    for part in cfg.experiment.name.split("/"):
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise UserError(f"'experiment.name' in {where('experiment.name')} is "
+                            f"{len(part.encode())} bytes in one folder name, more than a file "
+                            f"system takes ({MAX_NAME_BYTES}): shorten it")
 
 
 def _check_dot_momenta(cfg: Config, where) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -43,6 +43,26 @@ def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
                 continue
             (records if _has_epoch(record) else broken).append(record)
     return records, broken
+
+
+def console_is_terminal() -> bool:
+    """Whether progress may be drawn as a bar: a terminal redraws it in place; a log file or a
+    job scheduler's capture would keep every ``\\r`` frame, so they get plain lines instead."""
+    return sys.stdout.isatty()
+
+
+def progress_lines(items: Iterable, total: int, description: str, lines: int = 10) -> Iterator:
+    """``items`` passed through, with a tqdm bar on a terminal and otherwise about ``lines`` plain
+    lines (``description [done/total]`` at each tenth): the trainer's rule, for loops outside an
+    epoch (the teacher cache's build)."""
+    if console_is_terminal():
+        yield from tqdm(items, total=total, desc=description, leave=False, dynamic_ncols=True)
+        return
+    marks = {max(1, round(total * k / lines)) for k in range(1, lines + 1)}
+    for done, item in enumerate(items, 1):
+        yield item
+        if done in marks:
+            print(f"{description} [{done}/{total}]", flush=True)
 
 
 def quiet_tensorboard_thread_errors() -> None:
@@ -87,7 +107,7 @@ class RunLogger:
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
         self.writer = None
-        self.interactive = sys.stdout.isatty()
+        self.interactive = console_is_terminal()
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
             if tensorboard:

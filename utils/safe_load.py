@@ -23,6 +23,7 @@ import torch
 
 from utils.checksum import checksum_mismatch
 from utils.errors import UserError
+from utils.input_files import require_file
 
 READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError)
 # what torch.load raises on files that are not checkpoints at all (a text file named .pth gives
@@ -48,6 +49,34 @@ def _unsafe_globals(path: str, err: Exception) -> List[str]:
     except NOT_A_CHECKPOINT:
         found = []
     return found or re.findall(r"Unsupported global: GLOBAL (\S+)", str(err))
+
+
+# torch.save writes a zip archive; files of torch < 1.6 (and some released weights) are a pickle
+# stream, whose first opcode is PROTO (0x80)
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_format(path: str) -> None:
+    """An empty file, or one that is neither format, said plainly (torch's own errors for them
+    are ``EOFError``, ``KeyError: 101``, ``pop from empty list``)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise UserError(f"{path} is empty (0 bytes): not a checkpoint; it was probably cut short "
+                        "while being written or copied")
+    if not head.startswith(CHECKPOINT_MAGIC):
+        raise UserError(f"{path} is not a PyTorch checkpoint: neither a zip archive (torch.save) "
+                        f"nor a pickle; it starts with {head!r}")
+
+
+def _reason(err: Exception) -> str:
+    """torch's message, less its advice to retry with ``weights_only=False`` (never safe here),
+    or 'truncated or damaged' where torch says only an exception's name or a byte value."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1].strip()
+    text = text.splitlines()[0].strip() if text else ""
+    if isinstance(err, (EOFError, KeyError, IndexError)) or not text:
+        return f"the file is truncated or damaged ({type(err).__name__}: {text or 'no detail'})"
+    return text
 
 
 def check_declared_sizes(path: str) -> None:
@@ -97,8 +126,8 @@ def read_checkpoint(path: str, kind: str = "checkpoint", finite: bool = True) ->
     """The object stored in ``path``, unpickled with ``weights_only=True``; its sizes checked
     before anything is materialised, its checksum verified, and (``finite``) every floating
     tensor finite."""
-    if not os.path.isfile(path):
-        raise UserError(f"{kind} not found: {path}")
+    require_file(path, kind)
+    _check_format(path)
     check_declared_sizes(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,7 +137,7 @@ def read_checkpoint(path: str, kind: str = "checkpoint", finite: bool = True) ->
             raise UserError(f"refusing to load {path}: it holds pickled Python objects ({few(unsafe)}) "
                             "that could run code; if you trust it, re-save only its state dict "
                             "(torch.save(model.state_dict(), path))") from err
-        raise UserError(f"cannot read {path} as a PyTorch checkpoint: {first_line(err)}") from err
+        raise UserError(f"cannot read {path} as a PyTorch checkpoint: {_reason(err)}") from err
     check_tensor_sizes(state, path)
     if checksum_mismatch(state):
         raise UserError(f"{path} is damaged: its content no longer matches the checksum written with "
