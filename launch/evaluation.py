@@ -27,7 +27,9 @@ def stored_config(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def config_for_checkpoint(checkpoint: Dict[str, Any], path: str, config_path: Optional[str],
-                arch: Optional[str], overrides: List[str]):
+                          arch: Optional[str], overrides: List[str]):
+    """The config a checkpoint is evaluated with: ``config_path`` if given, else the one it
+    carries, else one built from ``arch``; ``overrides`` on top."""
     stored = stored_config(checkpoint)
     recorded_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     if config_path:
