@@ -17,7 +17,7 @@ from utils.config import apply_overrides, config_from_dict, load_config, replace
 from utils.errors import UserError
 
 
-def _stored_config(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def stored_config(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The run's config a file carries: a training checkpoint's own, or (a file written by
     tools/export.py) the one in its run record."""
     for holder in (checkpoint, checkpoint.get("record")):
@@ -26,9 +26,11 @@ def _stored_config(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _config_for(checkpoint: Dict[str, Any], path: str, config_path: Optional[str],
-                arch: Optional[str], overrides: List[str]):
-    stored = _stored_config(checkpoint)
+def config_for_checkpoint(checkpoint: Dict[str, Any], path: str, config_path: Optional[str],
+                          arch: Optional[str], overrides: List[str]):
+    """The config a checkpoint is evaluated with: ``config_path`` if given, else the one it
+    carries, else one built from ``arch``; ``overrides`` on top."""
+    stored = stored_config(checkpoint)
     recorded_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     if config_path:
         cfg = load_config(config_path, overrides)
@@ -76,7 +78,7 @@ def scored_model(model: torch.nn.Module, output: Optional[str]) -> torch.nn.Modu
 def evaluate_checkpoint(path: str, config_path: Optional[str] = None, arch: Optional[str] = None,
                         overrides: Optional[List[str]] = None, output: Optional[str] = None) -> Dict[str, Any]:
     checkpoint = load_checkpoint(path)
-    cfg = _config_for(checkpoint, path, config_path, arch, list(overrides or []))
+    cfg = config_for_checkpoint(checkpoint, path, config_path, arch, list(overrides or []))
     device = resolve_device(cfg)
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
     model = build_student(cfg, loaders.num_classes)

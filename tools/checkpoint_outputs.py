@@ -17,7 +17,7 @@ import models
 from engine.checkpoint import load_checkpoint
 from engine.evaluate import on_device
 from launch.build import build_student, model_dataset, per_process_data, resolve_device
-from launch.evaluation import _config_for, _stored_config
+from launch.evaluation import config_for_checkpoint, stored_config
 from models.loading import TORCHVISION
 from utils.config import Config
 from utils.errors import UserError
@@ -48,7 +48,7 @@ def recorded_arch(path: str) -> Optional[str]:
     if path == TORCHVISION or not os.path.isfile(path):
         return None
     checkpoint = load_checkpoint(path)
-    stored = _stored_config(checkpoint) or {}
+    stored = stored_config(checkpoint) or {}
     arch = (stored.get("student") or {}).get("arch") or checkpoint.get("arch")
     return arch if isinstance(arch, str) else None
 
@@ -96,10 +96,10 @@ def checkpoint_outputs(path: str, teacher: Optional[str] = None, teacher_arch: O
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     checkpoint = load_checkpoint(path)
-    if _stored_config(checkpoint) is None:
+    if stored_config(checkpoint) is None:
         raise UserError(f"{path} records no run config: figures need a checkpoint written by "
                         "train.py (best.pth, last.pth) or tools/export.py")
-    cfg = _config_for(checkpoint, path, None, None, list(overrides or []))
+    cfg = config_for_checkpoint(checkpoint, path, None, None, list(overrides or []))
     device = resolve_device(cfg)
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
     student = build_student(cfg, loaders.num_classes)

@@ -10,6 +10,7 @@ table's runs (``curves.png``), with PDF copies, beside ``summary.md``.
 """
 import argparse
 import csv
+import io
 import os
 import re
 import statistics
@@ -19,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.tables import load_table, read_metrics, run_dir, run_status  # noqa: E402
+from utils.atomic import write_text  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
 
 COLUMNS = ["row", "paper top-1", "ours best epoch", "ours last epoch", "best − paper", "runs"]
@@ -94,12 +96,12 @@ def summarize(table: Dict, output_dir: str, seeds: Optional[List[int]] = None) -
     text = "\n".join(lines) + "\n"
     directory = os.path.join(output_dir, table["name"])
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "summary.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(directory, "summary.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_text(os.path.join(directory, "summary.md"), text)
+    table_csv = io.StringIO(newline="")
+    writer = csv.DictWriter(table_csv, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(os.path.join(directory, "summary.csv"), table_csv.getvalue())
     return text
 
 
