@@ -2,6 +2,7 @@
 that pass a type check but cannot run, YAML merge keys, paths that are not what a tool expects.
 Each ends in one line and exit 2, or works, never in a traceback, a hang or a wrong count."""
 import os
+import sys
 import re
 import threading
 import time
@@ -260,3 +261,16 @@ def test_teacher_cache_progress_is_plain_lines_in_a_log_and_a_bar_only_on_a_term
     build()
     out, err = capsys.readouterr()
     assert out == "" and "\r" in err and "teacher cache" in err
+
+
+def test_reproduce_writes_no_run_log_through_a_link_planted_in_the_run_directory(tmp_path, capsys):
+    from tools.reproduce import PlannedRun, run_all
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    run_directory = tmp_path / "row" / "seed0"
+    run_directory.mkdir(parents=True)
+    (run_directory / "train.log").symlink_to(outside)
+    run = PlannedRun("row", 0, str(run_directory), [sys.executable, "-c", "print('run output')"], 1)
+    failures = run_all([run], [{}])
+    assert len(failures) == 1 and "train.log" in failures[0] and "link" in failures[0]
+    assert outside.read_text() == "keep me\n"

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
+from utils.atomic import open_for_append, write_text  # noqa: E402
 from utils.cli import parse_with_overrides  # noqa: E402
 from utils.config import MAX_SEED  # noqa: E402
 from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
@@ -99,12 +100,11 @@ def execute(run: PlannedRun, slot_env: Dict[str, str]) -> int:
     if os.path.exists(marker):
         os.remove(marker)
     log_path = os.path.join(run.directory, "train.log")
-    with open(log_path, "a") as log:
+    with open_for_append(log_path) as log:   # never through a link planted in the run directory
         code = subprocess.call(run.command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, **slot_env})
     if code != 0:
-        with open(marker, "w") as f:
-            f.write(f"exit code {code}; see {log_path}\n")
+        write_text(marker, f"exit code {code}; see {log_path}\n")
     return code
 
 
@@ -126,6 +126,10 @@ def run_all(runs: List[PlannedRun], slots: List[Dict[str, str]]) -> List[str]:
         print(f"[start] {run.label} (slot {slot}, {where})", flush=True)
         try:
             code = execute(run, slots[slot])
+        except UserError as err:   # its log or marker cannot be written: said, the others go on
+            failures.append(f"{run.label}: {err}")
+            print(f"[fail] {run.label}: {err}", flush=True)
+            return
         finally:
             free.put(slot)
         state = "done" if code == 0 else f"FAILED (exit {code}, log {run.directory}/train.log)"
