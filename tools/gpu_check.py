@@ -136,16 +136,6 @@ def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-def bf16_peak(device: torch.device) -> Optional[float]:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, peaks in bench.PEAK_FLOPS:
-        if key in name:
-            return peaks.get("bf16")
-    return None
-
-
 def timing(steps: int, warmup: int, repeats: int) -> SimpleNamespace:
     return SimpleNamespace(steps=steps, warmup=warmup, repeats=repeats)
 
@@ -175,7 +165,7 @@ def projected_minutes(train_rate: float, eval_rate_: Optional[float], cache_s: f
 
 
 def row(result: Dict[str, Any], device: torch.device, flops: Optional[int], **extra) -> Dict[str, Any]:
-    peak = bf16_peak(device)
+    peak = bench.device_peaks(device).get("bf16")
     ms = result["ms_per_step_median"]
     share = flops / (ms / 1000) / peak if flops and peak else None
     return {"images_per_s": result["images_per_s"], "ms_per_step": ms,
