@@ -115,16 +115,19 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def device_peaks(device: torch.device) -> Dict[str, float]:
+    """The device's dense peak FLOP/s by precision; empty when unknown (CPUs)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((peaks for key, peaks in PEAK_FLOPS if key in name), {})
+    return {}
+
+
 def peak_flops(device: torch.device, amp: str) -> Optional[float]:
     """The device's dense peak for the step's precision; None when unknown (CPUs)."""
-    if device.type != "cuda":
-        return None
     precision = amp if amp != "off" else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32")
-    name = torch.cuda.get_device_name(device)
-    for key, peaks in PEAK_FLOPS:
-        if key in name:
-            return peaks.get(precision, peaks["fp32"])
-    return None
+    peaks = device_peaks(device)
+    return peaks.get(precision, peaks.get("fp32"))
 
 
 def synchronize(device: torch.device) -> None:
@@ -357,38 +360,28 @@ def format_result(result: Dict[str, Any]) -> str:
 
 
 def run(args) -> Dict[str, Any]:
+    """One variant, or two timed alternately: ``--compare`` A and B (ratio B/A), ``--peer`` ours
+    (loader + step) and the peer loop on the same config (ratio ours/peer)."""
     batches = args.warmup + args.steps
-    if args.peer:
-        return run_against_peer(args, batches)
     make = loader_variant if args.loader else pipeline_variant if args.pipeline else step_variant
     pairs = [("A", shlex.split(args.compare[0])), ("B", shlex.split(args.compare[1]))] \
         if args.compare else [("run", [])]
     variants = []
     for label, extra in pairs:
         overrides = args.overrides + extra
-        cfg = bench_config(args.config, overrides, batches, args.real_data, args.loader or args.pipeline)
-        variant = make(label, cfg)
-        variant.info.update(config=args.config, overrides=overrides)
-        variants.append(variant)
+        cfg = bench_config(args.config, overrides, batches, args.real_data,
+                           args.loader or args.pipeline or args.peer)
+        made = [pipeline_variant("ours", cfg), peer_variant("peer", cfg)] if args.peer else [make(label, cfg)]
+        for variant in made:
+            variant.info.update(config=args.config, overrides=overrides)
+        variants += made
     results = measure(variants, args)
-    if not args.compare:
+    if len(results) == 1:
         return results[0]
     a, b = results
-    return {"a": a, "b": b, "ratio_b_over_a": {
-        "images_per_s": b["images_per_s"] / a["images_per_s"],
-        "ms_per_step_median": b["ms_per_step_median"] / a["ms_per_step_median"]}}
-
-
-def run_against_peer(args, batches: int) -> Dict[str, Any]:
-    """Ours (loader + step) and the peer loop, alternated; the ratio is ours/peer."""
-    cfg = bench_config(args.config, args.overrides, batches, args.real_data, loader=True)
-    ours, peer = pipeline_variant("ours", cfg), peer_variant("peer", cfg)
-    for variant in (ours, peer):
-        variant.info.update(config=args.config, overrides=args.overrides)
-    a, b = measure([ours, peer], args)
-    return {"a": a, "b": b, "ratio_ours_over_peer": {
-        "images_per_s": a["images_per_s"] / b["images_per_s"],
-        "ms_per_step_median": a["ms_per_step_median"] / b["ms_per_step_median"]}}
+    name, top, bottom = ("ratio_ours_over_peer", a, b) if args.peer else ("ratio_b_over_a", b, a)
+    return {"a": a, "b": b, name: {key: top[key] / bottom[key]
+                                   for key in ("images_per_s", "ms_per_step_median")}}
 
 
 def main(argv=None) -> int:
@@ -410,8 +403,7 @@ def main(argv=None) -> int:
     elif "a" in output:
         print(format_result(output["a"]))
         print(format_result(output["b"]))
-        name = "ratio_b_over_a" if "ratio_b_over_a" in output else "ratio_ours_over_peer"
-        ratio = output[name]
+        ratio = output["ratio_b_over_a" if args.compare else "ratio_ours_over_peer"]
         print(f"{'ratio B/A' if args.compare else 'ratio ours/peer'}: images/s {ratio['images_per_s']:.3f}, "
               f"ms/step {ratio['ms_per_step_median']:.3f}")
     else:

@@ -44,19 +44,18 @@ class Loaders:
 
 
 def _check_strong_view(data_cfg, source: Source) -> None:
-    """MLKD's strong view (datasets/strong_augment.py) is drawn by the torch loader's in-memory
-    CIFAR recipe; the GPU loaders do not draw it: refused in one line, not silently weak."""
-    if setting(data_cfg, "loader", "auto") == "gpu":
-        raise UserError("the method needs a strong view of every sample (MLKD), which only the "
-                        "torch loader draws: set data.loader=torch (or auto)")
+    """MLKD's strong view (datasets/strong_augment.py) is drawn for the in-memory sets only, by
+    either loader; image folders are refused in one line, not silently weak."""
     if source.arrays is None or not is_small(source.image_size):
         raise UserError(f"the method needs a strong view of every sample (MLKD), drawn for small "
                         f"in-memory datasets (cifar100, synthetic up to {SMALL_IMAGE_MAX} pixels), "
                         f"not {dataset_name(data_cfg)} at {source.image_size} pixels")
 
 
-def _use_gpu_loader(data_cfg, source: Source, device: torch.device) -> bool:
-    """Loader "auto" is the GPU loader for in-memory 32x32 data on CUDA, the torch one otherwise.
+def _use_gpu_loader(data_cfg, source: Source, device: torch.device, strong_view: bool) -> bool:
+    """Loader "auto" is the GPU loader for in-memory 32x32 data on CUDA, the torch one otherwise
+    and for a method that needs the strong view: its PIL operations are CPU work, which the torch
+    loader's workers spread over processes and the GPU loader runs in the training process.
     For image folders "gpu" means decoding on the device (``_use_device_jpeg``)."""
     choice = setting(data_cfg, "loader", "auto")
     if choice not in LOADERS:
@@ -69,7 +68,7 @@ def _use_gpu_loader(data_cfg, source: Source, device: torch.device) -> bool:
                         f"(image_size > {SMALL_IMAGE_MAX}), not {dataset_name(data_cfg)} at "
                         f"{source.image_size} pixels: set data.loader=torch")
     if choice == "auto":
-        return fits and device.type == "cuda" and source.image_size == 32
+        return fits and device.type == "cuda" and source.image_size == 32 and not strong_view
     return choice == "gpu"
 
 
@@ -83,7 +82,7 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
                   device: Union[str, torch.device] = "cpu", strong_view: bool = False) -> Loaders:
     """The data section of a config -> this rank's loaders (``data_cfg.batch_size`` per process).
     ``strong_view``: training batches carry ``strong_images`` too (the method's
-    ``needs_strong_view``); only the torch loader's in-memory recipe draws them."""
+    ``needs_strong_view``), for the in-memory sets, by either loader."""
     device = torch.device(device)
     source = build_source(data_cfg)
     if strong_view:
@@ -96,10 +95,10 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
                      num_workers=int(data_cfg.num_workers), device=device, **shard)
         train = DeviceJpegLoader(source.train_set, train=True, batch_size=batch_size, **files)
         val = DeviceJpegLoader(source.val_set, train=False, batch_size=val_batch_size, **files)
-    elif not strong_view and _use_gpu_loader(data_cfg, source, device):
+    elif _use_gpu_loader(data_cfg, source, device, strong_view):
         statistics = dict(mean=source.mean, std=source.std, device=device)
         train = GpuCifarLoader(source.arrays[0], batch_size=batch_size, train=True,
-                               **statistics, **shard)
+                               strong_view=strong_view, **statistics, **shard)
         val = GpuCifarLoader(source.arrays[1], batch_size=val_batch_size, train=False,
                              **statistics, **shard)
     else:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from datasets.strong_augment import draw_strong_plan, strong_view
+from datasets.strong_augment import strong_view_of_row
 from datasets.transforms import CIFAR_PADDING, cifar_view
 
 
@@ -55,8 +55,8 @@ class ArrayViews(Dataset):
 
 class ArrayTwoViews(ArrayViews):
     """``ArrayViews`` with MLKD's strong view of each sample too: item ``(index, top, left,
-    flip, epoch)`` -> the weak item and, last, the strong view, drawn by
-    ``strong_augment.draw_strong_plan(seed, epoch, index)`` (independent of the weak view, as the
+    flip, epoch)`` -> the weak item and, last, the strong view, a function of (seed, epoch,
+    index) (``strong_augment.strong_view_of_row``; independent of the weak view, as the
     original's two transform pipelines). The epoch travels with the item, as the sample seed
     does for ``SeededAugmentation``, so persistent workers see every new epoch."""
 
@@ -67,8 +67,6 @@ class ArrayTwoViews(ArrayViews):
 
     def __getitem__(self, item: tuple[int, int, int, bool, int]):
         index, top, left, flip, epoch = item
-        pixels = self.arrays.images[index]
-        plan = draw_strong_plan(self.seed, epoch, index, image_size=pixels.shape[1],
-                                padding=self.padding)
-        strong = strong_view(Image.fromarray(pixels), plan, self.mean, self.std, self.padding)
+        strong = strong_view_of_row(self.arrays.images[index], self.seed, epoch, index,
+                                    self.mean, self.std, self.padding)
         return (*super().__getitem__((index, top, left, flip)), strong)

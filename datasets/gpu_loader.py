@@ -15,6 +15,13 @@ Each ``Batch`` carries its samples' dataset indices; a training batch also carri
 ``BatchViews`` (crop offsets (top, left) in the padded image, flip flags), which the cache of
 teacher logits over the training views looks up. Validation batches are not augmented and carry
 no views, so nothing can look a validation row up in a cache of training rows.
+
+MLKD's strong view (``strong_view=True``) has no tensor version: its RandAugment operations are
+Pillow's. Each training batch's strong views are drawn on the CPU, in the main process, from a
+host copy of the uint8 set, by the function the torch loader's workers call
+(``strong_augment.strong_view_of_row``): the same pixels for the same (seed, epoch, index). The
+stacked views go to the device from pinned memory without blocking. Without it nothing of this
+is kept or run.
 """
 import math
 from collections.abc import Iterator
@@ -26,6 +33,7 @@ from torch.utils.data import DistributedSampler
 
 from datasets.arrays import ImageArrays
 from datasets.samplers import ShardSampler, epoch_views
+from datasets.strong_augment import strong_view_of_row
 from datasets.transforms import CIFAR_PADDING
 from utils.batch import Batch, BatchViews
 
@@ -63,16 +71,21 @@ class GpuCifarLoader:
     """``Batch``es (images float32 [B, C, H, W], targets, indices, views) of an ``ImageArrays`` held
     on ``device``. ``train=True``: shuffled, padded to equal shards per rank, augmented (call
     ``set_epoch`` before each epoch); ``train=False``: in order, shard ``rank::world_size``
-    without padding, normalised only. The last batch may be smaller (no drop_last)."""
+    without padding, normalised only. The last batch may be smaller (no drop_last).
+    ``strong_view``: training batches carry ``strong_images`` too (MLKD's, drawn on the CPU)."""
 
     def __init__(self, arrays: ImageArrays, *, batch_size: int, mean: Sequence[float],
                  std: Sequence[float], device="cpu", train: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, padding: int = CIFAR_PADDING):
+                 rank: int = 0, world_size: int = 1, padding: int = CIFAR_PADDING,
+                 strong_view: bool = False):
         self.images = torch.as_tensor(arrays.images).permute(0, 3, 1, 2).contiguous().to(device)
         self.targets = torch.as_tensor(arrays.targets, dtype=torch.int64).to(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
         self.std = torch.tensor(std, dtype=torch.float32, device=device)
         self.batch_size, self.train, self.seed, self.padding = batch_size, train, seed, padding
+        # the strong view's PIL input, on the host whatever the device: the uint8 rows as read
+        self.host_images = arrays.images if strong_view and train else None
+        self.statistics = (tuple(mean), tuple(std))
         self.epoch = 0
         size = len(self.targets)
         self.sampler = (DistributedSampler(range(size), num_replicas=world_size, rank=rank,
@@ -92,8 +105,20 @@ class GpuCifarLoader:
         offsets, flips = epoch_views(self.seed, self.epoch, len(self.targets), self.padding)
         return offsets.to(self.images.device), flips.to(self.images.device)
 
+    def strong_images(self, rows: Sequence[int]) -> torch.Tensor:
+        """MLKD's strong views [B, C, H, W] of dataset ``rows`` for the current epoch, drawn on
+        the CPU and moved to the loader's device (without blocking, from pinned memory, on CUDA)."""
+        mean, std = self.statistics
+        views = torch.stack([strong_view_of_row(self.host_images[row], self.seed, self.epoch, row,
+                                                mean, std, self.padding) for row in rows])
+        device = self.images.device
+        if device.type == "cuda":
+            return views.pin_memory().to(device, non_blocking=True)
+        return views.to(device)
+
     def __iter__(self) -> Iterator[Batch]:
-        order = torch.tensor(list(self.sampler), dtype=torch.int64, device=self.images.device)
+        host_order = torch.tensor(list(self.sampler), dtype=torch.int64)
+        order = host_order.to(self.images.device)
         offsets, flips = self.epoch_views() if self.train else (None, None)
         for start in range(0, len(order), self.batch_size):
             indices = order[start:start + self.batch_size]
@@ -103,4 +128,6 @@ class GpuCifarLoader:
                 continue
             views = BatchViews(indices, offsets[indices], flips[indices])
             images = augment_batch(raw, views.offsets, views.flips, self.mean, self.std, self.padding)
-            yield Batch(images, targets, indices, views)
+            strong = (None if self.host_images is None else
+                      self.strong_images(host_order[start:start + self.batch_size].tolist()))
+            yield Batch(images, targets, indices, views, strong)

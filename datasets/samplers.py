@@ -30,38 +30,6 @@ def epoch_views(seed: int, epoch: int, dataset_size: int,
     return offsets, flips
 
 
-class ViewSampler(Sampler):
-    """Yields ``(index, top, left, flip)``: this rank's share of the epoch's shuffled order (the
-    same order as ``SeededSampler``), each index with its view from ``epoch_views``. For the
-    in-memory CIFAR recipe of the torch loader; call ``set_epoch`` before each epoch.
-    ``with_epoch``: the epoch is appended to each item (a dataset that draws more per sample,
-    MLKD's strong view, seeds it from the epoch)."""
-
-    def __init__(self, dataset_size: int, *, seed: int, padding: int, rank: int = 0,
-                 world_size: int = 1, with_epoch: bool = False):
-        self.order = DistributedSampler(range(dataset_size), num_replicas=world_size, rank=rank,
-                                        shuffle=True, seed=seed, drop_last=False)
-        self.seed, self.padding, self.size, self.epoch = seed, padding, dataset_size, 0
-        self.with_epoch = with_epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.order.set_epoch(epoch)
-        self.epoch = epoch
-
-    def indices(self) -> list[int]:
-        return list(self.order)
-
-    def __iter__(self) -> Iterator[tuple[int, int, int, bool]]:
-        offsets, flips = epoch_views(self.seed, self.epoch, self.size, self.padding)
-        offsets, flips = offsets.tolist(), flips.tolist()
-        epoch = (self.epoch,) if self.with_epoch else ()
-        for index in self.order:
-            yield index, offsets[index][0], offsets[index][1], flips[index], *epoch
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
 class SeededSampler(Sampler):
     """Yields ``(index, sample_seed)``: this rank's share of the epoch's shuffled order (padded as
     ``DistributedSampler`` pads, so every rank gets the same number of batches), each index with
@@ -86,6 +54,26 @@ class SeededSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.order)
+
+
+class ViewSampler(SeededSampler):
+    """Yields ``(index, top, left, flip)``: this rank's share of the epoch's shuffled order (the
+    same order as ``SeededSampler``), each index with its view from ``epoch_views``. For the
+    in-memory CIFAR recipe of the torch loader; call ``set_epoch`` before each epoch.
+    ``with_epoch``: the epoch is appended to each item (a dataset that draws more per sample,
+    MLKD's strong view, seeds it from the epoch)."""
+
+    def __init__(self, dataset_size: int, *, seed: int, padding: int, rank: int = 0,
+                 world_size: int = 1, with_epoch: bool = False):
+        super().__init__(dataset_size, seed=seed, rank=rank, world_size=world_size)
+        self.padding, self.size, self.with_epoch = padding, dataset_size, with_epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, bool]]:
+        offsets, flips = epoch_views(self.seed, self.epoch, self.size, self.padding)
+        offsets, flips = offsets.tolist(), flips.tolist()
+        epoch = (self.epoch,) if self.with_epoch else ()
+        for index in self.order:
+            yield index, offsets[index][0], offsets[index][1], flips[index], *epoch
 
 
 class ShardSampler(Sampler[int]):

@@ -121,3 +121,13 @@ def strong_view(image: Image.Image, plan: StrongPlan, mean: Sequence[float],
         view = OPERATIONS[name][0](view, magnitude)
     pixels = apply_cutout(np.asarray(view.convert("RGB")), plan.cutout_fraction, plan.cutout_center)
     return TF.normalize(TF.to_tensor(pixels), mean, std)
+
+
+def strong_view_of_row(pixels: np.ndarray, seed: int, epoch: int, index: int,
+                       mean: Sequence[float], std: Sequence[float],
+                       padding: int = CIFAR_PADDING) -> torch.Tensor:
+    """The strong view of dataset row ``index`` (uint8 ``[H, W, 3]`` pixels) at ``epoch``: its
+    plan drawn and applied. Both loaders draw it through here, so a row gets the same pixels
+    from either, in whichever process and on whichever rank it lands."""
+    plan = draw_strong_plan(seed, epoch, index, image_size=pixels.shape[1], padding=padding)
+    return strong_view(Image.fromarray(pixels), plan, mean, std, padding)

@@ -128,12 +128,11 @@ def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
     for key, value in section.items():
         if key == "name":
             continue
-        origin = sources.get(f"distiller.{key}", where)
         if key not in params:
             close = difflib.get_close_matches(key, params, n=1)
             hint = f"; did you mean 'distiller.{close[0]}'?" if close else (
                 f"; '{section['name']}' takes: {', '.join(params) or 'no options'}")
-            raise UserError(f"unknown key 'distiller.{key}' in {origin}{hint}")
+            raise UserError(f"unknown key 'distiller.{key}' in {where_of(key)}{hint}")
         resolved[key] = value
     for key, param in params.items():
         if key not in resolved:

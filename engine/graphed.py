@@ -106,28 +106,23 @@ def _empty_like(value):
     return torch.empty_like(value)   # keeps the memory format (channels-last images)
 
 
+def _inputs(batch: Batch) -> list:
+    """What the captured step reads of a batch, views unpacked; None for a field it lacks."""
+    views = batch.views if batch.views is not None else (None,) * len(BatchViews._fields)
+    return [batch.images, batch.targets, batch.indices, *views]
+
+
 def _copy_into(static: Batch, batch: Batch) -> None:
-    for mine, theirs in ((static.images, batch.images), (static.targets, batch.targets),
-                         (static.indices, batch.indices)):
+    for mine, theirs in zip(_inputs(static), _inputs(batch)):
         if mine is not None:
-            mine.copy_(theirs, non_blocking=True)
-    if static.views is not None:
-        for mine, theirs in zip(static.views, batch.views):
             mine.copy_(theirs, non_blocking=True)
 
 
 def _same_layout(static: Batch, batch: Batch) -> bool:
     """Whether ``batch`` fits the graph's input buffers (shapes, dtypes, which fields exist)."""
-    pairs = [(static.images, batch.images), (static.targets, batch.targets),
-             (static.indices, batch.indices), (static.views, batch.views)]
-    for mine, theirs in pairs:
-        if (mine is None) != (theirs is None):
-            return False
-    tensors = [(static.images, batch.images), (static.targets, batch.targets),
-               (static.indices, batch.indices)]
-    if static.views is not None:
-        tensors += list(zip(static.views, batch.views))
-    return all(m is None or (m.shape == t.shape and m.dtype == t.dtype) for m, t in tensors)
+    return all((mine is None) == (theirs is None) and
+               (mine is None or (mine.shape == theirs.shape and mine.dtype == theirs.dtype))
+               for mine, theirs in zip(_inputs(static), _inputs(batch)))
 
 
 @contextmanager

@@ -123,7 +123,7 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
         return None
     teacher = models.build_model(cfg.teacher.arch, num_classes=num_classes, dataset=model_dataset(cfg))
     path = cfg.teacher.checkpoint
-    if path and (path == "torchvision" or os.path.isfile(path)):
+    if path and (path == "torchvision" or os.path.lexists(path)):
         try:
             models.load_weights(teacher, path, arch=cfg.teacher.arch)
             return teacher

@@ -1,18 +1,21 @@
 """The ctkd and mlkd methods beyond what every method is checked for (tests/test_distillers.py
 and its neighbours): CTKD's temperature is a learnable, reversed, checkpointed part of the
 method; MLKD reads two different views; the loaders draw the strong view only when asked, as a
-function of (seed, epoch, index), and the GPU loader refuses it."""
+function of (seed, epoch, index) (the GPU loader's, the torch loader's pixels: tests/test_cuda.py),
+and image folders are refused."""
 from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 
+import datasets
 from datasets import build_loaders
 from datasets.sources import build_source
 from datasets.strong_augment import draw_strong_plan, strong_view
 from distillers.losses import kd_loss
 from distillers.mlkd_losses import mlkd_loss_terms
+from tests import datagen
 from tests.test_distillers import batch, build
 from utils.errors import UserError
 
@@ -82,6 +85,18 @@ def test_strong_view_is_drawn_only_when_asked_and_is_a_function_of_seed_epoch_an
         assert_strong_views_are_their_plans(in_worker, source, seed=3, epoch=epoch)
 
 
-def test_gpu_loader_refuses_the_strong_view_in_one_line():
-    with pytest.raises(UserError, match="data.loader=torch"):
-        build_loaders(synthetic_cfg(loader="gpu"), seed=0, strong_view=True)
+def test_auto_keeps_the_torch_loader_for_the_strong_view_and_image_folders_refuse_it(tmp_path):
+    # on CUDA "auto" would pick the GPU loader, but not for the strong view (CPU work that the
+    # torch loader's workers parallelise); an explicit data.loader=gpu draws it
+    cfg, cuda = synthetic_cfg(loader="auto"), torch.device("cuda")
+    source = build_source(cfg)
+    assert datasets._use_gpu_loader(cfg, source, cuda, strong_view=False)
+    assert not datasets._use_gpu_loader(cfg, source, cuda, strong_view=True)
+    assert datasets._use_gpu_loader(synthetic_cfg(loader="gpu"), source, cuda, strong_view=True)
+    datagen.write_image_folder(tmp_path, classes=2, per_class=1, size=(40, 30), seed=0)
+    for loader in ("torch", "gpu"):
+        folders = synthetic_cfg(dataset="imagefolder", root=str(tmp_path), loader=loader,
+                                num_classes=None)
+        with pytest.raises(UserError, match="strong view") as error:
+            build_loaders(folders, seed=0, strong_view=True)
+        assert "\n" not in str(error.value)

@@ -89,6 +89,32 @@ def images_by_index(loaders):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_gpu_cifar_loader_gives_the_torch_loaders_strong_views_pixel_exact_only_when_asked(device):
+    """MLKD's strong view (``strong_view=True``): each batch of the GPU loader holds the torch
+    loader's rows, weak views and strong views, bit for bit, for two epochs and on every rank;
+    a method that needs no strong view gets none from it."""
+    small = dict(train_size=12, val_size=4, batch_size=8)
+    for world_size in (1, 2):
+        for rank in range(world_size):
+            shard = dict(seed=5, rank=rank, world_size=world_size, strong_view=True)
+            gpu = build_loaders(data_cfg(loader="gpu", **small), device=device, **shard)
+            reference = build_loaders(data_cfg(loader="torch", **small), device="cpu", **shard)
+            assert isinstance(gpu.train, GpuCifarLoader)
+            for epoch in (0, 1):
+                gpu.set_epoch(epoch)
+                reference.set_epoch(epoch)
+                ours, theirs = list(gpu.train), list(reference.train)
+                assert len(ours) == len(theirs) == len(gpu.train)
+                for our, their in zip(ours, theirs):
+                    assert our.strong_images.device.type == device
+                    assert torch.equal(our.indices.cpu(), their.indices)
+                    assert torch.equal(our.images.cpu(), their.images)
+                    assert torch.equal(our.strong_images.cpu(), their.strong_images)
+    plain = build_loaders(data_cfg(loader="gpu", **small), device=device, seed=5)
+    assert all(batch.strong_images is None for batch in plain.train)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_gpu_cifar_loader_gives_the_torch_loaders_views_pixel_exact(device, world_size):
     """For the same (seed, epoch, index): the same crop offsets and flip, so the same pixels,

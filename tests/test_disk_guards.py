@@ -134,20 +134,16 @@ def test_export_to_a_read_only_place_is_one_line(tmp_path, monkeypatch, capsys):
 
 # --- full disk and read-only directories: one line, exit 2, nothing lost ------------------------
 
-def test_full_disk_at_the_lock_write_is_one_line(tmp_path, monkeypatch, capsys):
-    config = write_config(tmp_path, "lockfull", epochs=1, extra=SMALL)
-    monkeypatch.setattr(utils.run_lock, "os", _OsWith(write=ENOSPC))
+@pytest.mark.parametrize("failing, reason", [(dict(write=ENOSPC), "No space left on device"),
+                                             (dict(makedirs=EROFS), "Read-only file system")],
+                         ids=["full-disk-at-the-lock-write", "read-only-output-directory"])
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys,
+                                                            failing, reason):
+    config = write_config(tmp_path, "unwritable", epochs=1, extra=SMALL)
+    monkeypatch.setattr(utils.run_lock, "os", _OsWith(**failing))
     assert train_here("--config", str(config)) == 2
-    lock = tmp_path / "runs/lockfull/.lock"
-    assert one_line(capsys.readouterr().err) == f"error: cannot write {lock}: No space left on device"
-
-
-def test_a_read_only_output_directory_is_one_line(tmp_path, monkeypatch, capsys):
-    config = write_config(tmp_path, "readonly", epochs=1, extra=SMALL)
-    monkeypatch.setattr(utils.run_lock, "os", _OsWith(makedirs=EROFS))
-    assert train_here("--config", str(config)) == 2
-    lock = tmp_path / "runs/readonly/.lock"
-    assert one_line(capsys.readouterr().err) == f"error: cannot write {lock}: Read-only file system"
+    lock = tmp_path / "runs/unwritable/.lock"
+    assert one_line(capsys.readouterr().err) == f"error: cannot write {lock}: {reason}"
 
 
 def test_full_disk_in_tensorboards_writer_is_one_line_without_its_threads_traceback(

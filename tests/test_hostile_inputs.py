@@ -218,6 +218,19 @@ def test_checkpoint_path_that_is_no_checkpoint_is_one_true_line(odd_paths, tool,
     assert one_line(capsys.readouterr().err).startswith("error: " + message.format(path=path))
 
 
+@pytest.mark.parametrize("name, kind", [("folder.pth", "a directory"), ("fifo.pth", "a FIFO")])
+def test_teacher_checkpoint_that_is_no_file_is_said_so_not_called_missing(odd_paths, name, kind):
+    """Not 'not found' (nor, under teacher.allow_random, replaced by random weights): the path
+    holds something, and the user should know what."""
+    from launch.build import build_teacher
+    from utils.config import load_config
+    path = odd_paths / name
+    cfg = load_config("configs/cifar100/kd/res32x4_res8x4.yaml",
+                      [f"teacher.checkpoint={path}", "teacher.allow_random=true"])
+    with pytest.raises(UserError, match=f"teacher checkpoint {path} is {kind}, not a file"):
+        build_teacher(cfg, num_classes=100)
+
+
 @pytest.mark.parametrize("args, message", [
     (["{dir}/list.yaml"], "{dir}/list.yaml is not a table: a table is a mapping with 'rows'"),
     (["{dir}/no_rows.yaml"], "{dir}/no_rows.yaml is not a table"),

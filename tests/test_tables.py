@@ -173,6 +173,17 @@ def test_dry_run_lists_every_reproducible_row_of_every_table(tmp_path, capsys):
                     assert sum(run in c for c in commands) == 1, row["name"]
 
 
+def test_dry_run_of_the_zscore_table_names_its_56_method_rows_with_their_published_numbers(capsys):
+    """Issue 25: KD, CTKD, DKD and MLKD, each plain and + Z-score, on the 7 same-architecture pairs."""
+    from tools.reproduce import main
+    assert main(["ls_cifar100_same", "--dry-run"]) == 0
+    said = capsys.readouterr().err.splitlines()
+    students = [r for r in load_table("ls_cifar100_same")["rows"] if r.get("role") != "teacher"]
+    assert len(students) == 56
+    for row in students:
+        assert f"# {row['name']}: published top-1 {row['top1']}" in said, row["name"]
+
+
 TINY = {"dataset": "synthetic", "num_classes": 10, "image_size": 32, "train_size": 256, "val_size": 128,
         "batch_size": 64, "val_batch_size": 64, "num_workers": 0}
 

@@ -136,16 +136,6 @@ def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-def bf16_peak(device: torch.device) -> Optional[float]:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, peaks in bench.PEAK_FLOPS:
-        if key in name:
-            return peaks.get("bf16")
-    return None
-
-
 def timing(steps: int, warmup: int, repeats: int) -> SimpleNamespace:
     return SimpleNamespace(steps=steps, warmup=warmup, repeats=repeats)
 
@@ -175,7 +165,7 @@ def projected_minutes(train_rate: float, eval_rate_: Optional[float], cache_s: f
 
 
 def row(result: Dict[str, Any], device: torch.device, flops: Optional[int], **extra) -> Dict[str, Any]:
-    peak = bf16_peak(device)
+    peak = bench.device_peaks(device).get("bf16")
     ms = result["ms_per_step_median"]
     share = flops / (ms / 1000) / peak if flops and peak else None
     return {"images_per_s": result["images_per_s"], "ms_per_step": ms,
@@ -198,27 +188,25 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
             "data.val_size=2048" if device.type == "cuda" else "data.val_size=128"]
     if device.type == "cpu":
         base += ["data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR]
-    loader = ["data.loader=gpu"]
-    variants = {"(a) common trainers' loop": ("peer", base),
-                "(b) ours, defaults": ("ours", base),
-                "(c) + bf16 + channels_last": ("ours", base + loader + FAST.split())}
+    fast = base + ["data.loader=gpu", *FAST.split()]
+    compiled = [] if args.quick else ["runtime.compile=reduce-overhead"]
+    variants = {"(a) common trainers' loop": ("peer", base), "(b) ours, defaults": ("ours", base),
+                "(c) + bf16 + channels_last": ("ours", fast)}
     if not args.quick:
-        variants["(d) + compile (CUDA graphs)"] = (
-            "ours", base + loader + FAST.split() + ["runtime.compile=reduce-overhead"])
-    cached = base + loader + FAST.split() + ["teacher.cache=auto"] + \
-        ([] if args.quick else ["runtime.compile=reduce-overhead"])
-    variants["(e) + teacher cache" if args.quick else "(e) + teacher cache (d + cache)"] = ("ours", cached)
+        variants["(d) + compile (CUDA graphs)"] = ("ours", fast + compiled)
+    variants["(e) + teacher cache" if args.quick else "(e) + teacher cache (d + cache)"] = (
+        "ours", fast + ["teacher.cache=auto"] + compiled)
     # (c) with the whole step (forward, losses, backward, fused SGD) as one CUDA graph; the
     # module is not compiled (no compile time in the check; compiled + graphed is tested in
     # tests/test_cuda.py)
-    graphed = base + loader + FAST.split() + ["runtime.cuda_graph=true"]
+    graphed = fast + ["runtime.cuda_graph=true"]
     variants["(f) (c) + whole step as one CUDA graph"] = ("ours", graphed)
     variants["(g) (f) + teacher cache"] = ("ours", graphed + ["teacher.cache=auto"])
     if device.type == "cpu":   # the CPU check proves the code paths, not a speed
         variants = {k: (kind, [o for o in v if o != "runtime.compile=reduce-overhead"])
                     for k, (kind, v) in variants.items() if "runtime.cuda_graph=true" not in v}
 
-    built, info = [], {}
+    built, cache_build_s = [], {}
     for label, (kind, overrides) in variants.items():
         cfg = config(KD, overrides, batches, os.path.join(work, label[:3].strip("() ")))
         try:   # a variant that cannot build or step is reported; the others are still measured
@@ -235,28 +223,23 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
             continue
         trainer = variant.info.get("trainer")
         teacher = getattr(trainer.module, "teacher", None) if trainer else None
-        cache = getattr(teacher, "cache", None)
-        cache_s = None
-        if cache is not None:   # the build on the generated set, projected to CIFAR-100's size
-            cache_s = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
-        info[label] = dict(cfg=cfg, kind=kind, overrides=overrides, cache_build_s=cache_s,
-                           cache_images=trainer.loaders.train_size if cache is not None else None)
+        if getattr(teacher, "cache", None) is not None:   # built on the generated set: projected
+            cache_build_s[label] = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
+        variant.info["overrides"] = overrides
         built.append(variant)
     results = bench.measure(built, timing(steps, warmup, repeats))
     kd_flops = next((r.get("flops_per_step") for r in results if r.get("flops_per_step")), None)
     rows = {}
     for variant, result in zip(built, results):
-        meta = info[variant.label]
-        cfg = meta["cfg"]
-        trainer = variant.info.get("trainer")
+        cfg, cache_s = variant.cfg, cache_build_s.get(variant.label)
         rate = eval_rate(variant.module, variant.val_loader, device, cfg.runtime.amp,
                          cfg.runtime.channels_last)
         flops = result.get("flops_per_step") or kd_flops   # the peer computes the same step
         rows[variant.label] = row(result, device, flops, eval_images_per_s=rate,
-                                  cache_build_s_projected=meta["cache_build_s"],
+                                  cache_build_s_projected=cache_s,
                                   projected_240_epochs_min=projected_minutes(
-                                      result["images_per_s"], rate, meta["cache_build_s"] or 0.0),
-                                  overrides=meta["overrides"])
+                                      result["images_per_s"], rate, cache_s or 0.0),
+                                  overrides=variant.info["overrides"])
     peer = rows["(a) common trainers' loop"]["images_per_s"]
     for values in rows.values():
         values["x_common_loop"] = values["images_per_s"] / peer

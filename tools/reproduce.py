@@ -194,6 +194,23 @@ def repo_command(run: PlannedRun) -> List[str]:
     return ["python", "train.py", *run.command[2:]]
 
 
+def print_dry_run(table: Dict, runs: List[PlannedRun]) -> None:
+    """The commands on stdout, one per line (a file for any scheduler); on stderr, what each
+    phase is and, before a row's first command, the row and the number the paper published."""
+    published = {row["name"]: row.get("top1") for row in table["rows"]}
+    for phase in sorted({r.phase for r in runs}):
+        print(f"# phase {phase + 1}: {'teachers (finish these first)' if phase == 0 else 'students'}",
+              file=sys.stderr)
+        previous = None
+        for r in (r for r in runs if r.phase == phase):
+            if r.row != previous:
+                top1 = published.get(r.row)
+                print(f"# {r.row}: published top-1 {top1 if top1 is not None else 'not given'}",
+                      file=sys.stderr)
+                previous = r.row
+            print(shlex.join(repo_command(r)))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -216,12 +233,7 @@ def main(argv=None) -> int:
                             os.path.join(output_dir, "slurm_logs"), invocation, args.slurm_option), end="")
         return 0
     if args.dry_run:
-        for phase in sorted({r.phase for r in runs}):
-            print(f"# phase {phase + 1}: {'teachers (finish these first)' if phase == 0 else 'students'}",
-                  file=sys.stderr)
-            for r in runs:
-                if r.phase == phase:
-                    print(shlex.join(repo_command(r)))
+        print_dry_run(table, runs)
         return 0
     failures = run_all(runs, gpu_slots(args.gpus, args.jobs_per_gpu))
     from tools.summarize import summarize
