@@ -2,6 +2,7 @@
 independent count on fixed logits, and the commands end to end on tiny checkpoints and runs."""
 import json
 import math
+import shutil
 import statistics
 import struct
 import sys
@@ -207,6 +208,18 @@ def test_figures_of_two_checkpoints_are_written_side_by_side_and_into_tensorboar
         events = EventAccumulator(str(runs[run].parent / "tb"), size_guidance={"images": 0}).Reload()
         image = events.Images("figures/logit_difference")[0]
         assert (image.width, image.height, image.step) == (*png_size(out / "logit_difference.png"), 2)
+
+
+def test_tensorboard_figures_for_a_run_whose_tb_is_not_its_directory_are_one_line(runs, tmp_path, capsys):
+    run = tmp_path / "kd"
+    shutil.copytree(runs["kd"].parent, run, ignore=shutil.ignore_patterns("tb"))
+    (run / "tb").write_text("not a directory")
+    assert figures.main(["--checkpoint", str(run / "best.pth"), "--out", str(tmp_path / "figs"),
+                         "--formats", "png", "--tensorboard", "runtime.device=cpu"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"error: refusing to write {run / 'tb'}: it is a file, not the run's TensorBoard directory "
+        "(move it away, or set another experiment.name)")
+    assert (run / "tb").read_text() == "not a directory"
 
 
 def test_the_same_outputs_give_byte_identical_files(tmp_path):
