@@ -180,7 +180,7 @@ def test_merges_of_merges_cannot_multiply_a_mapping_and_an_alias_bomb_through_a_
         f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
     with pytest.raises(UserError, match="expands to more than 100000 values"):
         parse_yaml(bomb, "bomb")
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 20   # not 9^9 copies: those take hours (0.1 s measured; a wide bound, not a timing)
 
 
 # --- paths that are not what a tool expects -------------------------------------------------

@@ -13,7 +13,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
 
@@ -399,6 +399,9 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) in (list, List):
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is Union and type(None) in typing.get_args(hint):
+        present = [a for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(_describe(a) for a in present) + " or null"
     return getattr(hint, "__name__", str(hint)).replace("typing.", "")
 
 
