@@ -282,3 +282,9 @@ def test_summarize_plot_draws_rows_and_every_runs_curve(tmp_path, capsys):
         assert f"figure: {tmp_path / 'out/tiny' / name}.png" in printed
         assert png_size(tmp_path / "out/tiny" / f"{name}.png")[0] == 9 * DPI
         assert (tmp_path / "out/tiny" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_the_curves_of_a_large_table_tell_its_first_80_rows_apart():
+    from tools.table_figures import row_style
+    styles = [row_style(i) for i in range(80)]
+    assert len({(tuple(colour), str(style)) for colour, style in styles}) == 80

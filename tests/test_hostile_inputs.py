@@ -287,3 +287,8 @@ def test_reproduce_writes_no_run_log_through_a_link_planted_in_the_run_directory
     failures = run_all([run], [{}])
     assert len(failures) == 1 and "train.log" in failures[0] and "link" in failures[0]
     assert outside.read_text() == "keep me\n"
+
+
+def test_a_quoted_merge_key_is_a_plain_key_not_a_silently_dropped_one():
+    from utils.config import parse_yaml
+    assert parse_yaml("a: {'<<': 1, y: 2}\n", "quoted") == {"a": {"<<": 1, "y": 2}}
