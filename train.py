@@ -37,7 +37,10 @@ def main(argv=None) -> int:
     main_process = os.environ.get("LOCAL_RANK", "0") == "0"  # print once per machine under torchrun
     try:
         from launch.build import load_run_config
-        cfg = load_run_config(args.config, args.overrides, smoke=args.smoke)
+        # --print-config shows a config for any machine (a GPU recipe read on a login node):
+        # only the options' conflicts with each other are judged, not this machine's device
+        cfg = load_run_config(args.config, args.overrides, smoke=args.smoke,
+                              here=not args.print_config)
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0

@@ -71,4 +71,4 @@ class CTKD(LogitDistiller):
         return (f"loss = {self.ce_weight:g}·CE + {self.kd_weight:g}·KD(T={t.t_start:g}+{t.t_end:g}·"
                 f"sigmoid(θ), lowest T={t.t_start:g}{zscored}; θ learnable through gradient "
                 f"reversal of strength λ: {self.curriculum} {start:g}→{end:g} over epochs "
-                f"0–{self.curriculum_epochs}, then {end:g})")
+                f"1–{self.curriculum_epochs}, then {end:g})")

@@ -32,10 +32,7 @@ class MLKD(LogitDistiller):
     ``--logit-stand --base-temp --kd-weight``.
     """
 
-    needs_strong_view = True
-    captures_in_cuda_graph = False
-    cuda_graph_refusal = ("reads a second (strong) view of each sample, which the captured step's "
-                          "input buffers do not hold (engine/graphed.py copies the weak one)")
+    needs_strong_view = True   # so runtime.cuda_graph refuses it (launch/combination.py)
 
     def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 0.1,
                  kd_weight: NonNegativeFloat = 0.9, temperature: PositiveFloat = 4.0,

@@ -6,7 +6,7 @@ silently and fail (or train wrongly) at the first step. Each is a one-line ``Use
 names the file and what is wrong.
 """
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -15,21 +15,21 @@ from utils.atomic import copy_file
 from utils.errors import UserError
 from utils.safe_load import few
 
-def repair_best(run_dir: str, last: str, epoch: int, best_epoch: int) -> bool:
+def repair_best(run_dir: str, last: str, epoch: int, best_epoch: int) -> Optional[str]:
     """A kill between the ``last.pth`` and ``best.pth`` writes of a best epoch (last is written
     first) leaves ``best.pth`` older than the best epoch ``last.pth`` records; ``last.pth`` is
-    then that best epoch, and is copied to ``best.pth``. Returns whether it was."""
+    then that best epoch, and is copied to ``best.pth``. Returns the line saying so, if it was."""
     best = os.path.join(run_dir, "best.pth")
     if best_epoch != epoch or epoch == 0:
-        return False
+        return None
     if os.path.exists(best):
         try:
             if load_checkpoint(best).get("epoch") == epoch:
-                return False
+                return None
         except UserError:
             pass  # unreadable: replaced below
     copy_file(last, best)
-    return True
+    return f"best.pth was older than the best epoch {epoch}: restored from {last}"
 
 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "step", "best_top1",

@@ -124,8 +124,10 @@ class Trainer:
             raise UserError(f"{path} cannot be resumed from: {str(err).strip().splitlines()[0]}") from err
         self.state = TrainState(state["epoch"], state["step"], state["best_top1"], state["best_epoch"])
         self.last_saved = (path, self.state.epoch)
-        if self.dist.is_main and repair_best(self.run_dir, path, self.state.epoch, self.state.best_epoch):
-            self.logger.info(f"best.pth was older than the best epoch {self.state.epoch}: restored from {path}")
+        repaired = self.dist.is_main and repair_best(self.run_dir, path, self.state.epoch,
+                                                     self.state.best_epoch)
+        if repaired:
+            self.logger.info(repaired)
         self.logger.truncate_metrics(self.state.epoch)
         self.logger.info(f"resumed from {path} at epoch {self.state.epoch}")
 

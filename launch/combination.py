@@ -49,6 +49,9 @@ def cuda_graph_refusals(cfg, method: type, device_type: Optional[str],
                        "use runtime.compile=true (or false) with runtime.cuda_graph")
     if not getattr(method, "captures_in_cuda_graph", True):
         reasons.append(f"{method.__name__} {method.cuda_graph_refusal}")
+    if getattr(method, "needs_strong_view", False):
+        reasons.append(f"{method.__name__} reads a second (strong) view of each sample, which the "
+                       "captured step's input buffers do not hold (engine/graphed.py copies the weak one)")
     return reasons
 
 

@@ -16,9 +16,9 @@ from engine.checkpoint import load_checkpoint
 from engine.resume import repair_best
 from launch.build import smoke_notice
 from launch.record import read_record
-from utils.atomic import WriteFailed, check_replaceable
+from utils.atomic import check_replaceable
 from utils.errors import UserError
-from utils.logger import damaged_metrics_line, read_metrics_lines
+from utils.logger import check_tensorboard_directory, damaged_metrics_line, read_metrics_lines
 from utils.run_lock import LOCK_NAME, RunLock
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "run.json", "config.yaml")
@@ -34,10 +34,7 @@ def check_run_files(run_dir: str) -> None:
     for name in (*RUN_FILES, LOCK_NAME):
         check_replaceable(os.path.join(run_dir, name))
     for name in RUN_DIRS:
-        path = os.path.join(run_dir, name)
-        if os.path.lexists(path) and not os.path.isdir(path):
-            raise WriteFailed(f"refusing to write {path}: it is a file, not the run's TensorBoard "
-                              "directory (move it away, or set another experiment.name)")
+        check_tensorboard_directory(os.path.join(run_dir, name))
 
 
 def existing_run_files(run_dir: str) -> List[str]:
@@ -65,7 +62,10 @@ def checkpoint_to_resume(run_dir: str, resume: Optional[str]) -> Optional[str]:
     last = os.path.join(run_dir, "last.pth")
     if os.path.exists(last):
         if resume is None:
-            epoch = load_checkpoint(last).get("epoch", "?")
+            try:   # the epoch only adorns the message; a damaged last.pth must not hide it
+                epoch = load_checkpoint(last).get("epoch", "?")
+            except UserError:
+                epoch = "?"
             raise UserError(f"{run_dir} already holds a run (last.pth at epoch {epoch}): pass "
                             "--resume auto to continue it, or set another experiment.name")
         _check_metrics(run_dir)
@@ -100,9 +100,7 @@ def repair_best_line(run_dir: str, last: str, state: Dict[str, Any]) -> Optional
     epoch, best_epoch = state.get("epoch"), state.get("best_epoch")
     if type(epoch) is not int or type(best_epoch) is not int:
         return None
-    if repair_best(run_dir, last, epoch, best_epoch):
-        return f"best.pth was older than the best epoch {epoch}: restored from {last}"
-    return None
+    return repair_best(run_dir, last, epoch, best_epoch)
 
 
 def teacher_training_line(cfg) -> Optional[str]:

@@ -70,3 +70,22 @@ def test_a_smoke_config_carries_no_switch_and_an_older_checkpoints_config_still_
     stored = smoke.to_dict()
     stored["experiment"]["smoke"] = True   # what checkpoints written before its retirement hold
     assert config_from_dict(stored) == smoke
+
+
+def test_print_config_shows_a_gpu_recipe_on_a_machine_without_one(kd_config, capsys):
+    """A login node reads the config a GPU job will run: the machine is not judged there, the
+    options' conflicts with each other still are."""
+    import train
+    assert train.main(["--config", kd_config, "runtime.device=auto", "runtime.cuda_graph=true",
+                       "--print-config"]) == 0
+    assert "cuda_graph: true" in capsys.readouterr().out
+    assert train.main(["--config", kd_config, "runtime.cuda_graph=true", "solver.optimizer=dot",
+                       "--print-config"]) == 2
+    assert "DOT's two passes are not captured" in capsys.readouterr().err
+
+
+def test_a_method_that_needs_a_strong_view_is_refused_under_a_cuda_graph(kd_config):
+    """The captured step's buffers hold what every batch has; a second view (MLKD's, or a user's
+    method declaring ``needs_strong_view``) is refused by that declaration, not by a per-method flag."""
+    line = refusal(kd_config, ["distiller.name=mlkd", "runtime.cuda_graph=true"])
+    assert "MLKD reads a second (strong) view of each sample" in line

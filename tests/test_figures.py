@@ -2,6 +2,7 @@
 independent count on fixed logits, and the commands end to end on tiny checkpoints and runs."""
 import json
 import math
+import shutil
 import statistics
 import struct
 import sys
@@ -209,6 +210,18 @@ def test_figures_of_two_checkpoints_are_written_side_by_side_and_into_tensorboar
         assert (image.width, image.height, image.step) == (*png_size(out / "logit_difference.png"), 2)
 
 
+def test_tensorboard_figures_for_a_run_whose_tb_is_not_its_directory_are_one_line(runs, tmp_path, capsys):
+    run = tmp_path / "kd"
+    shutil.copytree(runs["kd"].parent, run, ignore=shutil.ignore_patterns("tb"))
+    (run / "tb").write_text("not a directory")
+    assert figures.main(["--checkpoint", str(run / "best.pth"), "--out", str(tmp_path / "figs"),
+                         "--formats", "png", "--tensorboard", "runtime.device=cpu"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        f"error: refusing to write {run / 'tb'}: it is a file, not the run's TensorBoard directory "
+        "(move it away, or set another experiment.name)")
+    assert (run / "tb").read_text() == "not a directory"
+
+
 def test_the_same_outputs_give_byte_identical_files(tmp_path):
     generator = torch.Generator().manual_seed(0)
     run = CheckpointOutputs("kd: a → b", "run, epoch 1", torch.randn(12, CLASSES, generator=generator),
@@ -269,3 +282,9 @@ def test_summarize_plot_draws_rows_and_every_runs_curve(tmp_path, capsys):
         assert f"figure: {tmp_path / 'out/tiny' / name}.png" in printed
         assert png_size(tmp_path / "out/tiny" / f"{name}.png")[0] == 9 * DPI
         assert (tmp_path / "out/tiny" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_the_curves_of_a_large_table_tell_its_first_80_rows_apart():
+    from tools.table_figures import row_style
+    styles = [row_style(i) for i in range(80)]
+    assert len({(tuple(colour), str(style)) for colour, style in styles}) == 80

@@ -184,6 +184,9 @@ DAMAGE = {
                           "refusing to write {d}/.lock: it is a directory, not a regular file"),
     "tb a file": (lambda d: (shutil.rmtree(d / "tb"), (d / "tb").write_text("x")),
                   "refusing to write {d}/tb: it is a file, not the run's TensorBoard directory"),
+    "tb a link": (lambda d: (shutil.rmtree(d / "tb"), (d.parent / "elsewhere").mkdir(),
+                             (d / "tb").symlink_to(d.parent / "elsewhere")),
+                  "refusing to write {d}/tb: it is a symbolic link, not the run's own directory"),
 }
 
 

@@ -21,6 +21,7 @@ from launch.evaluation import config_for_checkpoint, stored_config
 from models.loading import TORCHVISION
 from utils.config import Config
 from utils.errors import UserError
+from utils.input_files import require_file
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ def load_teacher(cfg: Config, path: str, num_classes: int, teacher: Optional[str
     if not arch:
         raise UserError(f"{weights} records no architecture: pass --teacher-arch (e.g. resnet32x4)")
     where = "--teacher" if teacher else f"teacher.checkpoint of {path}"
-    if weights != TORCHVISION and not os.path.isfile(weights):
-        raise UserError(f"teacher checkpoint not found: {weights} ({where})")
+    if weights != TORCHVISION:
+        require_file(weights, f"teacher checkpoint ({where})")
     network = models.build_model(arch, num_classes=num_classes, dataset=model_dataset(cfg))
     try:
         models.load_weights(network, weights, arch=arch)
@@ -93,8 +94,7 @@ def val_outputs(student: torch.nn.Module, teacher: torch.nn.Module, loader, devi
 def checkpoint_outputs(path: str, teacher: Optional[str] = None, teacher_arch: Optional[str] = None,
                        overrides: Optional[List[str]] = None) -> CheckpointOutputs:
     """Rebuild the checkpoint's student, teacher and val data, and run both networks over it."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
+    require_file(path, "checkpoint")   # a folder or a FIFO is said to be one, never opened
     checkpoint = load_checkpoint(path)
     if stored_config(checkpoint) is None:
         raise UserError(f"{path} records no run config: figures need a checkpoint written by "

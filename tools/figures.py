@@ -54,14 +54,15 @@ def check_options(args: argparse.Namespace) -> None:
 
 def write_tensorboard(images: Dict[str, object], runs) -> List[str]:
     """Each figure's pixels as an image of every run's TensorBoard (tag ``figures/<name>``, at
-    the checkpoint's epoch); returns the tb directories written."""
-    from torch.utils.tensorboard import SummaryWriter
+    the checkpoint's epoch); returns the tb directories written. The writer is the run's own
+    (``utils.logger.tensorboard_writer``): no link followed, a full disk or read-only run one line."""
+    from utils.logger import tensorboard_writer
     written = []
     for run in runs:
         directory = os.path.join(run.run_dir, "tb")
         if directory in written:
             continue
-        with SummaryWriter(directory) as writer:
+        with tensorboard_writer(directory) as writer:
             for name, image in images.items():
                 writer.add_image(f"figures/{name}", image, global_step=run.epoch or 0, dataformats="HWC")
         written.append(directory)

@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
+from utils.atomic import write_text  # noqa: E402
 
 KD = "configs/cifar100/kd/res32x4_res8x4.yaml"
 METHODS = {"DKD": "configs/cifar100/dkd/res32x4_res8x4.yaml",
@@ -311,7 +312,7 @@ def profile_step(variant, out_dir: str, name: str = "profile.txt") -> None:
             variant.run()
         bench.synchronize(variant.device)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-    Path(out_dir, name).write_text(f"{variant.label}: 5 steps\n{table}\n")
+    write_text(os.path.join(out_dir, name), f"{variant.label}: 5 steps\n{table}\n")
 
 
 def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
@@ -454,8 +455,8 @@ def save(report: Dict[str, Any], out_dir: Optional[str]) -> None:
     if not out_dir:
         return
     os.makedirs(out_dir, exist_ok=True)
-    Path(out_dir, "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
-    Path(out_dir, "gpu_check.md").write_text(markdown(report))
+    write_text(os.path.join(out_dir, "gpu_check.json"), json.dumps(report, indent=1, default=str))
+    write_text(os.path.join(out_dir, "gpu_check.md"), markdown(report))
 
 
 def main(argv=None) -> int:

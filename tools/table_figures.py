@@ -20,9 +20,14 @@ def _title(table: Dict, what: str) -> str:
     return "\n".join(textwrap.wrap(heading, 90) + [what])
 
 
-def _row_colour(index: int):
+LINE_STYLES = ("-", "--", "-.", (0, (4, 1, 1, 1, 1, 1)))   # ":" is the paper's line
+
+
+def row_style(index: int):
+    """(colour, line style) of row ``index``: tab20's 20 colours, then the next line style, so
+    the first 80 rows of a table are told apart (tab10 then tab20 repeated colours from row 10)."""
     from matplotlib import colormaps
-    return colormaps["tab10" if index < 10 else "tab20"](index % 20)
+    return colormaps["tab20"](index % 20), LINE_STYLES[(index // 20) % len(LINE_STYLES)]
 
 
 def summary_figure(table: Dict, runs: Dict[str, Dict[str, list]]):
@@ -59,10 +64,10 @@ def curves_figure(table: Dict, runs: Dict[str, Dict[str, list]]):
     axis = figure.subplots()
     for index, row in enumerate(table["rows"]):
         curves = (runs.get(row["name"]) or {}).get("curves") or {}
-        colour = _row_colour(index)
+        colour, style = row_style(index)
         for number, (seed, points) in enumerate(sorted(curves.items())):
             epochs, top1 = zip(*points)
-            axis.plot(epochs, top1, color=colour, linewidth=1,
+            axis.plot(epochs, top1, color=colour, linestyle=style, linewidth=1,
                       label=f"{row['name']} ({len(curves)} runs)" if number == 0 else None)
         if curves and row.get("top1") is not None:
             axis.axhline(row["top1"], color=colour, linestyle=":", linewidth=1)

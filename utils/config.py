@@ -13,7 +13,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
 
@@ -146,34 +146,30 @@ class _StrictLoader(yaml.SafeLoader):
     a duplicate; two ``<<`` in one mapping are. Merged pairs are kept once per key, so merges of
     merges cannot multiply a mapping's pairs (PyYAML's own ``flatten_mapping`` keeps every copy)."""
 
-    def construct_mapping(self, node, deep=False):
-        self.flatten_mapping(node)
-        return super().construct_mapping(node, deep=deep)
-
     def flatten_mapping(self, node, _open=()):
+        """Called by ``construct_mapping`` for every mapping (SafeConstructor's hook)."""
         if id(node) in _open:
             raise _KeyProblem(node.start_mark.line + 1, "a merge key ('<<') merges the mapping into itself")
-        own, merged = {}, {}
+        own, merged, merge_seen = {}, {}, False
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
-                for source in self._merge_sources(key_node, value_node, own):
+                if merge_seen:
+                    raise _KeyProblem(key_node.start_mark.line + 1, "duplicate key '<<'")
+                merge_seen = True
+                for source in self._merge_sources(key_node, value_node):
                     self.flatten_mapping(source, _open + (id(node),))
                     for pair in source.value:
                         merged.setdefault(self._name(pair[0]), pair)
-                own.setdefault("<<", None)
                 continue
-            name = self._name(key_node)
+            name = self._name(key_node)   # a quoted '<<' is a plain key, checked as any other
             if name in own:
                 raise _KeyProblem(key_node.start_mark.line + 1, f"duplicate key '{name}'")
             own[name] = (key_node, value_node)
-        own.pop("<<", None)
         node.value = list({**merged, **own}.values())
 
-    def _merge_sources(self, key_node, value_node, own):
+    def _merge_sources(self, key_node, value_node):
         """The mappings a ``<<`` key merges: one mapping, or a list of them."""
         line = key_node.start_mark.line + 1
-        if "<<" in own:
-            raise _KeyProblem(line, "duplicate key '<<'")
         sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
         if not all(isinstance(source, yaml.MappingNode) for source in sources):
             raise _KeyProblem(line, "a merge key ('<<') takes a mapping or a list of mappings")
@@ -399,6 +395,9 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) in (list, List):
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) is Union and type(None) in typing.get_args(hint):
+        present = [a for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(_describe(a) for a in present) + " or null"
     return getattr(hint, "__name__", str(hint)).replace("typing.", "")
 
 

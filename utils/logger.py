@@ -102,6 +102,29 @@ def damaged_metrics_line(path: str) -> Optional[Tuple[int, str]]:
     return None
 
 
+def check_tensorboard_directory(directory: str) -> None:
+    """A run's ``tb`` is its own directory or nothing yet: a link would send the event files
+    elsewhere, a file there would stop the first write; either is one line, before any write."""
+    if os.path.islink(directory):
+        raise WriteFailed(f"refusing to write {directory}: it is a symbolic link, not the "
+                          "run's own directory (remove it)")
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise WriteFailed(f"refusing to write {directory}: it is a file, not the run's TensorBoard "
+                          "directory (move it away, or set another experiment.name)")
+
+
+def tensorboard_writer(directory: str):
+    """A ``SummaryWriter`` on ``directory`` (checked as above); a full disk or a read-only place
+    is one line (``WriteFailed``), TensorBoard's own thread kept quiet about it."""
+    check_tensorboard_directory(directory)
+    from torch.utils.tensorboard import SummaryWriter
+    quiet_tensorboard_thread_errors()
+    try:
+        return SummaryWriter(directory)
+    except OSError as err:
+        raise write_failure(err, directory) from err
+
+
 class RunLogger:
     def __init__(self, run_dir: Optional[str], tensorboard: bool = True, enabled: bool = True):
         self.enabled = enabled and run_dir is not None
@@ -111,19 +134,7 @@ class RunLogger:
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
             if tensorboard:
-                self.writer = self._tensorboard_writer(os.path.join(run_dir, "tb"))
-
-    @staticmethod
-    def _tensorboard_writer(directory: str):
-        if os.path.islink(directory):
-            raise WriteFailed(f"refusing to write {directory}: it is a symbolic link, not the "
-                              "run's own directory (remove it)")
-        from torch.utils.tensorboard import SummaryWriter
-        quiet_tensorboard_thread_errors()
-        try:
-            return SummaryWriter(directory)
-        except OSError as err:
-            raise write_failure(err, directory) from err
+                self.writer = tensorboard_writer(os.path.join(run_dir, "tb"))
 
     @contextlib.contextmanager
     def _tensorboard_errors(self):
