@@ -129,10 +129,7 @@ class ZooModel(nn.Module):
     def forward_features(self, x: torch.Tensor) -> Dict[str, object]:
         """``{"logits", "feats", "preact_feats", "pooled_feat"}`` as the benchmark defines them
         (``preact_feats`` is None where the reference has none)."""
-        feats, preacts = [], []
-        for feat, preact in self._stages(x):
-            feats.append(feat)
-            preacts.append(preact)
+        feats, preacts = map(list, zip(*self._stages(x)))
         pooled = self.forward_head(feats[-1], pre_logits=True)
         return {"logits": self.get_classifier()(pooled), "feats": feats,
                 "preact_feats": self._preact_feats(feats, preacts), "pooled_feat": pooled}

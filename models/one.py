@@ -88,8 +88,8 @@ class ONEResNet(ZooModel):
         [N, B] and ``gate_preact`` (the ``bn_v1`` output), ``feats`` / ``preact_feats`` (stem,
         the trunk's stages, branch 1's last stage), ``branch_feats`` (every branch's last-stage
         output) and ``pooled_feat`` (branch 1's)."""
-        stages = list(stem_and_stages(self, x, self._trunk_stages()))
-        trunk = stages[-1][0]
+        feats, preacts = map(list, zip(*stem_and_stages(self, x, self._trunk_stages())))
+        trunk = feats[-1]
         gate_preact = self.bn_v1(self.control_v1(global_pool(trunk)))
         gate = F.softmax(F.relu(gate_preact), dim=1)
         branch_maps = [next(run_stages(trunk, [self._branch(b, "layer")]))
@@ -97,10 +97,9 @@ class ONEResNet(ZooModel):
         pooled = [global_pool(feat) for feat, _ in branch_maps]
         branch_logits = torch.stack([self._branch(b, "classfier")(p) for b, p in enumerate(pooled, 1)])
         ensemble = (gate.t().unsqueeze(-1) * branch_logits).sum(0)
-        feats: List[torch.Tensor] = [feat for feat, _ in stages] + [branch_maps[0][0]]
         return {"logits": branch_logits[0], "branch_logits": branch_logits, "ensemble_logits": ensemble,
-                "gate": gate, "gate_preact": gate_preact, "feats": feats,
-                "preact_feats": [pre for _, pre in stages] + [branch_maps[0][1]],
+                "gate": gate, "gate_preact": gate_preact, "feats": feats + [branch_maps[0][0]],
+                "preact_feats": preacts + [branch_maps[0][1]],
                 "branch_feats": [feat for feat, _ in branch_maps], "pooled_feat": pooled[0]}
 
 

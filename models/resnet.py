@@ -30,12 +30,9 @@ class ResidualBlock(nn.Module):
 
     def _add_shortcut(self, in_planes: int, out_planes: int, stride: int, name: str) -> None:
         self._shortcut_name = name
-        if stride != 1 or in_planes != out_planes:
-            projection = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(out_planes))
-        else:
-            projection = nn.Identity()
-        setattr(self, name, projection)
+        setattr(self, name, nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_planes))
+                if stride != 1 or in_planes != out_planes else nn.Identity())
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -94,10 +91,8 @@ def add_trunk(model: nn.Module, block: Type[ResidualBlock], depths: Sequence[int
     """``conv1``, ``bn1``, ``maxpool`` and stages ``layer1 … layerK`` (strides 1, 2, 2, ...) on
     ``model``: the CIFAR stem (3×3/1 conv, BN, ReLU; no pool) or torchvision's ImageNet stem
     (7×7/2 conv, BN, ReLU, 3×3/2 max-pool). Returns the last stage's output width."""
-    if imagenet_stem:
-        model.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
-    else:
-        model.conv1 = conv3x3(3, stem_width)
+    model.conv1 = (nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False) if imagenet_stem
+                   else conv3x3(3, stem_width))
     model.bn1 = nn.BatchNorm2d(stem_width)
     model.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
     in_planes = stem_width
@@ -139,11 +134,8 @@ class ResNet(ZooModel):
 
     def _bn_before_relu_names(self) -> List[Optional[str]]:
         """The stem's BN, then each stage's last block's last BN (before the addition)."""
-        names = ["bn1"]
-        for i, layer in enumerate(self._layers(), start=1):
-            last = layer[len(layer) - 1]
-            names.append(f"layer{i}.{len(layer) - 1}.{'bn3' if isinstance(last, Bottleneck) else 'bn2'}")
-        return names
+        return ["bn1"] + [f"layer{i}.{len(layer) - 1}.{'bn3' if isinstance(layer[-1], Bottleneck) else 'bn2'}"
+                          for i, layer in enumerate(self._layers(), start=1)]
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
         return stem_and_stages(self, x, self._layers())
