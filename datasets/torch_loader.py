@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from datasets.samplers import SeededSampler, ShardSampler, ViewSampler, derive_seed
+from datasets.samplers import SeededSampler, ShardSampler, ViewSampler, derive_seed, seeded_cpu_rng
 from utils.batch import Batch, BatchViews
 
 
@@ -52,26 +52,14 @@ def collate_two_view_batch(items) -> Batch:
     return collate_view_batch(list(zip(*weak))).replace(strong_images=default_collate(strong))
 
 
-class SeededAugmentation(Dataset):
-    """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed with
-    torch's CPU generator seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
-    previous state is restored afterwards, so with ``num_workers=0`` the trainer's RNG stream is
-    left as it was."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+class SeededAugmentation(Indexed):
+    """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed under
+    ``samplers.seeded_cpu_rng(sample_seed)``."""
 
     def __getitem__(self, item: tuple[int, int]):
         index, sample_seed = item
-        state = torch.get_rng_state()
-        torch.default_generator.manual_seed(sample_seed)
-        try:
-            return (*self.dataset[index], index)
-        finally:
-            torch.set_rng_state(state)
+        with seeded_cpu_rng(sample_seed):
+            return super().__getitem__(index)
 
 
 class EpochDataLoader(DataLoader):
