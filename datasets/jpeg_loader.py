@@ -103,27 +103,25 @@ def decode_batch(files: List[bytes], device: torch.device,
     decode is a one-line ``UserError`` naming it (``paths``: the files' paths)."""
     data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
-    images: List[torch.Tensor] = [None] * len(data)
     try:
         decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device) if jpeg else []
-        images_of = dict(zip(jpeg, decoded))
+        images = dict(zip(jpeg, decoded))
     except RuntimeError:
-        images_of = {}
+        images = {}
         for i in jpeg:
             try:
-                images_of[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
+                images[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
             except RuntimeError:
                 pass
-    refused = len(jpeg) - len(images_of)
+    refused = len(jpeg) - len(images)
     for i in range(len(data)):
-        images[i] = images_of.get(i)
-        if images[i] is None:
+        if i not in images:
             try:
                 images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
             except RuntimeError as error:
                 reason = " ".join(str(error).split())
                 raise UserError(f"cannot read image {paths[i]}: {reason}; replace or remove the file") from error
-    return images, refused
+    return [images[i] for i in range(len(data))], refused
 
 
 def apply_window(image: torch.Tensor, window: Window, size: int) -> torch.Tensor:
