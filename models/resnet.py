@@ -97,7 +97,8 @@ def add_trunk(model: nn.Module, block: Type[ResidualBlock], depths: Sequence[int
     model.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
     in_planes = stem_width
     for i, (num_blocks, width) in enumerate(zip(depths, planes)):
-        setattr(model, f"layer{i + 1}", make_stage(block, in_planes, width, num_blocks, 1 if i == 0 else 2, shortcut))
+        stage = make_stage(block, in_planes, width, num_blocks, 1 if i == 0 else 2, shortcut)
+        setattr(model, f"layer{i + 1}", stage)
         in_planes = width * block.expansion
     return in_planes
 
