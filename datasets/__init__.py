@@ -12,7 +12,7 @@ from typing import Sequence, Union
 import torch
 
 from datasets import cifar, imagenet, synthetic
-from datasets.arrays import ArrayTwoViews, ArrayViews
+from datasets.arrays import ArrayViews
 from datasets.gpu_loader import GpuCifarLoader
 from datasets.jpeg_loader import DeviceJpegLoader
 from datasets.sources import Source, build_source, dataset_name, setting, synthetic_shape, train_labels
@@ -102,18 +102,14 @@ def build_loaders(data_cfg, *, seed: int, rank: int = 0, world_size: int = 1,
         val = GpuCifarLoader(source.arrays[1], batch_size=val_batch_size, train=False,
                              **statistics, **shard)
     else:
-        train_set, view_padding = source.train_set, None
+        train_set = source.train_set
         if source.arrays is not None and is_small(source.image_size):
             # the CIFAR recipe with the epoch's view table, the GPU loader's: same views
-            views = (ArrayTwoViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING, seed=seed)
-                     if strong_view else
-                     ArrayViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING))
-            train_set, view_padding = views, CIFAR_PADDING
+            train_set = ArrayViews(source.arrays[0], source.mean, source.std, CIFAR_PADDING,
+                                   strong_seed=seed if strong_view else None)
         train, val = build_torch_loaders(train_set, source.val_set, batch_size=batch_size,
                                          val_batch_size=val_batch_size, device=device,
-                                         num_workers=int(data_cfg.num_workers),
-                                         view_padding=view_padding, strong_view=strong_view,
-                                         **shard)
+                                         num_workers=int(data_cfg.num_workers), **shard)
     return Loaders(train, val, source.num_classes, (3, source.image_size, source.image_size),
                    len(source.train_set), len(source.val_set), train_labels(source))
 

@@ -34,39 +34,29 @@ class ArrayDataset(Dataset):
         return image, int(self.arrays.targets[index])
 
 
-class ArrayViews(Dataset):
+class ArrayViews(ArrayDataset):
     """Training items of the CIFAR recipe with the view given: item ``(index, top, left, flip)``
-    -> ``(normalised view [C, H, W], label, index, top, left, flip)``. The sampler (``samplers.ViewSampler``) hands
-    each index its view from the epoch's table, the one the GPU loader applies too."""
+    -> ``(normalised view [C, H, W], label, index, top, left, flip)``. The sampler
+    (``samplers.ViewSampler``) hands each index its view from the epoch's table, the one the GPU
+    loader applies too.
 
-    def __init__(self, arrays: ImageArrays, mean: Sequence[float], std: Sequence[float],
-                 padding: int = CIFAR_PADDING):
-        self.arrays, self.mean, self.std, self.padding = arrays, mean, std, padding
-
-    def __len__(self) -> int:
-        return len(self.arrays.targets)
-
-    def __getitem__(self, item: tuple[int, int, int, bool]):
-        index, top, left, flip = item
-        image = cifar_view(Image.fromarray(self.arrays.images[index]), top, left, flip,
-                           self.mean, self.std, self.padding)
-        return image, int(self.arrays.targets[index]), index, top, left, flip
-
-
-class ArrayTwoViews(ArrayViews):
-    """``ArrayViews`` with MLKD's strong view of each sample too: item ``(index, top, left,
-    flip, epoch)`` -> the weak item and, last, the strong view, a function of (seed, epoch,
+    With ``strong_seed``, MLKD's strong view of each sample too: item ``(index, top, left, flip,
+    epoch)`` -> the weak item and, last, the strong view, a function of (strong_seed, epoch,
     index) (``strong_augment.strong_view_of_row``; independent of the weak view, as the
     original's two transform pipelines). The epoch travels with the item, as the sample seed
     does for ``SeededAugmentation``, so persistent workers see every new epoch."""
 
     def __init__(self, arrays: ImageArrays, mean: Sequence[float], std: Sequence[float],
-                 padding: int = CIFAR_PADDING, *, seed: int):
-        super().__init__(arrays, mean, std, padding)
-        self.seed = seed
+                 padding: int = CIFAR_PADDING, *, strong_seed: Optional[int] = None):
+        super().__init__(arrays)
+        self.mean, self.std, self.padding, self.strong_seed = mean, std, padding, strong_seed
 
-    def __getitem__(self, item: tuple[int, int, int, bool, int]):
-        index, top, left, flip, epoch = item
-        strong = strong_view_of_row(self.arrays.images[index], self.seed, epoch, index,
-                                    self.mean, self.std, self.padding)
-        return (*super().__getitem__((index, top, left, flip)), strong)
+    def __getitem__(self, item: tuple):
+        index, top, left, flip, *epoch = item
+        pixels = self.arrays.images[index]
+        weak = (cifar_view(Image.fromarray(pixels), top, left, flip, self.mean, self.std, self.padding),
+                int(self.arrays.targets[index]), index, top, left, flip)
+        if self.strong_seed is None:
+            return weak
+        return (*weak, strong_view_of_row(pixels, self.strong_seed, *epoch, index, self.mean, self.std,
+                                          self.padding))

@@ -6,10 +6,10 @@ augmentation is the torchvision CIFAR recipe, RandomCrop(size, padding=4) with z
 RandomHorizontalFlip, ToTensor, Normalize, with the same distribution: both crop offsets uniform
 in [0, 2·padding] and a flip with probability 1/2. It runs on any device, CPU included.
 
-Determinism: the order is ``DistributedSampler``'s for (seed, epoch, rank), the one the torch
-loader uses too; the views of all samples are the epoch's table ``samplers.epoch_views(seed,
-epoch)``, which the torch loader applies too: sample i gets the same view, pixel for pixel, from
-either loader and on whichever rank it lands.
+Determinism: the order is ``SeededSampler``'s for (seed, epoch, rank), the torch loader's too;
+the views of all samples are the epoch's table ``samplers.epoch_views(seed, epoch)``, which the
+torch loader applies too: sample i gets the same view, pixel for pixel, from either loader and
+on whichever rank it lands.
 
 Each ``Batch`` carries its samples' dataset indices; a training batch also carries their
 ``BatchViews`` (crop offsets (top, left) in the padded image, flip flags), which the cache of
@@ -29,10 +29,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DistributedSampler
 
 from datasets.arrays import ImageArrays
-from datasets.samplers import ShardSampler, epoch_views
+from datasets.samplers import SeededSampler, ShardSampler, epoch_views
 from datasets.strong_augment import strong_view_of_row
 from datasets.transforms import CIFAR_PADDING
 from utils.batch import Batch, BatchViews
@@ -88,8 +87,7 @@ class GpuCifarLoader:
         self.statistics = (tuple(mean), tuple(std))
         self.epoch = 0
         size = len(self.targets)
-        self.sampler = (DistributedSampler(range(size), num_replicas=world_size, rank=rank,
-                                           shuffle=True, seed=seed) if train
+        self.sampler = (SeededSampler(size, seed=seed, rank=rank, world_size=world_size) if train
                         else ShardSampler(size, rank=rank, world_size=world_size))
 
     def set_epoch(self, epoch: int) -> None:
@@ -117,7 +115,7 @@ class GpuCifarLoader:
         return views.to(device)
 
     def __iter__(self) -> Iterator[Batch]:
-        host_order = torch.tensor(list(self.sampler), dtype=torch.int64)
+        host_order = torch.tensor(self.sampler.indices(), dtype=torch.int64)
         order = host_order.to(self.images.device)
         offsets, flips = self.epoch_views() if self.train else (None, None)
         for start in range(0, len(order), self.batch_size):

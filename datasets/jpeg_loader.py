@@ -28,7 +28,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2 import functional as F2
 
 from datasets.gpu_loader import normalize_batch
-from datasets.samplers import ShardSampler, derive_seed
+from datasets.samplers import ShardSampler, derive_seed, seeded_cpu_rng
 from datasets.torch_loader import EpochDataLoader, Indexed
 from utils.batch import Batch
 from utils.errors import UserError
@@ -37,9 +37,10 @@ JPEG_MAGIC = b"\xff\xd8"
 
 
 class FileBytes(Dataset):
-    """``(file bytes, target)`` of an ImageFolder's samples: what the workers do is read,
-    nothing else. Plain ``bytes`` travel through the worker pipe; a tensor per file would be
-    shared through one file descriptor each, which runs out under prefetching."""
+    """``(file bytes, target, None)`` of an ImageFolder's samples (no window: validation): what
+    the workers do is read, nothing else. Plain ``bytes`` travel through the worker pipe; a
+    tensor per file would be shared through one file descriptor each, which runs out under
+    prefetching."""
 
     def __init__(self, samples: Sequence[tuple[str, int]]):
         self.samples = list(samples)
@@ -50,7 +51,7 @@ class FileBytes(Dataset):
     def __getitem__(self, index: int):
         path, target = self.samples[index]
         with open(path, "rb") as f:
-            return f.read(), target
+            return f.read(), target, None
 
 
 Window = Tuple[int, int, int, int, bool]   # RandomResizedCrop's (top, left, height, width), flip
@@ -76,7 +77,7 @@ class FileBytesAndWindow(FileBytes):
         self.scale, self.ratio = scale, ratio
 
     def __getitem__(self, index: int):
-        data, target = super().__getitem__(index)
+        data, target, _ = super().__getitem__(index)
         try:
             with Image.open(io.BytesIO(data)) as header:
                 window = draw_window(header, self.scale, self.ratio)
@@ -86,11 +87,8 @@ class FileBytesAndWindow(FileBytes):
 
 
 def collate_files(items):
-    """``(file bytes, target, index)`` or ``(file bytes, target, window, index)`` items (the index
-    added by the sampler's dataset wrapper) -> ``(bytes, targets, indices, windows or None)``."""
-    if len(items[0]) == 3:
-        data, targets, indices = zip(*items)
-        return list(data), torch.tensor(targets), torch.tensor(indices), None
+    """``(file bytes, target, window or None, index)`` items (the index added by the sampler's
+    dataset wrapper) -> ``(bytes, targets, indices, windows)``."""
     data, targets, windows, indices = zip(*items)
     return list(data), torch.tensor(targets), torch.tensor(indices), list(windows)
 
@@ -105,27 +103,25 @@ def decode_batch(files: List[bytes], device: torch.device,
     decode is a one-line ``UserError`` naming it (``paths``: the files' paths)."""
     data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     jpeg = [i for i, f in enumerate(files) if f[:2] == JPEG_MAGIC]
-    images: List[torch.Tensor] = [None] * len(data)
     try:
         decoded = decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device) if jpeg else []
-        images_of = dict(zip(jpeg, decoded))
+        images = dict(zip(jpeg, decoded))
     except RuntimeError:
-        images_of = {}
+        images = {}
         for i in jpeg:
             try:
-                images_of[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
+                images[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
             except RuntimeError:
                 pass
-    refused = len(jpeg) - len(images_of)
+    refused = len(jpeg) - len(images)
     for i in range(len(data)):
-        images[i] = images_of.get(i)
-        if images[i] is None:
+        if i not in images:
             try:
                 images[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
             except RuntimeError as error:
                 reason = " ".join(str(error).split())
                 raise UserError(f"cannot read image {paths[i]}: {reason}; replace or remove the file") from error
-    return images, refused
+    return [images[i] for i in range(len(data))], refused
 
 
 def apply_window(image: torch.Tensor, window: Window, size: int) -> torch.Tensor:
@@ -138,12 +134,8 @@ def apply_window(image: torch.Tensor, window: Window, size: int) -> torch.Tensor
 def train_view(image: torch.Tensor, sample_seed: int, size: int, scale, ratio) -> torch.Tensor:
     """RandomResizedCrop(size) + RandomHorizontalFlip of one uint8 image, with the window and
     flip torchvision draws under ``sample_seed`` (the torch loader's draws for this sample)."""
-    state = torch.get_rng_state()
-    torch.default_generator.manual_seed(sample_seed)
-    try:
+    with seeded_cpu_rng(sample_seed):
         window = draw_window(image, scale, ratio)
-    finally:
-        torch.set_rng_state(state)
     return apply_window(image, window, size)
 
 
@@ -207,6 +199,6 @@ class DeviceJpegLoader:
                       f"file(s) of a batch (CMYK or damaged JPEGs?); those it refuses are "
                       f"decoded on the CPU instead (said once)", file=sys.stderr)
             crops = torch.stack([self._view(image, index, window) for image, index, window
-                                 in zip(images, rows, windows or [None] * len(rows))])
+                                 in zip(images, rows, windows)])
             yield Batch(normalize_batch(crops, self.mean, self.std), targets, indices).to(
                 self.device, non_blocking=True)

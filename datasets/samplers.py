@@ -8,11 +8,25 @@ loader workers, of which worker gets which batch, and of the world size (sample 
 cropped the same on any rank), and it never disturbs the trainer's own RNG stream.
 """
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 from utils.seeding import derive_seed
+
+
+@contextmanager
+def seeded_cpu_rng(sample_seed: int):
+    """torch's CPU generator seeded with ``sample_seed`` inside the block (torchvision's random
+    transforms draw from it), its previous state restored afterwards: with ``num_workers=0`` the
+    trainer's RNG stream is left as it was."""
+    state = torch.get_rng_state()
+    torch.default_generator.manual_seed(sample_seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
 
 
 def epoch_views(seed: int, epoch: int, dataset_size: int,

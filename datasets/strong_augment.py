@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from torchvision.transforms import functional as TF
 
-from datasets.transforms import CIFAR_PADDING
+from datasets.transforms import CIFAR_PADDING, cifar_crop
 from utils.seeding import derive_seed
 
 OPERATIONS_PER_IMAGE = 2
@@ -113,10 +113,7 @@ def strong_view(image: Image.Image, plan: StrongPlan, mean: Sequence[float],
                 std: Sequence[float], padding: int = CIFAR_PADDING) -> torch.Tensor:
     """The normalised strong view ``[3, H, W]`` of a PIL RGB image under ``plan``: crop of the
     zero-padded image, flip, the operations in order, Cutout, ToTensor, Normalize."""
-    width, height = image.size
-    view = TF.crop(TF.pad(image, padding), plan.top, plan.left, height, width)
-    if plan.flip:
-        view = TF.hflip(view)
+    view = cifar_crop(image, plan.top, plan.left, plan.flip, padding)
     for name, magnitude in plan.operations:
         view = OPERATIONS[name][0](view, magnitude)
     pixels = apply_cutout(np.asarray(view.convert("RGB")), plan.cutout_fraction, plan.cutout_center)

@@ -9,12 +9,11 @@ epoch's table instead (``ViewSampler``), the one the GPU loader applies: same vi
 Both loaders yield ``utils.batch.Batch``es: each item carries its dataset index, and
 ``collate_batch`` stacks them.
 """
-from typing import Optional
-
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from datasets.samplers import SeededSampler, ShardSampler, ViewSampler, derive_seed
+from datasets.arrays import ArrayViews
+from datasets.samplers import SeededSampler, ShardSampler, ViewSampler, derive_seed, seeded_cpu_rng
 from utils.batch import Batch, BatchViews
 
 
@@ -46,32 +45,20 @@ def collate_view_batch(items) -> Batch:
 
 
 def collate_two_view_batch(items) -> Batch:
-    """``ArrayTwoViews`` items (a view batch's fields, then the strong view) -> one ``Batch``
+    """``ArrayViews`` items with the strong view (a view batch's fields, then the strong view) -> one ``Batch``
     with ``strong_images``."""
     *weak, strong = zip(*items)
     return collate_view_batch(list(zip(*weak))).replace(strong_images=default_collate(strong))
 
 
-class SeededAugmentation(Dataset):
-    """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed with
-    torch's CPU generator seeded by ``sample_seed`` (torchvision's random transforms draw from it); the generator's
-    previous state is restored afterwards, so with ``num_workers=0`` the trainer's RNG stream is
-    left as it was."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+class SeededAugmentation(Indexed):
+    """Item ``(index, sample_seed)`` -> ``(*dataset[index], index)``, the sample computed under
+    ``samplers.seeded_cpu_rng(sample_seed)``."""
 
     def __getitem__(self, item: tuple[int, int]):
         index, sample_seed = item
-        state = torch.get_rng_state()
-        torch.default_generator.manual_seed(sample_seed)
-        try:
-            return (*self.dataset[index], index)
-        finally:
-            torch.set_rng_state(state)
+        with seeded_cpu_rng(sample_seed):
+            return super().__getitem__(index)
 
 
 class EpochDataLoader(DataLoader):
@@ -79,19 +66,17 @@ class EpochDataLoader(DataLoader):
     gives the loader a generator seeded from (seed, epoch), from which DataLoader draws its
     worker base seed instead of drawing from (and advancing) torch's global RNG."""
 
-    def __init__(self, dataset: Dataset, *, seed: int, rank: int, world_size: int,
-                 view_padding: Optional[int] = None, strong_view: bool = False, **kwargs):
-        """``view_padding``: ``dataset`` takes ``(index, top, left, flip)`` items (``ArrayViews``)
-        and the views come from the epoch's table; otherwise it draws its own, per-sample seeded.
-        ``strong_view``: with ``view_padding``, ``dataset`` is an ``ArrayTwoViews`` and takes
-        the epoch too."""
+    def __init__(self, dataset: Dataset, *, seed: int, rank: int, world_size: int, **kwargs):
+        """An ``ArrayViews`` takes its views (and, with the strong view, the epoch) from the
+        sampler, which reads the epoch's table; any other dataset draws its own, per-sample
+        seeded."""
         shard = dict(seed=seed, rank=rank, world_size=world_size)
-        if view_padding is None:
-            sampler, dataset = SeededSampler(len(dataset), **shard), SeededAugmentation(dataset)
+        if isinstance(dataset, ArrayViews):
+            strong = dataset.strong_seed is not None
+            sampler = ViewSampler(len(dataset), padding=dataset.padding, with_epoch=strong, **shard)
+            kwargs["collate_fn"] = collate_two_view_batch if strong else collate_view_batch
         else:
-            sampler = ViewSampler(len(dataset), padding=view_padding, with_epoch=strong_view,
-                                  **shard)
-            kwargs["collate_fn"] = collate_two_view_batch if strong_view else collate_view_batch
+            sampler, dataset = SeededSampler(len(dataset), **shard), SeededAugmentation(dataset)
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.seed = seed
         self.set_epoch(0)
@@ -103,16 +88,13 @@ class EpochDataLoader(DataLoader):
 
 def build_torch_loaders(train_set: Dataset, val_set: Dataset, *, batch_size: int,
                         val_batch_size: int, num_workers: int, seed: int, rank: int,
-                        world_size: int, device, view_padding: Optional[int] = None,
-                        strong_view: bool = False) -> tuple[EpochDataLoader, DataLoader]:
+                        world_size: int, device) -> tuple[EpochDataLoader, DataLoader]:
     """Train: shuffled, DistributedSampler shards, no drop_last (as the reference recipes).
     Val: in order, disjoint unpadded shards. Pinned memory for CUDA; persistent workers."""
     common = dict(num_workers=num_workers, persistent_workers=num_workers > 0,
                   pin_memory=torch.device(device).type == "cuda", collate_fn=collate_batch)
     train = EpochDataLoader(train_set, seed=seed, rank=rank, world_size=world_size,
-                            view_padding=view_padding, strong_view=strong_view,
-                            batch_size=batch_size, drop_last=False,
-                            **common)
+                            batch_size=batch_size, drop_last=False, **common)
     val = DataLoader(Indexed(val_set), batch_size=val_batch_size,
                      sampler=ShardSampler(len(val_set), rank=rank, world_size=world_size),
                      **common)

@@ -36,13 +36,15 @@ def image_transforms(image_size: int, mean: Sequence[float], std: Sequence[float
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
 
-def cifar_view(image, top: int, left: int, flip: bool, mean: Sequence[float],
-               std: Sequence[float], padding: int = CIFAR_PADDING):
-    """One given view of a PIL image under the CIFAR recipe: what RandomCrop(size,
-    padding=padding) (zero fill) + RandomHorizontalFlip + ToTensor + Normalize compute when they
-    draw the crop offsets (top, left) of the padded image and ``flip``."""
+def cifar_crop(image, top: int, left: int, flip: bool, padding: int = CIFAR_PADDING):
+    """The PIL crop RandomCrop(size, padding=padding) (zero fill) + RandomHorizontalFlip make
+    when they draw the crop offsets (top, left) of the padded image and ``flip``."""
     width, height = image.size
     view = TF.crop(TF.pad(image, padding), top, left, height, width)
-    if flip:
-        view = TF.hflip(view)
-    return TF.normalize(TF.to_tensor(view), mean, std)
+    return TF.hflip(view) if flip else view
+
+
+def cifar_view(image, top: int, left: int, flip: bool, mean: Sequence[float],
+               std: Sequence[float], padding: int = CIFAR_PADDING):
+    """One given view of a PIL image under the CIFAR recipe: ``cifar_crop``, ToTensor, Normalize."""
+    return TF.normalize(TF.to_tensor(cifar_crop(image, top, left, flip, padding)), mean, std)

@@ -8,7 +8,8 @@ student's map through the teacher's head). A family implements ``_stages`` (a ge
 the stage maps), names its classifier and, when something sits between the last stage map and
 the pooling, ``_pre_pool``; the plain forward and the feature forward share that one generator.
 """
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from functools import partial
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,13 @@ CIFAR_MODELS = Registry("CIFAR model")
 IMAGENET_MODELS = Registry("ImageNet model")
 
 StageMaps = Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+
+def register_variants(registry: Registry, build: Callable, variants: Dict[str, tuple]) -> None:
+    """Register ``build(*args, num_classes=...)`` under each name of ``variants`` (name -> args):
+    a family's table of named networks, instead of one decorated function per name."""
+    for name, args in variants.items():
+        registry.register(name)(partial(build, *args))
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
@@ -121,10 +129,7 @@ class ZooModel(nn.Module):
     def forward_features(self, x: torch.Tensor) -> Dict[str, object]:
         """``{"logits", "feats", "preact_feats", "pooled_feat"}`` as the benchmark defines them
         (``preact_feats`` is None where the reference has none)."""
-        feats, preacts = [], []
-        for feat, preact in self._stages(x):
-            feats.append(feat)
-            preacts.append(preact)
+        feats, preacts = map(list, zip(*self._stages(x)))
         pooled = self.forward_head(feats[-1], pre_logits=True)
         return {"logits": self.get_classifier()(pooled), "feats": feats,
                 "preact_feats": self._preact_feats(feats, preacts), "pooled_feat": pooled}

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import CIFAR_MODELS, IMAGENET_MODELS, StageMaps, ZooModel, global_pool, kaiming_init_, run_stages
-from models.resnet import BasicBlock, Bottleneck, add_stem, make_stage, run_stem
+from models.base import (CIFAR_MODELS, IMAGENET_MODELS, StageMaps, ZooModel, global_pool, kaiming_init_,
+                         register_variants, run_stages)
+from models.resnet import BasicBlock, Bottleneck, add_trunk, make_stage, stem_and_stages
 
 OUTPUTS = ("branch", "ensemble")
 
@@ -44,11 +45,7 @@ class ONEResNet(ZooModel):
         self.output = output
         self.branches = branches
         self.last = len(depths)
-        add_stem(self, stem_width, imagenet_stem)
-        width = stem_width
-        for i, (num_blocks, stage_planes) in enumerate(zip(depths[:-1], planes[:-1])):
-            setattr(self, f"layer{i + 1}", make_stage(block, width, stage_planes, num_blocks, 1 if i == 0 else 2))
-            width = stage_planes * block.expansion
+        width = add_trunk(self, block, depths[:-1], planes[:-1], stem_width, imagenet_stem)
         for b in range(1, branches + 1):
             setattr(self, f"layer{self.last}_{b}", make_stage(block, width, planes[-1], depths[-1], 2))
         self.control_v1 = nn.Linear(width, branches)
@@ -73,18 +70,13 @@ class ONEResNet(ZooModel):
         """Branch ``b``'s copy of ``name``: ``"layer"`` (the last stage) or ``"classfier"``."""
         return getattr(self, f"{name}{self.last}_{b}")
 
-    def _trunk(self, x: torch.Tensor) -> StageMaps:
-        """The shared trunk: stem (and max-pool), every stage but the last."""
-        feat, x = run_stem(self, x)
-        yield feat, feat
-        yield from run_stages(x, [getattr(self, f"layer{i}") for i in range(1, self.last)])
+    def _trunk_stages(self) -> List[nn.Module]:
+        """The shared trunk's stages: every stage but the last."""
+        return [getattr(self, f"layer{i}") for i in range(1, self.last)]
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
         """The trunk, then branch 1's last stage: what ``model(x)`` needs for branch 1."""
-        feat = x
-        for feat, preact in self._trunk(x):
-            yield feat, preact
-        yield from run_stages(feat, [self._branch(1, "layer")])
+        return stem_and_stages(self, x, self._trunk_stages() + [self._branch(1, "layer")])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.output == "ensemble":
@@ -96,8 +88,8 @@ class ONEResNet(ZooModel):
         [N, B] and ``gate_preact`` (the ``bn_v1`` output), ``feats`` / ``preact_feats`` (stem,
         the trunk's stages, branch 1's last stage), ``branch_feats`` (every branch's last-stage
         output) and ``pooled_feat`` (branch 1's)."""
-        stages = list(self._trunk(x))
-        trunk = stages[-1][0]
+        feats, preacts = map(list, zip(*stem_and_stages(self, x, self._trunk_stages())))
+        trunk = feats[-1]
         gate_preact = self.bn_v1(self.control_v1(global_pool(trunk)))
         gate = F.softmax(F.relu(gate_preact), dim=1)
         branch_maps = [next(run_stages(trunk, [self._branch(b, "layer")]))
@@ -105,10 +97,9 @@ class ONEResNet(ZooModel):
         pooled = [global_pool(feat) for feat, _ in branch_maps]
         branch_logits = torch.stack([self._branch(b, "classfier")(p) for b, p in enumerate(pooled, 1)])
         ensemble = (gate.t().unsqueeze(-1) * branch_logits).sum(0)
-        feats: List[torch.Tensor] = [feat for feat, _ in stages] + [branch_maps[0][0]]
         return {"logits": branch_logits[0], "branch_logits": branch_logits, "ensemble_logits": ensemble,
-                "gate": gate, "gate_preact": gate_preact, "feats": feats,
-                "preact_feats": [pre for _, pre in stages] + [branch_maps[0][1]],
+                "gate": gate, "gate_preact": gate_preact, "feats": feats + [branch_maps[0][0]],
+                "preact_feats": preacts + [branch_maps[0][1]],
                 "branch_feats": [feat for feat, _ in branch_maps], "pooled_feat": pooled[0]}
 
 
@@ -127,7 +118,7 @@ class ONEResNet(ZooModel):
         return {headline: named.pop(headline), **named}
 
 
-def one_cifar_resnet(depth: int, num_classes: int, output: str) -> ONEResNet:
+def one_cifar_resnet(depth: int, num_classes: int = 100, output: str = "branch") -> ONEResNet:
     """The reference's ``one_resnet(depth)``: BasicBlocks below depth 44, Bottlenecks from 44."""
     if (depth - 2) % 6:
         raise ValueError(f"a ONE ResNet has depth 6n + 2, not {depth}")
@@ -136,14 +127,7 @@ def one_cifar_resnet(depth: int, num_classes: int, output: str) -> ONEResNet:
     return ONEResNet(block, [n, n, n], [16, 32, 64], 16, num_classes, output=output)
 
 
-@CIFAR_MODELS.register("one_resnet32")
-def one_resnet32(num_classes: int = 100, output: str = "branch") -> ONEResNet:
-    return one_cifar_resnet(32, num_classes, output)
-
-
-@CIFAR_MODELS.register("one_resnet110")
-def one_resnet110(num_classes: int = 100, output: str = "branch") -> ONEResNet:
-    return one_cifar_resnet(110, num_classes, output)
+register_variants(CIFAR_MODELS, one_cifar_resnet, {"one_resnet32": (32,), "one_resnet110": (110,)})
 
 
 @IMAGENET_MODELS.register("one_ResNet18")

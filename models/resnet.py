@@ -30,12 +30,9 @@ class ResidualBlock(nn.Module):
 
     def _add_shortcut(self, in_planes: int, out_planes: int, stride: int, name: str) -> None:
         self._shortcut_name = name
-        if stride != 1 or in_planes != out_planes:
-            projection = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(out_planes))
-        else:
-            projection = nn.Identity()
-        setattr(self, name, projection)
+        setattr(self, name, nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_planes))
+                if stride != 1 or in_planes != out_planes else nn.Identity())
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -89,28 +86,36 @@ def make_stage(block: Type[ResidualBlock], in_planes: int, planes: int, num_bloc
     return Stage(*blocks)
 
 
-def add_stem(model: nn.Module, stem_width: int, imagenet_stem: bool) -> None:
-    """``conv1``, ``bn1`` and ``maxpool`` on ``model``: the CIFAR stem (3×3/1 conv, BN, ReLU; no
-    pool) or torchvision's ImageNet stem (7×7/2 conv, BN, ReLU, 3×3/2 max-pool)."""
-    if imagenet_stem:
-        model.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
-    else:
-        model.conv1 = conv3x3(3, stem_width)
+def add_trunk(model: nn.Module, block: Type[ResidualBlock], depths: Sequence[int], planes: Sequence[int],
+              stem_width: int, imagenet_stem: bool, shortcut: str = "downsample") -> int:
+    """``conv1``, ``bn1``, ``maxpool`` and stages ``layer1 … layerK`` (strides 1, 2, 2, ...) on
+    ``model``: the CIFAR stem (3×3/1 conv, BN, ReLU; no pool) or torchvision's ImageNet stem
+    (7×7/2 conv, BN, ReLU, 3×3/2 max-pool). Returns the last stage's output width."""
+    model.conv1 = (nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False) if imagenet_stem
+                   else conv3x3(3, stem_width))
     model.bn1 = nn.BatchNorm2d(stem_width)
     model.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if imagenet_stem else None
+    in_planes = stem_width
+    for i, (num_blocks, width) in enumerate(zip(depths, planes)):
+        stage = make_stage(block, in_planes, width, num_blocks, 1 if i == 0 else 2, shortcut)
+        setattr(model, f"layer{i + 1}", stage)
+        in_planes = width * block.expansion
+    return in_planes
 
 
-def run_stem(model: nn.Module, x: torch.Tensor):
-    """``(stem feature, input of the first stage)``: the ReLU output, then max-pooled if any."""
+def stem_and_stages(model: nn.Module, x: torch.Tensor, stages: Sequence[nn.Module]) -> StageMaps:
+    """The stem's map (its ReLU output, which is also its "pre-activation" map), then those of
+    ``stages``, the first fed the max-pooled stem map where there is a max-pool."""
     feat = F.relu(model.bn1(model.conv1(x)))
-    return feat, (model.maxpool(feat) if model.maxpool is not None else feat)
+    yield feat, feat
+    yield from run_stages(feat if model.maxpool is None else model.maxpool(feat), stages)
 
 
 class ResNet(ZooModel):
     """Stem, stages ``layer1 … layerK`` (strides 1, 2, 2, ...), global pooling, classifier.
 
-    ``imagenet_stem``: 7×7/2 conv + BN + ReLU + 3×3/2 max-pool (torchvision) instead of the CIFAR
-    3×3/1 conv + BN + ReLU. Either way the stem's "pre-activation" feature is its ReLU output:
+    ``imagenet_stem``: torchvision's stem instead of the CIFAR one (``add_trunk``). Either way
+    the stem's "pre-activation" feature is its ReLU output:
     for the CIFAR stems the references say so; in mdistiller's ImageNet ResNet the in-place ReLU
     overwrites the saved BN output, so the reference data holds the ReLU output there too.
     """
@@ -119,12 +124,7 @@ class ResNet(ZooModel):
                  stem_width: int, num_classes: int, *, imagenet_stem: bool = False,
                  shortcut: str = "downsample", classifier: str = "fc"):
         super().__init__(num_classes)
-        add_stem(self, stem_width, imagenet_stem)
-        in_planes = stem_width
-        for i, (num_blocks, width) in enumerate(zip(depths, planes)):
-            stage = make_stage(block, in_planes, width, num_blocks, 1 if i == 0 else 2, shortcut)
-            setattr(self, f"layer{i + 1}", stage)
-            in_planes = width * block.expansion
+        in_planes = add_trunk(self, block, depths, planes, stem_width, imagenet_stem, shortcut)
         self.classifier_name = classifier
         setattr(self, classifier, nn.Linear(in_planes, num_classes))
         self.stage_channels = [stem_width] + [width * block.expansion for width in planes]
@@ -135,13 +135,8 @@ class ResNet(ZooModel):
 
     def _bn_before_relu_names(self) -> List[Optional[str]]:
         """The stem's BN, then each stage's last block's last BN (before the addition)."""
-        names = ["bn1"]
-        for i, layer in enumerate(self._layers(), start=1):
-            last = layer[len(layer) - 1]
-            names.append(f"layer{i}.{len(layer) - 1}.{'bn3' if isinstance(last, Bottleneck) else 'bn2'}")
-        return names
+        return ["bn1"] + [f"layer{i}.{len(layer) - 1}.{'bn3' if isinstance(layer[-1], Bottleneck) else 'bn2'}"
+                          for i, layer in enumerate(self._layers(), start=1)]
 
     def _stages(self, x: torch.Tensor) -> StageMaps:
-        feat, x = run_stem(self, x)
-        yield feat, feat
-        yield from run_stages(x, self._layers())
+        return stem_and_stages(self, x, self._layers())

@@ -56,11 +56,10 @@ class MobileNetV2(ZooModel):
         self.blocks = nn.ModuleList()
         for index, (c, n, s) in enumerate(SETTINGS):
             out_channels = int(c * width_mult)
-            group = []
-            for i in range(n):
-                group.append(InvertedResidual(channels, out_channels, s if i == 0 else 1, expansion if index else 1))
-                channels = out_channels
-            self.blocks.append(nn.Sequential(*group))
+            self.blocks.append(nn.Sequential(*[
+                InvertedResidual(channels if i == 0 else out_channels, out_channels, s if i == 0 else 1,
+                                 expansion if index else 1) for i in range(n)]))
+            channels = out_channels
         last_channels = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = conv_bn_relu(channels, last_channels, 1)
         self.classifier = nn.Sequential(nn.Linear(last_channels, num_classes))

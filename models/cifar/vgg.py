@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import CIFAR_MODELS, StageMaps, ZooModel, kaiming_init_
+from models.base import CIFAR_MODELS, StageMaps, ZooModel, kaiming_init_, register_variants
 
 CONFIGS = {
     "vgg8": [[64], [128], [256], [512], [512]],
@@ -34,7 +34,7 @@ def vgg_block(in_channels: int, widths: Sequence[int]) -> nn.Sequential:
 class VGG(ZooModel):
     classifier_name = "classifier"
 
-    def __init__(self, config: Sequence[Sequence[int]], num_classes: int):
+    def __init__(self, config: Sequence[Sequence[int]], num_classes: int = 100):
         super().__init__(num_classes)
         in_channels = 3
         for i, widths in enumerate(config):
@@ -60,26 +60,4 @@ class VGG(ZooModel):
         return [f"block{i}.{len(getattr(self, f'block{i}')) - 1}" for i in range(5)]
 
 
-@CIFAR_MODELS.register("vgg8")
-def vgg8(num_classes: int = 100) -> VGG:
-    return VGG(CONFIGS["vgg8"], num_classes)
-
-
-@CIFAR_MODELS.register("vgg11")
-def vgg11(num_classes: int = 100) -> VGG:
-    return VGG(CONFIGS["vgg11"], num_classes)
-
-
-@CIFAR_MODELS.register("vgg13")
-def vgg13(num_classes: int = 100) -> VGG:
-    return VGG(CONFIGS["vgg13"], num_classes)
-
-
-@CIFAR_MODELS.register("vgg16")
-def vgg16(num_classes: int = 100) -> VGG:
-    return VGG(CONFIGS["vgg16"], num_classes)
-
-
-@CIFAR_MODELS.register("vgg19")
-def vgg19(num_classes: int = 100) -> VGG:
-    return VGG(CONFIGS["vgg19"], num_classes)
+register_variants(CIFAR_MODELS, VGG, {name: (config,) for name, config in CONFIGS.items()})

@@ -6,13 +6,14 @@ conv, final BN + ReLU + pooling + ``fc``. No dropout (the benchmark's rate is 0)
 wrn_16_1/2 and wrn_40_1/2 are the benchmark's; wrn_40_4, wrn_16_4, wrn_16_10 and wrn_10_10 are
 SRRL's (Yang et al., ICLR 2021: 8.97M, 2.77M, 17.2M and 7.49M parameters at 100 classes).
 """
+from collections import OrderedDict
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import CIFAR_MODELS, StageMaps, ZooModel, kaiming_init_
+from models.base import CIFAR_MODELS, StageMaps, ZooModel, kaiming_init_, register_variants
 
 
 class WideBlock(nn.Module):
@@ -35,16 +36,11 @@ class WideBlock(nn.Module):
         return shortcut + out
 
 
-class WideStage(nn.Module):
+def wide_stage(num_blocks: int, in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
     """``num_blocks`` blocks under ``.layer`` (the reference's ``NetworkBlock`` key layout)."""
-
-    def __init__(self, num_blocks: int, in_planes: int, out_planes: int, stride: int):
-        super().__init__()
-        self.layer = nn.Sequential(*[WideBlock(in_planes if i == 0 else out_planes, out_planes,
-                                               stride if i == 0 else 1) for i in range(num_blocks)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+    return nn.Sequential(OrderedDict(layer=nn.Sequential(*[
+        WideBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1)
+        for i in range(num_blocks)])))
 
 
 def peek_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -61,16 +57,15 @@ class WideResNet(ZooModel):
     (``block2.layer.0.bn1``, ``block3.layer.0.bn1``, ``bn1``), BN without ReLU, as the reference
     computes them."""
 
-    def __init__(self, depth: int, widen_factor: int, num_classes: int):
+    def __init__(self, depth: int, widen_factor: int, num_classes: int = 100):
         super().__init__(num_classes)
         if (depth - 4) % 6:
             raise ValueError(f"a WRN has depth 6n + 4, not {depth}")
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(3, widths[0], 3, padding=1, bias=False)
-        self.block1 = WideStage(n, widths[0], widths[1], 1)
-        self.block2 = WideStage(n, widths[1], widths[2], 2)
-        self.block3 = WideStage(n, widths[2], widths[3], 2)
+        for i in (1, 2, 3):
+            setattr(self, f"block{i}", wide_stage(n, widths[i - 1], widths[i], 1 if i == 1 else 2))
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.fc = nn.Linear(widths[3], num_classes)
         self.stage_channels = widths
@@ -96,41 +91,6 @@ class WideResNet(ZooModel):
         return [None, "block2.layer.0.bn1", "block3.layer.0.bn1", "bn1"]
 
 
-@CIFAR_MODELS.register("wrn_16_1")
-def wrn_16_1(num_classes: int = 100) -> WideResNet:
-    return WideResNet(16, 1, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_16_2")
-def wrn_16_2(num_classes: int = 100) -> WideResNet:
-    return WideResNet(16, 2, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_40_1")
-def wrn_40_1(num_classes: int = 100) -> WideResNet:
-    return WideResNet(40, 1, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_40_2")
-def wrn_40_2(num_classes: int = 100) -> WideResNet:
-    return WideResNet(40, 2, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_40_4")
-def wrn_40_4(num_classes: int = 100) -> WideResNet:
-    return WideResNet(40, 4, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_16_4")
-def wrn_16_4(num_classes: int = 100) -> WideResNet:
-    return WideResNet(16, 4, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_16_10")
-def wrn_16_10(num_classes: int = 100) -> WideResNet:
-    return WideResNet(16, 10, num_classes)
-
-
-@CIFAR_MODELS.register("wrn_10_10")
-def wrn_10_10(num_classes: int = 100) -> WideResNet:
-    return WideResNet(10, 10, num_classes)
+# the benchmark's, then SRRL's
+register_variants(CIFAR_MODELS, WideResNet, {f"wrn_{depth}_{k}": (depth, k) for depth, k in (
+    (16, 1), (16, 2), (40, 1), (40, 2), (40, 4), (16, 4), (16, 10), (10, 10))})

@@ -29,13 +29,10 @@ def separable_unit(in_channels: int, out_channels: int, stride: int) -> nn.Seque
 class MobileNetV1(ZooModel):
     def __init__(self, num_classes: int = 1000):
         super().__init__(num_classes)
-        units = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32))]
-        in_channels = 32
-        for out_channels, stride in UNITS:
-            units.append(separable_unit(in_channels, out_channels, stride))
-            in_channels = out_channels
-        self.model = nn.Sequential(*units)
-        self.fc = nn.Linear(in_channels, num_classes)
+        in_channels = [32] + [out_channels for out_channels, _ in UNITS]
+        self.model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32)),
+                                   *[separable_unit(c_in, *unit) for c_in, unit in zip(in_channels, UNITS)])
+        self.fc = nn.Linear(in_channels[-1], num_classes)
         self.stage_channels = [UNITS[stop - 2][0] for _, stop in FEATURE_UNITS]
 
     def _stages(self, x: torch.Tensor) -> StageMaps:

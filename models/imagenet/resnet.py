@@ -8,31 +8,16 @@ each before (``preact_feats``) and after (``feats``) the ReLU. The stem's pre-ac
 is its ReLU output as well: the reference keeps a reference to the BN output and then applies
 an in-place ReLU to it, and the reference data reflects that.
 """
-from models.base import IMAGENET_MODELS
+from models.base import IMAGENET_MODELS, register_variants
 from models.resnet import BasicBlock, Bottleneck, ResNet
 
 PLANES = (64, 128, 256, 512)
 
 
-def imagenet_resnet(block, depths, num_classes: int) -> ResNet:
+def imagenet_resnet(block, depths, num_classes: int = 1000) -> ResNet:
     return ResNet(block, depths, PLANES, 64, num_classes, imagenet_stem=True)
 
 
-@IMAGENET_MODELS.register("ResNet18")
-def resnet18(num_classes: int = 1000) -> ResNet:
-    return imagenet_resnet(BasicBlock, [2, 2, 2, 2], num_classes)
-
-
-@IMAGENET_MODELS.register("ResNet34")
-def resnet34(num_classes: int = 1000) -> ResNet:
-    return imagenet_resnet(BasicBlock, [3, 4, 6, 3], num_classes)
-
-
-@IMAGENET_MODELS.register("ResNet50")
-def resnet50(num_classes: int = 1000) -> ResNet:
-    return imagenet_resnet(Bottleneck, [3, 4, 6, 3], num_classes)
-
-
-@IMAGENET_MODELS.register("ResNet101")
-def resnet101(num_classes: int = 1000) -> ResNet:
-    return imagenet_resnet(Bottleneck, [3, 4, 23, 3], num_classes)
+register_variants(IMAGENET_MODELS, imagenet_resnet, {
+    "ResNet18": (BasicBlock, [2, 2, 2, 2]), "ResNet34": (BasicBlock, [3, 4, 6, 3]),
+    "ResNet50": (Bottleneck, [3, 4, 6, 3]), "ResNet101": (Bottleneck, [3, 4, 23, 3])})
