@@ -156,7 +156,11 @@ class _StrictLoader(yaml.SafeLoader):
                 if merge_seen:
                     raise _KeyProblem(key_node.start_mark.line + 1, "duplicate key '<<'")
                 merge_seen = True
-                for source in self._merge_sources(key_node, value_node):
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                if not all(isinstance(source, yaml.MappingNode) for source in sources):
+                    raise _KeyProblem(key_node.start_mark.line + 1,
+                                      "a merge key ('<<') takes a mapping or a list of mappings")
+                for source in sources:
                     self.flatten_mapping(source, _open + (id(node),))
                     for pair in source.value:
                         merged.setdefault(self._name(pair[0]), pair)
@@ -166,14 +170,6 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _KeyProblem(key_node.start_mark.line + 1, f"duplicate key '{name}'")
             own[name] = (key_node, value_node)
         node.value = list({**merged, **own}.values())
-
-    def _merge_sources(self, key_node, value_node):
-        """The mappings a ``<<`` key merges: one mapping, or a list of them."""
-        line = key_node.start_mark.line + 1
-        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-        if not all(isinstance(source, yaml.MappingNode) for source in sources):
-            raise _KeyProblem(line, "a merge key ('<<') takes a mapping or a list of mappings")
-        return sources
 
     def _name(self, key_node) -> str:
         key = self.construct_object(key_node, deep=True)
@@ -344,18 +340,6 @@ RETIRED = {"experiment.smoke": "a smoke run is asked for with train.py --smoke (
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def check_number(dotted: str, value: Any, allowed: Optional[Range], where: str) -> None:
-    """One number (or each of a list's) finite and within ``allowed``; else a one-line error."""
-    for x in value if isinstance(value, (list, tuple)) else [value]:
-        if x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
-            continue
-        if not math.isfinite(x):
-            raise UserError(f"'{dotted}' in {where} must be a finite number, got {x}")
-        if allowed is not None and not allowed.holds(x):
-            got = value if isinstance(value, (list, tuple)) else x
-            raise UserError(f"'{dotted}' in {where} must be {allowed}, got {got}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation against the schema.
 
@@ -443,10 +427,15 @@ def load_config(path: str, overrides: Optional[List[str]] = None,
 
 
 SCHEMA_DEFAULTS = "the defaults (utils/config.py)"
+MAX_SEED = 2**63 - 1      # torch's generators take 64 bits, and the loaders seed with seed + epoch
+MAX_NAME_BYTES = 255      # a folder name's limit on Linux and macOS (NAME_MAX)
 
 
 def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
-    """Rules between keys; each error names where the key it blames was set."""
+    """Rules between keys of a section, and values of the right type and sign that the platform
+    still cannot take (refused here, with the key, rather than as a traceback from torch or the
+    file system later); each error names where the key it blames was set. Which options go
+    together in a run (DOT's momenta among them): launch/combination.py."""
     def where(key: str) -> str:
         return provenance.get(key, SCHEMA_DEFAULTS)
 
@@ -463,44 +452,17 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
     if solver.warmup_epochs > solver.epochs:
         raise UserError(f"'solver.warmup_epochs' in {where('solver.warmup_epochs')} must be at most "
                         f"solver.epochs={solver.epochs}, got {solver.warmup_epochs}")
-    if solver.optimizer == "dot":
-        _check_dot_momenta(cfg, where)
     if not DEVICE.fullmatch(cfg.runtime.device):
         raise UserError(f"'runtime.device' in {where('runtime.device')} must be auto, cpu, cuda, "
                         f"cuda:N or mps, got {cfg.runtime.device!r}")
-    _check_limits(cfg, where)
-
-
-MAX_SEED = 2**63 - 1      # torch's generators take 64 bits, and the loaders seed with seed + epoch
-MAX_NAME_BYTES = 255      # a folder name's limit on Linux and macOS (NAME_MAX)
-
-
-def _check_limits(cfg: Config, where) -> None:
-    """Values of the right type and sign that the platform still cannot take: refused here, with
-    the key, rather than as a traceback from torch or the file system later."""
-    seed = cfg.experiment.seed
-    if seed > MAX_SEED:
+    if cfg.experiment.seed > MAX_SEED:
         raise UserError(f"'experiment.seed' in {where('experiment.seed')} must be at most 2**63 - 1 "
-                        f"({MAX_SEED}), got {seed}")
+                        f"({MAX_SEED}), got {cfg.experiment.seed}")
     for part in cfg.experiment.name.split("/"):
         if len(part.encode()) > MAX_NAME_BYTES:
             raise UserError(f"'experiment.name' in {where('experiment.name')} is "
                             f"{len(part.encode())} bytes in one folder name, more than a file "
                             f"system takes ({MAX_NAME_BYTES}): shorten it")
-
-
-def _check_dot_momenta(cfg: Config, where) -> None:
-    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1). Which other
-    options go with DOT: launch/combination.py."""
-    solver = cfg.solver
-    momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
-    delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
-    if solver.dot_delta > solver.momentum:
-        raise UserError(f"{delta} must be at most {momentum}: the task momentum is "
-                        "momentum - dot_delta")
-    if solver.momentum + solver.dot_delta >= 1:
-        raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
-                        "momentum + dot_delta")
 
 
 def replace_section(cfg: Config, section: str, **changes) -> Config:
@@ -531,5 +493,10 @@ def check_value(dotted: str, value: Any, hint: Any, where: str) -> Any:
         return value
     if not ok:
         raise UserError(f"'{dotted}' in {where} must be {_describe(hint)}, got {value!r}")
-    check_number(dotted, converted, range_of(hint), where)
+    allowed = range_of(hint)
+    for x in converted if isinstance(converted, list) else [converted]:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise UserError(f"'{dotted}' in {where} must be a finite number, got {x}")
+        if allowed is not None and isinstance(x, (int, float)) and not allowed.holds(x):
+            raise UserError(f"'{dotted}' in {where} must be {allowed}, got {converted}")
     return converted
