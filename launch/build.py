@@ -43,13 +43,12 @@ def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: boo
     provenance: Dict[str, str] = {}
     cfg = load_config(path, overrides, provenance)
     section = resolve_distiller_section(cfg.distiller, f"{path} (distiller section)", provenance)
+    method = get_distiller_class(section["name"])
     if smoke:
-        section = get_distiller_class(section["name"]).smoke_section(section, cfg.data.train_size)
-    cfg = replace_section(cfg, "distiller", **section)
-    if smoke:
+        section = method.smoke_section(section, cfg.data.train_size)
         cfg = replace_section(cfg, "experiment",
                               output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
-    method = get_distiller_class(section["name"])
+    cfg = replace_section(cfg, "distiller", **section)
     if method.needs_teacher and not cfg.teacher.arch:
         raise UserError(f"distiller '{section['name']}' needs a teacher: set teacher.arch in {path}")
     check_combination(cfg, method, device_type(cfg) if here else None,
@@ -84,9 +83,7 @@ def device_type(cfg: Config) -> str:
 
 
 def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
-    wanted = cfg.runtime.device
-    if wanted == "auto":
-        wanted = device_type(cfg)
+    wanted = device_type(cfg) if cfg.runtime.device == "auto" else cfg.runtime.device
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"runtime.device is '{cfg.runtime.device}' but no CUDA device is available; "
                         "use runtime.device=cpu")

@@ -10,10 +10,9 @@ smoke run's earlier output (smoke runs start afresh each time).
 """
 import os
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from engine.checkpoint import load_checkpoint
-from engine.resume import repair_best
 from launch.build import smoke_notice
 from launch.record import read_record
 from utils.atomic import check_replaceable
@@ -92,15 +91,6 @@ def _check_metrics(run_dir: str) -> None:
     if damaged is not None:
         number, problem = damaged
         raise UserError(f"{path} line {number} {problem}: correct or delete that line, then resume")
-
-
-def repair_best_line(run_dir: str, last: str, state: Dict[str, Any]) -> Optional[str]:
-    """``best.pth`` made the best epoch ``last.pth`` records again, when a kill between their
-    writes left it older (on every resume path, a finished run's included); the line to print."""
-    epoch, best_epoch = state.get("epoch"), state.get("best_epoch")
-    if type(epoch) is not int or type(best_epoch) is not int:
-        return None
-    return repair_best(run_dir, last, epoch, best_epoch)
 
 
 def teacher_training_line(cfg) -> Optional[str]:

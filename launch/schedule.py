@@ -46,11 +46,8 @@ def build_optimizer(params, solver, fused: bool = False) -> torch.optim.Optimize
         task, kd = dot_momenta(solver)
         return DistillationOrientedSGD(params, lr=solver.lr, momentum=task, momentum_kd=kd,
                                        weight_decay=solver.weight_decay)
-    kwargs = dict(lr=solver.lr, momentum=solver.momentum, weight_decay=solver.weight_decay,
-                  nesterov=solver.nesterov)
-    if fused:
-        kwargs["fused"] = True
-    return torch.optim.SGD(params, **kwargs)
+    return torch.optim.SGD(params, lr=solver.lr, momentum=solver.momentum, nesterov=solver.nesterov,
+                           weight_decay=solver.weight_decay, fused=fused or None)
 
 
 def build_scheduler(optimizer, solver, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
