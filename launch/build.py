@@ -48,7 +48,7 @@ def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: boo
         section = method.smoke_section(section, cfg.data.train_size)
         cfg = replace_section(cfg, "experiment",
                               output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
-    cfg = replace_section(cfg, "distiller", **section)
+    cfg = dataclasses.replace(cfg, distiller=section)   # the section resolved: every key, defaults filled
     if method.needs_teacher and not cfg.teacher.arch:
         raise UserError(f"distiller '{section['name']}' needs a teacher: set teacher.arch in {path}")
     check_combination(cfg, method, device_type(cfg) if here else None,

@@ -149,17 +149,17 @@ class _StrictLoader(yaml.SafeLoader):
     def flatten_mapping(self, node, _open=()):
         """Called by ``construct_mapping`` for every mapping (SafeConstructor's hook)."""
         if id(node) in _open:
-            raise _KeyProblem(node.start_mark.line + 1, "a merge key ('<<') merges the mapping into itself")
+            raise _KeyProblem(f"{node.start_mark.line + 1}: a merge key ('<<') merges the mapping into itself")
         own, merged, merge_seen = {}, {}, False
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
                 if merge_seen:
-                    raise _KeyProblem(key_node.start_mark.line + 1, "duplicate key '<<'")
+                    raise _KeyProblem(f"{key_node.start_mark.line + 1}: duplicate key '<<'")
                 merge_seen = True
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 if not all(isinstance(source, yaml.MappingNode) for source in sources):
-                    raise _KeyProblem(key_node.start_mark.line + 1,
-                                      "a merge key ('<<') takes a mapping or a list of mappings")
+                    raise _KeyProblem(f"{key_node.start_mark.line + 1}: a merge key ('<<') takes a "
+                                      "mapping or a list of mappings")
                 for source in sources:
                     self.flatten_mapping(source, _open + (id(node),))
                     for pair in source.value:
@@ -167,21 +167,19 @@ class _StrictLoader(yaml.SafeLoader):
                 continue
             name = self._name(key_node)   # a quoted '<<' is a plain key, checked as any other
             if name in own:
-                raise _KeyProblem(key_node.start_mark.line + 1, f"duplicate key '{name}'")
+                raise _KeyProblem(f"{key_node.start_mark.line + 1}: duplicate key '{name}'")
             own[name] = (key_node, value_node)
         node.value = list({**merged, **own}.values())
 
     def _name(self, key_node) -> str:
         key = self.construct_object(key_node, deep=True)
         if not isinstance(key, str):
-            raise _KeyProblem(key_node.start_mark.line + 1, f"key {key!r} is not a name (a string)")
+            raise _KeyProblem(f"{key_node.start_mark.line + 1}: key {key!r} is not a name (a string)")
         return key
 
 
 class _KeyProblem(Exception):
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line, self.problem = line, problem
+    """A key the loader refuses, as ``"<line>: <problem>"``; ``parse_yaml`` names the file."""
 
 
 def _check_size(data: Any, where: str) -> None:
@@ -213,7 +211,7 @@ def parse_yaml(text: str, where: str) -> Any:
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except _KeyProblem as err:
-        raise UserError(f"{where}:{err.line}: {err.problem}") from None
+        raise UserError(f"{where}:{err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -371,23 +369,22 @@ def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
 
 
 def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is Annotated:
-        return _describe(typing.get_args(hint)[0])
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return _describe(args[0])
     if hint is bool:
         return "true or false"
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) in (list, List):
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    if typing.get_origin(hint) is Union and type(None) in typing.get_args(hint):
-        present = [a for a in typing.get_args(hint) if a is not type(None)]
-        return " or ".join(_describe(a) for a in present) + " or null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, List):
+        return f"a list of {_describe(args[0])}"
+    if origin is Union and type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
     return getattr(hint, "__name__", str(hint)).replace("typing.", "")
 
 
 def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls, include_extras=True)   # one per field, in their order
     kwargs = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
@@ -395,8 +392,8 @@ def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
             where = provenance.get(dotted) or provenance.get(_first_leaf(tree[key], dotted), "config")
             if dotted in RETIRED:
                 raise UserError(f"'{dotted}' in {where} is not a config key any more: {RETIRED[dotted]}")
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            close = difflib.get_close_matches(key, hints, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(hints)}"
             raise UserError(f"unknown key '{dotted}' in {where}{hint}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
@@ -467,10 +464,7 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
 
 def replace_section(cfg: Config, section: str, **changes) -> Config:
     """A copy of ``cfg`` with some keys of one section changed (configs are frozen)."""
-    current = getattr(cfg, section)
-    if isinstance(current, dict):
-        return dataclasses.replace(cfg, **{section: {**current, **changes}})
-    return dataclasses.replace(cfg, **{section: dataclasses.replace(current, **changes)})
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})
 
 
 def config_from_dict(tree: Dict[str, Any], where: str = "checkpoint") -> Config:
