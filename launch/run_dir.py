@@ -21,7 +21,7 @@ from utils.logger import check_tensorboard_directory, damaged_metrics_line, read
 from utils.run_lock import LOCK_NAME, RunLock
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "run.json", "config.yaml")
-RUN_DIRS = ("tb",)   # TensorBoard's event files
+TB_DIR = "tb"   # TensorBoard's event files
 
 
 def check_run_files(run_dir: str) -> None:
@@ -32,14 +32,13 @@ def check_run_files(run_dir: str) -> None:
     (``utils.atomic.check_replaceable``)."""
     for name in (*RUN_FILES, LOCK_NAME):
         check_replaceable(os.path.join(run_dir, name))
-    for name in RUN_DIRS:
-        check_tensorboard_directory(os.path.join(run_dir, name))
+    check_tensorboard_directory(os.path.join(run_dir, TB_DIR))
 
 
 def existing_run_files(run_dir: str) -> List[str]:
     """The names of the run files in ``run_dir`` (``tb/`` marked as a directory)."""
-    return [name for name in RUN_FILES if os.path.lexists(os.path.join(run_dir, name))] + \
-           [f"{name}/" for name in RUN_DIRS if os.path.lexists(os.path.join(run_dir, name))]
+    return [name for name in (*RUN_FILES, f"{TB_DIR}/")
+            if os.path.lexists(os.path.join(run_dir, name.rstrip("/")))]
 
 
 def _trained_without_last(run_dir: str) -> bool:
@@ -125,13 +124,12 @@ def start_smoke_run(cfg, resume: Optional[str], is_first: bool) -> None:
         print(smoke_notice(cfg), flush=True)
 
 
-def start_afresh(run_dir: str) -> List[str]:
+def start_afresh(run_dir: str) -> None:
     """Remove a run's files, holding its lock (a smoke run's earlier output). Only the run's
-    own file names are removed (a link, not its target); returns them."""
+    own file names are removed (a link, not its target)."""
     if not os.path.isdir(run_dir):
-        return []
+        return
     check_run_files(run_dir)
-    removed = []
     with RunLock(run_dir):
         for name in existing_run_files(run_dir):
             path = os.path.join(run_dir, name.rstrip("/"))
@@ -139,5 +137,3 @@ def start_afresh(run_dir: str) -> List[str]:
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
-            removed.append(name)
-    return removed
