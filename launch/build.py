@@ -91,9 +91,7 @@ def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
         built = "has no MPS support" if not torch.backends.mps.is_built() else "finds no MPS device"
         raise UserError(f"runtime.device is 'mps' but this PyTorch build {built} (Apple GPUs "
                         "only); use runtime.device=cpu")
-    if wanted == "cuda":
-        wanted = f"cuda:{cuda_index(local_rank)}"
-    return torch.device(wanted)
+    return torch.device(f"cuda:{cuda_index(local_rank)}" if wanted == "cuda" else wanted)
 
 
 def model_dataset(cfg: Config) -> str:

@@ -42,8 +42,7 @@ def build_method(cfg: Config, student: Optional[torch.nn.Module] = None,
     given) and its own modules, sized as a run sizes them, without loading any data."""
     num_classes, input_shape = data_shape(cfg)
     student = student if student is not None else build_student(cfg, num_classes)
-    if teacher is None:
-        teacher = build_teacher(cfg, num_classes, input_shape)
+    teacher = teacher if teacher is not None else build_teacher(cfg, num_classes, input_shape)
     return build_distiller(cfg.distiller, student, teacher, input_shape=input_shape,
                            num_classes=num_classes, train_size=train_size,
                            train_targets=train_targets, seed=cfg.experiment.seed)
