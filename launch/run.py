@@ -14,7 +14,7 @@ final save had prevented that.
 """
 import os
 from contextlib import ExitStack
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import datasets
 from distillers import get_distiller_class
@@ -26,24 +26,13 @@ from engine.rng import seed_everything
 from launch.build import build_run, random_teacher_warning, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
 from launch.run_dir import check_run_files, checkpoint_to_resume, teacher_training_line
-from launch.schedule import describe_optimizer
+from launch.schedule import describe_schedule
 from launch.teacher_check import check_teacher
 from launch.training import build_trainer
 from utils.atomic import remove_stale_temps, write_json, write_text
 from utils.errors import UserError
 from utils.logger import RunLogger, read_metrics_lines
 from utils.run_lock import RunLock
-
-
-def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
-    """The optimizer, the lr of each epoch range and the number of optimizer steps, as the run
-    will use them."""
-    bounds = [0, *[m for m in solver.milestones if m < solver.epochs], solver.epochs]
-    ranges = [f"{solver.lr * solver.gamma ** i:.4g} (epochs {lo + 1}-{hi})"
-              for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])) if hi > lo]
-    warmup = f", linear warm-up over {solver.warmup_epochs} epochs" if solver.warmup_epochs else ""
-    return [describe_optimizer(solver), f"lr = {', '.join(ranges)}{warmup}",
-            f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
 
 
 NONDETERMINISTIC = " does not have a deterministic implementation"
