@@ -68,7 +68,7 @@ def smoke_notice(cfg: Config) -> str:
     """What a smoke run's numbers mean, said before they are printed."""
     path = cfg.teacher.checkpoint
     needs_teacher = get_distiller_class(cfg.distiller["name"]).needs_teacher
-    # random weights are said once the teacher is built (random_teacher_warning)
+    # random weights are said once the teacher is built (build_teacher)
     teacher = f", the teacher from {path}" if needs_teacher and path and os.path.isfile(path) else ""
     return (f"smoke run: a few steps on synthetic data{teacher}: accuracy and loss are "
             "meaningless; this checks only that the pipeline runs")
@@ -129,11 +129,14 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
                 raise
     if cfg.teacher.allow_random:
         # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not
-        # there; the run says so (random_teacher_warning) and records it
+        # there, where the pipeline matters and not what is learnt; in any other run that must
+        # not pass without a word: the run prints this line at start and records it
         models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
-        teacher.random_because = ("torchvision's weights are out of reach" if path == "torchvision"
-                                  else f"its checkpoint {path} is absent" if path
-                                  else "teacher.checkpoint is not set")
+        because = ("torchvision's weights are out of reach" if path == "torchvision"
+                   else f"its checkpoint {path} is absent" if path else "teacher.checkpoint is not set")
+        teacher.random_weights_warning = (
+            f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; teacher.allow_random"
+            "=true): what the student learns from it means nothing (run.json: teacher.random_weights)")
     elif not path:
         raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
                         "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
@@ -141,18 +144,6 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
         raise UserError(f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
                         "released teachers or train one with configs/cifar100/vanilla/")
     return teacher
-
-
-def random_teacher_warning(cfg: Config, teacher: torch.nn.Module) -> Optional[str]:
-    """The line a run prints at start when its teacher has random weights
-    (``teacher.allow_random``): meant for smoke runs, benchmarks and tests, where the pipeline
-    matters and not what is learnt; in any other run it must not pass without a word."""
-    because = getattr(teacher, "random_because", None)
-    if because is None:
-        return None
-    return (f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; "
-            "teacher.allow_random=true): what the student learns from it means nothing "
-            "(run.json: teacher.random_weights)")
 
 
 def teacher_run_config(cfg: Config) -> Config:

@@ -23,7 +23,7 @@ from engine.resume import repair_best
 from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
                                 init_distributed, is_initialized)
 from engine.rng import seed_everything
-from launch.build import build_run, random_teacher_warning, resolve_device, teacher_run_config
+from launch.build import build_run, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
 from launch.run_dir import check_run_files, checkpoint_to_resume, teacher_training_line
 from launch.schedule import describe_schedule
@@ -154,7 +154,7 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
     record = build_record(cfg, device, dist_info.world_size, list(argv), fingerprint, effective)
     if getattr(distiller, "teacher", None) is not None:
         distiller.to(device)
-        warning = random_teacher_warning(cfg, distiller.teacher.model)
+        warning = getattr(distiller.teacher.model, "random_weights_warning", None)
         record["teacher"]["random_weights"] = warning is not None
         if warning:
             logger.info(warning)
