@@ -488,9 +488,9 @@ def check_value(dotted: str, value: Any, hint: Any, where: str) -> Any:
     if not ok:
         raise UserError(f"'{dotted}' in {where} must be {_describe(hint)}, got {value!r}")
     allowed = range_of(hint)
-    for x in converted if isinstance(converted, list) else [converted]:
-        if isinstance(x, float) and not math.isfinite(x):
+    for x in converted if isinstance(converted, (list, tuple)) else [converted]:
+        if isinstance(x, float) and not math.isfinite(x):   # an int is finite however large
             raise UserError(f"'{dotted}' in {where} must be a finite number, got {x}")
-        if allowed is not None and isinstance(x, (int, float)) and not allowed.holds(x):
+        if allowed is not None and type(x) in (int, float) and not allowed.holds(x):
             raise UserError(f"'{dotted}' in {where} must be {allowed}, got {converted}")
     return converted
