@@ -127,22 +127,20 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
             # replaced by random ones where that is allowed (smoke runs)
             if not (cfg.teacher.allow_random and path == "torchvision"):
                 raise
-    if cfg.teacher.allow_random:
-        # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not
-        # there, where the pipeline matters and not what is learnt; in any other run that must
-        # not pass without a word: the run prints this line at start and records it
-        models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
-        because = ("torchvision's weights are out of reach" if path == "torchvision"
-                   else f"its checkpoint {path} is absent" if path else "teacher.checkpoint is not set")
-        teacher.random_weights_warning = (
-            f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; teacher.allow_random"
-            "=true): what the student learns from it means nothing (run.json: teacher.random_weights)")
-    elif not path:
-        raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
-                        "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
-    else:
-        raise UserError(f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
-                        "released teachers or train one with configs/cifar100/vanilla/")
+    if not cfg.teacher.allow_random:
+        raise UserError((f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
+                         "released teachers or train one with configs/cifar100/vanilla/") if path else
+                        ("teacher.checkpoint is not set: give the path of the teacher's weights "
+                         "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)"))
+    # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not there,
+    # where the pipeline matters and not what is learnt; in any other run that must not pass
+    # without a word: the run prints this line at start and records it
+    models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
+    because = ("torchvision's weights are out of reach" if path == "torchvision"
+               else f"its checkpoint {path} is absent" if path else "teacher.checkpoint is not set")
+    teacher.random_weights_warning = (
+        f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; teacher.allow_random"
+        "=true): what the student learns from it means nothing (run.json: teacher.random_weights)")
     return teacher
 
 
