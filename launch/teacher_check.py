@@ -41,9 +41,8 @@ def _cache_key(cfg, fingerprint: Dict[str, Any]) -> Optional[str]:
 
 
 def _valid_entry(entry: Any) -> bool:
-    return isinstance(entry, dict) and all(
-        isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool)
-        for k in ("top1", "top5", "samples"))
+    return isinstance(entry, dict) and all(type(entry.get(key)) in (int, float)
+                                           for key in ("top1", "top5", "samples"))
 
 
 def read_cache(path: str, logger) -> Dict[str, Any]:

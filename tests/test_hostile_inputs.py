@@ -102,7 +102,8 @@ CLI = "the command-line overrides"
     ("solver.milestones=[1.5]", f"'solver.milestones' in {CLI} must be a list of int, got [1.5]"),
     ("experiment." + ".".join(["deeper"] * 5000) + "=1",
      "the override of 'experiment.deeper.deeper...' nests more than 32 levels deep: refused"),
-], ids=["seed-beyond-64-bits", "seed-beyond-floats", "300-character-name", "fractional-milestone", "5000-level-override"])
+], ids=["seed-beyond-64-bits", "seed-beyond-floats", "300-character-name", "fractional-milestone",
+        "5000-level-override"])
 def test_value_the_platform_cannot_take_is_one_line_exit_2_naming_the_key(tmp_path, override, message, capsys):
     from tests.runs import one_line, train_here, write_config
     config = write_config(tmp_path, "limits", epochs=1)
