@@ -19,9 +19,9 @@ from typing import Any, Dict, Optional, Sequence
 import datasets
 from distillers import get_distiller_class
 from engine.checkpoint import load_checkpoint
-from engine.resume import repair_best
 from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
                                 init_distributed, is_initialized)
+from engine.resume import repair_best
 from engine.rng import seed_everything
 from launch.build import build_run, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
