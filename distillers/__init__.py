@@ -7,7 +7,7 @@ hidden. A method outside the package is named in a config as ``package.module:Cl
 A method's keyword-only constructor arguments, their defaults and type hints, in its own file,
 are the one source of truth for its config section (``method_parameters``): ``resolve_distiller_section``
 checks a section against them (unknown keys get a spelling hint, values must fit the hints and
-the ranges they carry, ``Annotated[float, POSITIVE]`` of ``utils.ranges``, a key without a
+the ranges they carry, ``PositiveFloat`` of ``utils.ranges``, a key without a
 default is required) and fills in the defaults. Arguments named as a context value
 (``CONTEXT``) are not config keys: ``build_distiller`` hands them in.
 """

@@ -18,7 +18,7 @@ from distillers import register_distiller
 from distillers.base import LogitDistiller, parameter_dtype
 from distillers.ctkd_losses import GlobalTemperature, cosine_curriculum, linear_curriculum
 from distillers.losses import kd_loss
-from utils.ranges import NonNegativeFloat, PositiveFloat, PositiveInt
+from utils.ranges import AtLeastOneInt, NonNegativeFloat, PositiveFloat
 
 CURRICULA = {"cosine": cosine_curriculum, "linear": linear_curriculum}
 
@@ -38,7 +38,7 @@ class CTKD(LogitDistiller):
     def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 0.1,
                  kd_weight: NonNegativeFloat = 0.9, t_start: PositiveFloat = 1.0,
                  t_end: NonNegativeFloat = 20.0, curriculum: Literal["cosine", "linear"] = "cosine",
-                 curriculum_epochs: PositiveInt = 10, strength_start: NonNegativeFloat = 0.0,
+                 curriculum_epochs: AtLeastOneInt = 10, strength_start: NonNegativeFloat = 0.0,
                  strength_end: NonNegativeFloat = 1.0, **standardization):
         super().__init__(student, teacher, temperature=t_start, kd_weight=kd_weight,
                          **standardization)

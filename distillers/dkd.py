@@ -5,7 +5,7 @@ from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import dkd_loss
 from utils.errors import UserError
-from utils.ranges import NonNegativeFloat, PositiveFloat, PositiveInt
+from utils.ranges import AtLeastOneInt, NonNegativeFloat, PositiveFloat
 
 
 @register_distiller("dkd")
@@ -22,7 +22,7 @@ class DKD(LogitDistiller):
 
     def __init__(self, student, teacher, *, num_classes: int, ce_weight: NonNegativeFloat = 1.0,
                  alpha: NonNegativeFloat = 1.0, beta: NonNegativeFloat = 8.0,
-                 temperature: PositiveFloat = 4.0, warmup: PositiveInt = 20,
+                 temperature: PositiveFloat = 4.0, warmup: AtLeastOneInt = 20,
                  kd_weight: NonNegativeFloat = 1.0, **standardization):
         super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
                          **standardization)

@@ -5,7 +5,7 @@ from distillers import register_distiller
 from distillers.base import FeatureDistiller
 from distillers.reviewkd_losses import build_review_fusion, hcl_loss
 from utils.errors import UserError
-from utils.ranges import AtLeastOneInt, NonNegativeFloat, PositiveInt
+from utils.ranges import AtLeastOneInt, NonNegativeFloat
 
 
 @register_distiller("reviewkd")
@@ -28,7 +28,7 @@ class ReviewKD(FeatureDistiller):
 
     def __init__(self, student, teacher, *, student_feature_shapes, teacher_feature_shapes,
                  student_pooled_dim, teacher_pooled_dim, feat_weight: NonNegativeFloat = 1.0,
-                 warmup_epochs: PositiveInt = 20, max_mid_channels: AtLeastOneInt = 512,
+                 warmup_epochs: AtLeastOneInt = 20, max_mid_channels: AtLeastOneInt = 512,
                  student_preact: bool = False, **weights):
         super().__init__(student, teacher, feat_weight=feat_weight, **weights)
         self.maps = min(len(student_feature_shapes), len(teacher_feature_shapes) - 1)

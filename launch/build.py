@@ -43,13 +43,12 @@ def load_run_config(path: str, overrides: Optional[List[str]] = None, smoke: boo
     provenance: Dict[str, str] = {}
     cfg = load_config(path, overrides, provenance)
     section = resolve_distiller_section(cfg.distiller, f"{path} (distiller section)", provenance)
+    method = get_distiller_class(section["name"])
     if smoke:
-        section = get_distiller_class(section["name"]).smoke_section(section, cfg.data.train_size)
-    cfg = replace_section(cfg, "distiller", **section)
-    if smoke:
+        section = method.smoke_section(section, cfg.data.train_size)
         cfg = replace_section(cfg, "experiment",
                               output_dir=os.path.join(cfg.experiment.output_dir, "smoke"))
-    method = get_distiller_class(section["name"])
+    cfg = dataclasses.replace(cfg, distiller=section)   # the section resolved: every key, defaults filled
     if method.needs_teacher and not cfg.teacher.arch:
         raise UserError(f"distiller '{section['name']}' needs a teacher: set teacher.arch in {path}")
     check_combination(cfg, method, device_type(cfg) if here else None,
@@ -69,7 +68,7 @@ def smoke_notice(cfg: Config) -> str:
     """What a smoke run's numbers mean, said before they are printed."""
     path = cfg.teacher.checkpoint
     needs_teacher = get_distiller_class(cfg.distiller["name"]).needs_teacher
-    # random weights are said once the teacher is built (random_teacher_warning)
+    # random weights are said once the teacher is built (build_teacher)
     teacher = f", the teacher from {path}" if needs_teacher and path and os.path.isfile(path) else ""
     return (f"smoke run: a few steps on synthetic data{teacher}: accuracy and loss are "
             "meaningless; this checks only that the pipeline runs")
@@ -84,9 +83,7 @@ def device_type(cfg: Config) -> str:
 
 
 def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
-    wanted = cfg.runtime.device
-    if wanted == "auto":
-        wanted = device_type(cfg)
+    wanted = device_type(cfg) if cfg.runtime.device == "auto" else cfg.runtime.device
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"runtime.device is '{cfg.runtime.device}' but no CUDA device is available; "
                         "use runtime.device=cpu")
@@ -94,9 +91,7 @@ def resolve_device(cfg: Config, local_rank: int = 0) -> torch.device:
         built = "has no MPS support" if not torch.backends.mps.is_built() else "finds no MPS device"
         raise UserError(f"runtime.device is 'mps' but this PyTorch build {built} (Apple GPUs "
                         "only); use runtime.device=cpu")
-    if wanted == "cuda":
-        wanted = f"cuda:{cuda_index(local_rank)}"
-    return torch.device(wanted)
+    return torch.device(f"cuda:{cuda_index(local_rank)}" if wanted == "cuda" else wanted)
 
 
 def model_dataset(cfg: Config) -> str:
@@ -132,32 +127,21 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
             # replaced by random ones where that is allowed (smoke runs)
             if not (cfg.teacher.allow_random and path == "torchvision"):
                 raise
-    if cfg.teacher.allow_random:
-        # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not
-        # there; the run says so (random_teacher_warning) and records it
-        models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
-        teacher.random_because = ("torchvision's weights are out of reach" if path == "torchvision"
-                                  else f"its checkpoint {path} is absent" if path
-                                  else "teacher.checkpoint is not set")
-    elif not path:
-        raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
-                        "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
-    else:
-        raise UserError(f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
-                        "released teachers or train one with configs/cifar100/vanilla/")
+    if not cfg.teacher.allow_random:
+        raise UserError((f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
+                         "released teachers or train one with configs/cifar100/vanilla/") if path else
+                        ("teacher.checkpoint is not set: give the path of the teacher's weights "
+                         "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)"))
+    # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not there,
+    # where the pipeline matters and not what is learnt; in any other run that must not pass
+    # without a word: the run prints this line at start and records it
+    models.recalibrate_batchnorm(teacher, input_shape or (3, 32, 32))
+    because = ("torchvision's weights are out of reach" if path == "torchvision"
+               else f"its checkpoint {path} is absent" if path else "teacher.checkpoint is not set")
+    teacher.random_weights_warning = (
+        f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; teacher.allow_random"
+        "=true): what the student learns from it means nothing (run.json: teacher.random_weights)")
     return teacher
-
-
-def random_teacher_warning(cfg: Config, teacher: torch.nn.Module) -> Optional[str]:
-    """The line a run prints at start when its teacher has random weights
-    (``teacher.allow_random``): meant for smoke runs, benchmarks and tests, where the pipeline
-    matters and not what is learnt; in any other run it must not pass without a word."""
-    because = getattr(teacher, "random_because", None)
-    if because is None:
-        return None
-    return (f"WARNING: teacher {cfg.teacher.arch} has random weights ({because}; "
-            "teacher.allow_random=true): what the student learns from it means nothing "
-            "(run.json: teacher.random_weights)")
 
 
 def teacher_run_config(cfg: Config) -> Config:

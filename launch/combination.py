@@ -12,9 +12,17 @@ Where = Callable[[str], str]
 
 
 def dot_conflicts(cfg, method: type, where: Where) -> List[str]:
-    """DOT with what it cannot honour; ``method``: the distiller's class."""
-    if cfg.solver.optimizer != "dot":
+    """DOT with what it cannot honour; ``method``: the distiller's class. Its two momenta,
+    momentum -/+ dot_delta, must both be momenta, in [0, 1)."""
+    solver = cfg.solver
+    if solver.optimizer != "dot":
         return []
+    momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
+    delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
+    momenta = [(solver.dot_delta > solver.momentum, f"{delta} must be at most {momentum}: the task "
+                "momentum is momentum - dot_delta"),
+               (solver.momentum + solver.dot_delta >= 1, f"{momentum} + {delta} must stay below 1: "
+                "the distillation momentum is momentum + dot_delta")]
     refused = [("runtime.compile", cfg.runtime.compile is not False,
                 "compiled, the backward hands every parameter a gradient in both passes (zeros "
                 "where a loss does not reach it), and DOT would take those parameters as reached "
@@ -27,8 +35,9 @@ def dot_conflicts(cfg, method: type, where: Where) -> List[str]:
                ("distiller.name", not getattr(method, "separates_task_loss", True),
                 f"{method.__name__} does not return the task loss 'loss_ce' and a distillation "
                 "loss apart, the two DOT steps with different momenta: use solver.optimizer=sgd")]
-    return [f"'{name}' in {where(name)} does not go with solver.optimizer=dot "
-            f"(in {where('solver.optimizer')}): {reason}" for name, bad, reason in refused if bad]
+    return [text for bad, text in momenta if bad] + [
+        f"'{name}' in {where(name)} does not go with solver.optimizer=dot "
+        f"(in {where('solver.optimizer')}): {reason}" for name, bad, reason in refused if bad]
 
 
 def cuda_graph_refusals(cfg, method: type, device_type: Optional[str],

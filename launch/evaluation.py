@@ -34,13 +34,11 @@ def config_for_checkpoint(checkpoint: Dict[str, Any], path: str, config_path: Op
     recorded_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     if config_path:
         cfg = load_config(config_path, overrides)
-    elif stored is not None:
-        apply_overrides(stored, overrides, {})
-        cfg = config_from_dict(stored, where=f"{path} (stored config)")
     else:
-        tree: Dict[str, Any] = {}
+        tree = stored if stored is not None else {}
         apply_overrides(tree, overrides, {})
-        cfg = config_from_dict(tree, where="the command-line overrides")
+        cfg = config_from_dict(tree, where="the command-line overrides" if stored is None
+                               else f"{path} (stored config)")
     arch = arch or (None if config_path else recorded_arch)
     if arch:
         cfg = replace_section(cfg, "student", arch=arch)

@@ -11,14 +11,13 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from datasets.sources import IMAGENET_SIZE, synthetic_shape
+from datasets.sources import CIFAR_SIZE, IMAGENET_SIZE, synthetic_shape
 from distillers import build_distiller
 from launch.build import build_student, build_teacher
 from utils.config import Config
 from utils.errors import UserError
 
 KNOWN_CLASSES = {"cifar100": 100, "imagenet": 1000}
-CIFAR_SHAPE = (3, 32, 32)
 
 
 def data_shape(cfg: Config) -> Tuple[int, Tuple[int, int, int]]:
@@ -31,9 +30,7 @@ def data_shape(cfg: Config) -> Tuple[int, Tuple[int, int, int]]:
     if num_classes is None:
         raise UserError("an image folder's classes are counted from its data: set "
                         "data.num_classes to build its method without the data")
-    if data.dataset == "cifar100":
-        return num_classes, CIFAR_SHAPE
-    size = data.image_size or IMAGENET_SIZE
+    size = CIFAR_SIZE if data.dataset == "cifar100" else data.image_size or IMAGENET_SIZE
     return num_classes, (3, size, size)
 
 
@@ -45,8 +42,7 @@ def build_method(cfg: Config, student: Optional[torch.nn.Module] = None,
     given) and its own modules, sized as a run sizes them, without loading any data."""
     num_classes, input_shape = data_shape(cfg)
     student = student if student is not None else build_student(cfg, num_classes)
-    if teacher is None:
-        teacher = build_teacher(cfg, num_classes, input_shape)
+    teacher = teacher if teacher is not None else build_teacher(cfg, num_classes, input_shape)
     return build_distiller(cfg.distiller, student, teacher, input_shape=input_shape,
                            num_classes=num_classes, train_size=train_size,
                            train_targets=train_targets, seed=cfg.experiment.seed)

@@ -17,12 +17,9 @@ import torchvision
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def sha256_of_file(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_of_file(path: str) -> str:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def config_hash(config: Dict[str, Any]) -> str:
@@ -84,7 +81,8 @@ def build_record(cfg, device: torch.device, world_size: int, argv: List[str],
 
 
 def read_record(path: str) -> Optional[Dict[str, Any]]:
-    """``run.json`` as a dict, or None when it is missing or unreadable."""
+    """A JSON file's mapping (``run.json``, the teacher-check cache), or None when the file is
+    missing, unreadable or holds no mapping."""
     try:
         with open(path, encoding="utf-8") as f:
             record = json.load(f)

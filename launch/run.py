@@ -13,37 +13,26 @@ writing its summary into ``run.json`` (and ``last.pth`` to ``best.pth``) only if
 final save had prevented that.
 """
 import os
-from contextlib import ExitStack, contextmanager
-from typing import Any, Dict, List, Optional, Sequence
+from contextlib import ExitStack
+from typing import Any, Dict, Optional, Sequence
 
 import datasets
 from distillers import get_distiller_class
 from engine.checkpoint import load_checkpoint
 from engine.distributed import (SYNC_BATCHNORM_TYPES, barrier, cleanup, convert_sync_batchnorm,
                                 init_distributed, is_initialized)
+from engine.resume import repair_best
 from engine.rng import seed_everything
-from launch.build import build_run, random_teacher_warning, resolve_device, teacher_run_config
+from launch.build import build_run, resolve_device, teacher_run_config
 from launch.record import build_record, done_line, read_record, summary_from_files
-from launch.run_dir import (check_run_files, checkpoint_to_resume, repair_best_line,
-                             teacher_training_line)
-from launch.schedule import describe_optimizer
+from launch.run_dir import check_run_files, checkpoint_to_resume, teacher_training_line
+from launch.schedule import describe_schedule
 from launch.teacher_check import check_teacher
 from launch.training import build_trainer
 from utils.atomic import remove_stale_temps, write_json, write_text
 from utils.errors import UserError
 from utils.logger import RunLogger, read_metrics_lines
 from utils.run_lock import RunLock
-
-
-def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
-    """The optimizer, the lr of each epoch range and the number of optimizer steps, as the run
-    will use them."""
-    bounds = [0, *[m for m in solver.milestones if m < solver.epochs], solver.epochs]
-    ranges = [f"{solver.lr * solver.gamma ** i:.4g} (epochs {lo + 1}-{hi})"
-              for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])) if hi > lo]
-    warmup = f", linear warm-up over {solver.warmup_epochs} epochs" if solver.warmup_epochs else ""
-    return [describe_optimizer(solver), f"lr = {', '.join(ranges)}{warmup}",
-            f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
 
 
 NONDETERMINISTIC = " does not have a deterministic implementation"
@@ -84,30 +73,18 @@ def _train_missing_teacher(cfg, argv: Sequence[str], is_main: bool, guard_valida
         run_training(teacher_cfg, resume="auto", argv=argv, guard_validation=guard_validation)
 
 
-@contextmanager
-def process_group(device_type: str):
-    """This process's ``DistInfo``; the process group set up here (under torchrun or srun) is
-    destroyed on leaving, on success or error. A nested run (a missing teacher trained first)
-    reuses its caller's group and leaves it alone."""
-    owns_group = not is_initialized()
-    dist_info = init_distributed(device_type)
-    failed = True
-    try:
-        yield dist_info
-        failed = False
-    finally:
-        if owns_group:
-            cleanup(failed=failed)
-
-
 def run_training(cfg, resume: Optional[str] = None, argv: Sequence[str] = (),
                  guard_validation: bool = True) -> Dict[str, Any]:
     """Train one run; under torchrun each process calls this. Its lifetimes, left in reverse
-    order however the run ends: the process group, then (rank 0) the run directory's lock.
+    order however the run ends: the process group set up here (under torchrun or srun; a nested
+    run, a missing teacher trained first, reuses its caller's and leaves it alone), destroyed on
+    success and aborted after an error, then (rank 0) the run directory's lock.
     ``guard_validation=False`` (``--smoke``): a non-finite validation does not stop the run."""
     try:
         with ExitStack() as lifetimes:
-            dist_info = lifetimes.enter_context(process_group(resolve_device(cfg).type))
+            if not is_initialized():
+                lifetimes.push(lambda error, *_: cleanup(failed=error is not None))
+            dist_info = init_distributed(resolve_device(cfg).type)
             device = resolve_device(cfg, dist_info.local_rank)
             _train_missing_teacher(cfg, argv, dist_info.is_main, guard_validation)
             barrier()
@@ -123,7 +100,9 @@ def _finish_saved_run(cfg, state: Dict[str, Any], is_main: bool) -> Dict[str, An
     """The run's checkpoint holds its last epoch: one line, and the summary written to run.json
     if a kill after the final save had prevented it, and best.pth repaired if a kill between the
     final last.pth and best.pth writes left it older; nothing else is touched."""
-    repaired = is_main and repair_best_line(cfg.run_dir, os.path.join(cfg.run_dir, "last.pth"), state)
+    epoch, best_epoch = state["epoch"], state.get("best_epoch")
+    repaired = (is_main and type(epoch) is type(best_epoch) is int
+                and repair_best(cfg.run_dir, os.path.join(cfg.run_dir, "last.pth"), epoch, best_epoch))
     if repaired:
         print(repaired, flush=True)
     record_path = os.path.join(cfg.run_dir, "run.json")
@@ -175,7 +154,7 @@ def _run_locked(cfg, dist_info, device, resume: Optional[str], argv: Sequence[st
     record = build_record(cfg, device, dist_info.world_size, list(argv), fingerprint, effective)
     if getattr(distiller, "teacher", None) is not None:
         distiller.to(device)
-        warning = random_teacher_warning(cfg, distiller.teacher.model)
+        warning = getattr(distiller.teacher.model, "random_weights_warning", None)
         record["teacher"]["random_weights"] = warning is not None
         if warning:
             logger.info(warning)

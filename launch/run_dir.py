@@ -10,10 +10,9 @@ smoke run's earlier output (smoke runs start afresh each time).
 """
 import os
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from engine.checkpoint import load_checkpoint
-from engine.resume import repair_best
 from launch.build import smoke_notice
 from launch.record import read_record
 from utils.atomic import check_replaceable
@@ -22,7 +21,7 @@ from utils.logger import check_tensorboard_directory, damaged_metrics_line, read
 from utils.run_lock import LOCK_NAME, RunLock
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "run.json", "config.yaml")
-RUN_DIRS = ("tb",)   # TensorBoard's event files
+TB_DIR = "tb"   # TensorBoard's event files
 
 
 def check_run_files(run_dir: str) -> None:
@@ -33,14 +32,13 @@ def check_run_files(run_dir: str) -> None:
     (``utils.atomic.check_replaceable``)."""
     for name in (*RUN_FILES, LOCK_NAME):
         check_replaceable(os.path.join(run_dir, name))
-    for name in RUN_DIRS:
-        check_tensorboard_directory(os.path.join(run_dir, name))
+    check_tensorboard_directory(os.path.join(run_dir, TB_DIR))
 
 
 def existing_run_files(run_dir: str) -> List[str]:
     """The names of the run files in ``run_dir`` (``tb/`` marked as a directory)."""
-    return [name for name in RUN_FILES if os.path.lexists(os.path.join(run_dir, name))] + \
-           [f"{name}/" for name in RUN_DIRS if os.path.lexists(os.path.join(run_dir, name))]
+    return [name for name in (*RUN_FILES, f"{TB_DIR}/")
+            if os.path.lexists(os.path.join(run_dir, name.rstrip("/")))]
 
 
 def _trained_without_last(run_dir: str) -> bool:
@@ -94,15 +92,6 @@ def _check_metrics(run_dir: str) -> None:
         raise UserError(f"{path} line {number} {problem}: correct or delete that line, then resume")
 
 
-def repair_best_line(run_dir: str, last: str, state: Dict[str, Any]) -> Optional[str]:
-    """``best.pth`` made the best epoch ``last.pth`` records again, when a kill between their
-    writes left it older (on every resume path, a finished run's included); the line to print."""
-    epoch, best_epoch = state.get("epoch"), state.get("best_epoch")
-    if type(epoch) is not int or type(best_epoch) is not int:
-        return None
-    return repair_best(run_dir, last, epoch, best_epoch)
-
-
 def teacher_training_line(cfg) -> Optional[str]:
     """Why the teacher's own run must run before distilling (``teacher.train_epochs > 0``), as
     the line to print; None when its checkpoint is there and its run, if it made it, finished.
@@ -135,13 +124,12 @@ def start_smoke_run(cfg, resume: Optional[str], is_first: bool) -> None:
         print(smoke_notice(cfg), flush=True)
 
 
-def start_afresh(run_dir: str) -> List[str]:
+def start_afresh(run_dir: str) -> None:
     """Remove a run's files, holding its lock (a smoke run's earlier output). Only the run's
-    own file names are removed (a link, not its target); returns them."""
+    own file names are removed (a link, not its target)."""
     if not os.path.isdir(run_dir):
-        return []
+        return
     check_run_files(run_dir)
-    removed = []
     with RunLock(run_dir):
         for name in existing_run_files(run_dir):
             path = os.path.join(run_dir, name.rstrip("/"))
@@ -149,5 +137,3 @@ def start_afresh(run_dir: str) -> List[str]:
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
-            removed.append(name)
-    return removed

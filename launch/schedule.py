@@ -10,6 +10,7 @@ same learning rate as the uninterrupted run: multi-step decay applied per epoch
 and an optional linear warm-up over the first ``warmup_epochs``, per step.
 """
 import bisect
+from typing import List
 
 import torch
 
@@ -30,14 +31,21 @@ def dot_momenta(solver):
     return solver.momentum - solver.dot_delta, solver.momentum + solver.dot_delta
 
 
-def describe_optimizer(solver) -> str:
-    """One line for the start-up summary."""
+def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
+    """The optimizer, the lr of each epoch range and the number of optimizer steps, as the run
+    will use them (the start-up summary)."""
     if solver.optimizer == "dot":
         task, kd = dot_momenta(solver)
-        return (f"optimizer: DOT (momentum {task:.4g} task / {kd:.4g} distillation, "
-                f"weight decay {solver.weight_decay:g})")
-    nesterov = ", Nesterov" if solver.nesterov else ""
-    return f"optimizer: SGD (momentum {solver.momentum:g}{nesterov}, weight decay {solver.weight_decay:g})"
+        optimizer = f"DOT (momentum {task:.4g} task / {kd:.4g} distillation"
+    else:
+        optimizer = f"SGD (momentum {solver.momentum:g}{', Nesterov' if solver.nesterov else ''}"
+    bounds = [0, *[m for m in solver.milestones if m < solver.epochs], solver.epochs]
+    ranges = [f"{solver.lr * solver.gamma ** i:.4g} (epochs {lo + 1}-{hi})"
+              for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])) if hi > lo]
+    warmup = f", linear warm-up over {solver.warmup_epochs} epochs" if solver.warmup_epochs else ""
+    return [f"optimizer: {optimizer}, weight decay {solver.weight_decay:g})",
+            f"lr = {', '.join(ranges)}{warmup}",
+            f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
 
 
 def build_optimizer(params, solver, fused: bool = False) -> torch.optim.Optimizer:
@@ -46,11 +54,8 @@ def build_optimizer(params, solver, fused: bool = False) -> torch.optim.Optimize
         task, kd = dot_momenta(solver)
         return DistillationOrientedSGD(params, lr=solver.lr, momentum=task, momentum_kd=kd,
                                        weight_decay=solver.weight_decay)
-    kwargs = dict(lr=solver.lr, momentum=solver.momentum, weight_decay=solver.weight_decay,
-                  nesterov=solver.nesterov)
-    if fused:
-        kwargs["fused"] = True
-    return torch.optim.SGD(params, **kwargs)
+    return torch.optim.SGD(params, lr=solver.lr, momentum=solver.momentum, nesterov=solver.nesterov,
+                           weight_decay=solver.weight_decay, fused=fused or None)
 
 
 def build_scheduler(optimizer, solver, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:

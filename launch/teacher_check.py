@@ -10,13 +10,12 @@ The cache file, ``<output_dir>/teacher_checks.json``, is shared by every run of 
 directory: it is written atomically under a unique temporary name (``utils.atomic``), and a
 corrupt or foreign file is rebuilt with one warning instead of failing every run.
 """
-import json
 import os
 from typing import Any, Dict, Optional
 
 from engine.distributed import broadcast_floats
 from engine.evaluate import evaluate
-from launch.record import config_hash, sha256_of_file
+from launch.record import config_hash, read_record, sha256_of_file
 from utils.atomic import remove_stale_temps, write_json
 from utils.errors import UserError
 
@@ -34,10 +33,6 @@ PUBLISHED_TEACHER_TOP1 = {
 WARN_BELOW_PUBLISHED = 1.0  # points
 
 
-def _cache_path(cfg) -> str:
-    return os.path.join(cfg.experiment.output_dir, "teacher_checks.json")
-
-
 def _cache_key(cfg, fingerprint: Dict[str, Any]) -> Optional[str]:
     path = cfg.teacher.checkpoint
     if not path or not os.path.isfile(path):
@@ -46,9 +41,8 @@ def _cache_key(cfg, fingerprint: Dict[str, Any]) -> Optional[str]:
 
 
 def _valid_entry(entry: Any) -> bool:
-    return isinstance(entry, dict) and all(
-        isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool)
-        for k in ("top1", "top5", "samples"))
+    return isinstance(entry, dict) and all(type(entry.get(key)) in (int, float)
+                                           for key in ("top1", "top5", "samples"))
 
 
 def read_cache(path: str, logger) -> Dict[str, Any]:
@@ -56,12 +50,8 @@ def read_cache(path: str, logger) -> Dict[str, Any]:
     one line and treated as empty (the next write replaces it)."""
     if not os.path.exists(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            cache = json.load(f)
-    except (OSError, ValueError) as err:
-        cache = err
-    if not isinstance(cache, dict) or not all(_valid_entry(v) for v in cache.values()):
+    cache = read_record(path)   # None: unreadable, or not a mapping
+    if cache is None or not all(_valid_entry(v) for v in cache.values()):
         logger.info(f"WARNING: {path} is not a teacher-check cache (corrupt or foreign): "
                     "measuring again and rebuilding it")
         return {}
@@ -75,7 +65,7 @@ def check_teacher(cfg, teacher, val_loader, device, fingerprint: Dict[str, Any],
     its answer: had each read the file itself, a write by another job in between could leave
     one process measuring (a collective) while the others skip it, and the job would hang."""
     key = _cache_key(cfg, fingerprint)
-    cache_file = _cache_path(cfg)
+    cache_file = os.path.join(cfg.experiment.output_dir, "teacher_checks.json")
     cache = read_cache(cache_file, logger) if key and logger.enabled else {}
     hit = cache.get(key) if key else None
     hit, top1, top5, samples = broadcast_floats(

@@ -20,13 +20,6 @@ from engine.trainer import Trainer
 from launch.schedule import build_optimizer, build_scheduler
 
 
-def build_step(cfg, train_module, optimizer, scaler, precision: Precision, ddp=None):
-    """The step of ``solver.optimizer`` (engine/steps.py)."""
-    if cfg.solver.optimizer == "dot":
-        return DotStep(train_module, optimizer, scaler, precision, ddp)
-    return SgdStep(train_module, optimizer, scaler, precision, cfg.solver.clip_grad_norm)
-
-
 def build_trainer(cfg, module, loaders, device: torch.device, logger,
                   dist_info: DistInfo = DistInfo(), record: Optional[Dict[str, Any]] = None,
                   graphs=None, guard_validation: bool = True) -> Trainer:
@@ -49,7 +42,8 @@ def build_trainer(cfg, module, loaders, device: torch.device, logger,
     if runtime.compile:
         train_module = torch.compile(train_module,
                                      mode=None if runtime.compile is True else runtime.compile)
-    step = build_step(cfg, train_module, optimizer, scaler, precision, ddp)
+    step = (DotStep(train_module, optimizer, scaler, precision, ddp) if cfg.solver.optimizer == "dot"
+            else SgdStep(train_module, optimizer, scaler, precision, cfg.solver.clip_grad_norm))
     if runtime.cuda_graph:
         step = GraphedStep(step, optimizer, CudaGraphs(device) if graphs is None else graphs, device)
     return Trainer(module, train_module, step, loaders, optimizer=optimizer, scheduler=scheduler,

@@ -95,12 +95,15 @@ CLI = "the command-line overrides"
 @pytest.mark.parametrize("override, message", [
     ("experiment.seed=18446744073709551616",
      f"'experiment.seed' in {CLI} must be at most 2**63 - 1 (9223372036854775807), got 18446744073709551616"),
+    ("experiment.seed=1" + "0" * 400,   # beyond any float: no OverflowError on the way to the limit
+     f"'experiment.seed' in {CLI} must be at most 2**63 - 1 (9223372036854775807), got 1{'0' * 400}"),
     ("experiment.name=" + "n" * 300,
      f"'experiment.name' in {CLI} is 300 bytes in one folder name, more than a file system takes (255)"),
     ("solver.milestones=[1.5]", f"'solver.milestones' in {CLI} must be a list of int, got [1.5]"),
     ("experiment." + ".".join(["deeper"] * 5000) + "=1",
      "the override of 'experiment.deeper.deeper...' nests more than 32 levels deep: refused"),
-], ids=["seed-beyond-64-bits", "300-character-name", "fractional-milestone", "5000-level-override"])
+], ids=["seed-beyond-64-bits", "seed-beyond-floats", "300-character-name", "fractional-milestone",
+        "5000-level-override"])
 def test_value_the_platform_cannot_take_is_one_line_exit_2_naming_the_key(tmp_path, override, message, capsys):
     from tests.runs import one_line, train_here, write_config
     config = write_config(tmp_path, "limits", epochs=1)

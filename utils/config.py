@@ -149,43 +149,37 @@ class _StrictLoader(yaml.SafeLoader):
     def flatten_mapping(self, node, _open=()):
         """Called by ``construct_mapping`` for every mapping (SafeConstructor's hook)."""
         if id(node) in _open:
-            raise _KeyProblem(node.start_mark.line + 1, "a merge key ('<<') merges the mapping into itself")
+            raise _KeyProblem(f"{node.start_mark.line + 1}: a merge key ('<<') merges the mapping into itself")
         own, merged, merge_seen = {}, {}, False
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
                 if merge_seen:
-                    raise _KeyProblem(key_node.start_mark.line + 1, "duplicate key '<<'")
+                    raise _KeyProblem(f"{key_node.start_mark.line + 1}: duplicate key '<<'")
                 merge_seen = True
-                for source in self._merge_sources(key_node, value_node):
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                if not all(isinstance(source, yaml.MappingNode) for source in sources):
+                    raise _KeyProblem(f"{key_node.start_mark.line + 1}: a merge key ('<<') takes a "
+                                      "mapping or a list of mappings")
+                for source in sources:
                     self.flatten_mapping(source, _open + (id(node),))
                     for pair in source.value:
                         merged.setdefault(self._name(pair[0]), pair)
                 continue
             name = self._name(key_node)   # a quoted '<<' is a plain key, checked as any other
             if name in own:
-                raise _KeyProblem(key_node.start_mark.line + 1, f"duplicate key '{name}'")
+                raise _KeyProblem(f"{key_node.start_mark.line + 1}: duplicate key '{name}'")
             own[name] = (key_node, value_node)
         node.value = list({**merged, **own}.values())
-
-    def _merge_sources(self, key_node, value_node):
-        """The mappings a ``<<`` key merges: one mapping, or a list of them."""
-        line = key_node.start_mark.line + 1
-        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-        if not all(isinstance(source, yaml.MappingNode) for source in sources):
-            raise _KeyProblem(line, "a merge key ('<<') takes a mapping or a list of mappings")
-        return sources
 
     def _name(self, key_node) -> str:
         key = self.construct_object(key_node, deep=True)
         if not isinstance(key, str):
-            raise _KeyProblem(key_node.start_mark.line + 1, f"key {key!r} is not a name (a string)")
+            raise _KeyProblem(f"{key_node.start_mark.line + 1}: key {key!r} is not a name (a string)")
         return key
 
 
 class _KeyProblem(Exception):
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line, self.problem = line, problem
+    """A key the loader refuses, as ``"<line>: <problem>"``; ``parse_yaml`` names the file."""
 
 
 def _check_size(data: Any, where: str) -> None:
@@ -217,7 +211,7 @@ def parse_yaml(text: str, where: str) -> Any:
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except _KeyProblem as err:
-        raise UserError(f"{where}:{err.line}: {err.problem}") from None
+        raise UserError(f"{where}:{err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -344,18 +338,6 @@ RETIRED = {"experiment.smoke": "a smoke run is asked for with train.py --smoke (
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def check_number(dotted: str, value: Any, allowed: Optional[Range], where: str) -> None:
-    """One number (or each of a list's) finite and within ``allowed``; else a one-line error."""
-    for x in value if isinstance(value, (list, tuple)) else [value]:
-        if x is None or isinstance(x, bool) or not isinstance(x, (int, float)):
-            continue
-        if not math.isfinite(x):
-            raise UserError(f"'{dotted}' in {where} must be a finite number, got {x}")
-        if allowed is not None and not allowed.holds(x):
-            got = value if isinstance(value, (list, tuple)) else x
-            raise UserError(f"'{dotted}' in {where} must be {allowed}, got {got}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation against the schema.
 
@@ -387,23 +369,22 @@ def _type_ok(value: Any, hint: Any) -> Tuple[bool, Any]:
 
 
 def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is Annotated:
-        return _describe(typing.get_args(hint)[0])
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return _describe(args[0])
     if hint is bool:
         return "true or false"
-    if typing.get_origin(hint) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) in (list, List):
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    if typing.get_origin(hint) is Union and type(None) in typing.get_args(hint):
-        present = [a for a in typing.get_args(hint) if a is not type(None)]
-        return " or ".join(_describe(a) for a in present) + " or null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, List):
+        return f"a list of {_describe(args[0])}"
+    if origin is Union and type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
     return getattr(hint, "__name__", str(hint)).replace("typing.", "")
 
 
 def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
-    hints = typing.get_type_hints(cls, include_extras=True)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls, include_extras=True)   # one per field, in their order
     kwargs = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
@@ -411,8 +392,8 @@ def _build(cls, tree: Dict[str, Any], provenance: Dict[str, str], prefix: str):
             where = provenance.get(dotted) or provenance.get(_first_leaf(tree[key], dotted), "config")
             if dotted in RETIRED:
                 raise UserError(f"'{dotted}' in {where} is not a config key any more: {RETIRED[dotted]}")
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            close = difflib.get_close_matches(key, hints, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(hints)}"
             raise UserError(f"unknown key '{dotted}' in {where}{hint}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
@@ -443,10 +424,15 @@ def load_config(path: str, overrides: Optional[List[str]] = None,
 
 
 SCHEMA_DEFAULTS = "the defaults (utils/config.py)"
+MAX_SEED = 2**63 - 1      # torch's generators take 64 bits, and the loaders seed with seed + epoch
+MAX_NAME_BYTES = 255      # a folder name's limit on Linux and macOS (NAME_MAX)
 
 
 def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
-    """Rules between keys; each error names where the key it blames was set."""
+    """Rules between keys of a section, and values of the right type and sign that the platform
+    still cannot take (refused here, with the key, rather than as a traceback from torch or the
+    file system later); each error names where the key it blames was set. Which options go
+    together in a run (DOT's momenta among them): launch/combination.py."""
     def where(key: str) -> str:
         return provenance.get(key, SCHEMA_DEFAULTS)
 
@@ -463,25 +449,12 @@ def _check_consistency(cfg: Config, provenance: Dict[str, str]) -> None:
     if solver.warmup_epochs > solver.epochs:
         raise UserError(f"'solver.warmup_epochs' in {where('solver.warmup_epochs')} must be at most "
                         f"solver.epochs={solver.epochs}, got {solver.warmup_epochs}")
-    if solver.optimizer == "dot":
-        _check_dot_momenta(cfg, where)
     if not DEVICE.fullmatch(cfg.runtime.device):
         raise UserError(f"'runtime.device' in {where('runtime.device')} must be auto, cpu, cuda, "
                         f"cuda:N or mps, got {cfg.runtime.device!r}")
-    _check_limits(cfg, where)
-
-
-MAX_SEED = 2**63 - 1      # torch's generators take 64 bits, and the loaders seed with seed + epoch
-MAX_NAME_BYTES = 255      # a folder name's limit on Linux and macOS (NAME_MAX)
-
-
-def _check_limits(cfg: Config, where) -> None:
-    """Values of the right type and sign that the platform still cannot take: refused here, with
-    the key, rather than as a traceback from torch or the file system later."""
-    seed = cfg.experiment.seed
-    if seed > MAX_SEED:
+    if cfg.experiment.seed > MAX_SEED:
         raise UserError(f"'experiment.seed' in {where('experiment.seed')} must be at most 2**63 - 1 "
-                        f"({MAX_SEED}), got {seed}")
+                        f"({MAX_SEED}), got {cfg.experiment.seed}")
     for part in cfg.experiment.name.split("/"):
         if len(part.encode()) > MAX_NAME_BYTES:
             raise UserError(f"'experiment.name' in {where('experiment.name')} is "
@@ -489,26 +462,9 @@ def _check_limits(cfg: Config, where) -> None:
                             f"system takes ({MAX_NAME_BYTES}): shorten it")
 
 
-def _check_dot_momenta(cfg: Config, where) -> None:
-    """DOT's two momenta (momentum -/+ dot_delta) must be momenta, in [0, 1). Which other
-    options go with DOT: launch/combination.py."""
-    solver = cfg.solver
-    momentum = f"solver.momentum={solver.momentum:g} (in {where('solver.momentum')})"
-    delta = f"solver.dot_delta={solver.dot_delta:g} (in {where('solver.dot_delta')})"
-    if solver.dot_delta > solver.momentum:
-        raise UserError(f"{delta} must be at most {momentum}: the task momentum is "
-                        "momentum - dot_delta")
-    if solver.momentum + solver.dot_delta >= 1:
-        raise UserError(f"{momentum} + {delta} must stay below 1: the distillation momentum is "
-                        "momentum + dot_delta")
-
-
 def replace_section(cfg: Config, section: str, **changes) -> Config:
     """A copy of ``cfg`` with some keys of one section changed (configs are frozen)."""
-    current = getattr(cfg, section)
-    if isinstance(current, dict):
-        return dataclasses.replace(cfg, **{section: {**current, **changes}})
-    return dataclasses.replace(cfg, **{section: dataclasses.replace(current, **changes)})
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})
 
 
 def config_from_dict(tree: Dict[str, Any], where: str = "checkpoint") -> Config:
@@ -531,5 +487,10 @@ def check_value(dotted: str, value: Any, hint: Any, where: str) -> Any:
         return value
     if not ok:
         raise UserError(f"'{dotted}' in {where} must be {_describe(hint)}, got {value!r}")
-    check_number(dotted, converted, range_of(hint), where)
+    allowed = range_of(hint)
+    for x in converted if isinstance(converted, (list, tuple)) else [converted]:
+        if isinstance(x, float) and not math.isfinite(x):   # an int is finite however large
+            raise UserError(f"'{dotted}' in {where} must be a finite number, got {x}")
+        if allowed is not None and type(x) in (int, float) and not allowed.holds(x):
+            raise UserError(f"'{dotted}' in {where} must be {allowed}, got {converted}")
     return converted

@@ -1,7 +1,7 @@
 """Where a number must lie, written where the number is declared.
 
 A config key (``utils/config.py``) or a method's constructor argument carries its range in its
-annotation, ``Annotated[float, POSITIVE]`` or one of the names below, and one pass
+annotation, ``Annotated[float, Range(0, 1)]`` or one of the names below, and one pass
 (``utils.config.check_value``) checks the type and the range of every value before anything is
 built. A new method's arguments are range-checked by writing their annotations; nothing is
 keyed by name elsewhere.
@@ -32,23 +32,15 @@ class Range:
                 f"{self.high:g}{')' if self.high_open else ']'}")
 
 
-POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, low_open=True), Range(0), Range(1)
-UNIT_INTERVAL_OPEN_ABOVE = Range(0, 1, high_open=True)
-
-PositiveFloat = Annotated[float, POSITIVE]          # temperatures, learning rates, eps floors
-NonNegativeFloat = Annotated[float, NON_NEGATIVE]   # loss weights, weight decay
-PositiveInt = Annotated[int, POSITIVE]              # ramp lengths that divide: epoch / warmup
-NonNegativeInt = Annotated[int, NON_NEGATIVE]       # counts that may be 0 (workers, seeds)
-AtLeastOneInt = Annotated[int, AT_LEAST_1]          # sizes: batch, epochs, widths, samples
-Momentum = Annotated[float, UNIT_INTERVAL_OPEN_ABOVE]   # momentum·old + ...: [0, 1)
+PositiveFloat = Annotated[float, Range(0, low_open=True)]   # temperatures, learning rates, eps floors
+NonNegativeFloat = Annotated[float, Range(0)]      # loss weights, weight decay
+NonNegativeInt = Annotated[int, Range(0)]          # counts that may be 0 (workers, seeds)
+AtLeastOneInt = Annotated[int, Range(1)]           # sizes, and ramp lengths that divide (epoch / warmup)
+Momentum = Annotated[float, Range(0, 1, high_open=True)]   # momentum·old + ...: [0, 1)
 
 
 def range_of(hint: Any) -> Optional[Range]:
     """The Range an annotation carries: its own, its Optional's or its list elements'."""
     if typing.get_origin(hint) is Annotated:
         return next((m for m in hint.__metadata__ if isinstance(m, Range)), None)
-    for arg in typing.get_args(hint):
-        found = range_of(arg)
-        if found is not None:
-            return found
-    return None
+    return next((found for arg in typing.get_args(hint) if (found := range_of(arg)) is not None), None)
