@@ -9,7 +9,7 @@ from torch import nn
 
 from distillers import register_distiller
 from distillers.base import FeatureDistiller
-from distillers.crd_losses import ContrastMemory, build_crd_embedding, contrast_scores, crd_loss
+from distillers.crd_losses import ContrastMemory, CRDEmbedding, contrast_scores, crd_loss
 from utils.collectives import gather_batch, process_rank
 from utils.errors import UserError
 from utils.ranges import AtLeastOneInt, Momentum, NonNegativeFloat, PositiveFloat
@@ -114,8 +114,8 @@ class CRD(FeatureDistiller):
         self.num_data = int(train_size)
         self.formula = (f"NCE(embed(pooled_s), embed(pooled_t); K={nce_k}, T={nce_temperature:g}, "
                         f"momentum {nce_momentum:g}, {mode})")
-        self.embed_s = self.place_like_student(build_crd_embedding(student_pooled_dim, embed_dim))
-        self.embed_t = self.place_like_student(build_crd_embedding(teacher_pooled_dim, embed_dim))
+        self.embed_s = self.place_like_student(CRDEmbedding(student_pooled_dim, embed_dim))
+        self.embed_t = self.place_like_student(CRDEmbedding(teacher_pooled_dim, embed_dim))
         initial = torch.Generator().manual_seed(derive_seed(seed, "crd memory"))
         self.memory = self.place_like_student(ContrastMemory(
             embed_dim, train_size, nce_temperature, nce_momentum, generator=initial))
