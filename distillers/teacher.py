@@ -21,20 +21,12 @@ from distillers.precision import cast_floating
 from utils.batch import Batch
 
 
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: a teacher's BatchNorm statistics must never move."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 class FrozenTeacher(nn.Module):
     """A pretrained network, frozen; ``amp`` and ``cache`` as the module docstring says."""
 
     def __init__(self, model: nn.Module, amp: Optional[str] = None, cache=None):
         super().__init__()
-        self.model = freeze(model)
+        self.model = model.eval().requires_grad_(False)   # its BatchNorm statistics never move
         self.amp = amp       # None | "off" | "bf16" | "fp16" (config teacher.amp; None = "auto")
         self.cache = cache   # a TeacherCache, attached by the builder when the loader has views
         self.eval()
