@@ -21,14 +21,11 @@ def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
 def leading_right_singular_vectors(feature_map: torch.Tensor, count: int):
     """``(s, v)``: the first ``count`` singular values (L2-normalised per sample) and right
     singular vectors (``[N, W, count]``, unit columns) of the map read as ``(C·H) × W``.
-    Half precision is decomposed in float32 (no half SVD exists); other dtypes as they are."""
+    ``kdsvd_loss`` (``full_precision``) hands it no half-precision map: no half SVD exists."""
     if feature_map.dim() != 4:
         raise ValueError(f"kdsvd: expected a map [N, C, H, W], got {tuple(feature_map.shape)}")
     n, c, h, w = feature_map.shape
-    x = feature_map.reshape(n, c * h, w)
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    _, s, vh = torch.linalg.svd(feature_map.reshape(n, c * h, w), full_matrices=False)
     s, v = _finite_or_zero(s), _finite_or_zero(vh.mH)
     return F.normalize(s[:, :count], dim=1), F.normalize(v[:, :, :count], dim=1)
 
