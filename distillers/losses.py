@@ -250,21 +250,15 @@ def sp_loss(student_maps, teacher_maps) -> torch.Tensor:
     return total
 
 
-def _pairwise_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
-    """Euclidean distances of the rows (squared distances clamped at ``eps``), diagonal 0."""
+def _normalised_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
+    """Euclidean distances of the rows (squared distances clamped at ``eps``), diagonal 0, over
+    their mean over the non-zero ones. No entry is negative, so the sum of the non-zero ones is
+    the sum of all: no boolean selection (a read of the device to size it, on a GPU)."""
     sq_norms = e.pow(2).sum(dim=1)
     d = (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps)
     if not squared:
         d = d.sqrt()
-    off_diagonal = 1.0 - torch.eye(len(e), dtype=d.dtype, device=d.device)
-    return d * off_diagonal
-
-
-def _normalised_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
-    """The distances over their mean over the non-zero ones. No entry is negative, so the sum
-    of the non-zero ones is the sum of all: no boolean selection (a read of the device to size
-    it, on a GPU)."""
-    d = _pairwise_distances(e, squared, eps)
+    d = d * (1.0 - torch.eye(len(e), dtype=d.dtype, device=d.device))
     return d / (d.sum() / (d > 0).sum())
 
 

@@ -91,8 +91,7 @@ def compute_view_logits(teacher, images: torch.Tensor, mean, std, padding: int, 
         count = len(raw)
         batch = augment(raw.repeat_interleave(views, dim=0), offsets.repeat(count, 1),
                               flips.repeat(count), mean.to(device), std.to(device), padding)
-        logits = teacher(batch).float()
-        chunks.append(logits.view(count, views, -1).to("cpu", dtype))
+        chunks.append(teacher(batch).float().view(count, views, -1).to("cpu", dtype))
     return torch.cat(chunks)
 
 
@@ -106,8 +105,7 @@ class TeacherCache:
     def __call__(self, views) -> torch.Tensor:
         """``views``: a ``BatchViews`` (indices [B], offsets [B, 2], flips [B])."""
         indices = views.indices
-        if self.logits.device != indices.device:
-            self.logits = self.logits.to(indices.device)
+        self.logits = self.logits.to(indices.device)   # no copy once there
         slots = view_slot(views.offsets.to(indices.device), views.flips.to(indices.device),
                           self.padding)
         return self.logits[indices, slots].float()
