@@ -34,6 +34,11 @@ class FrozenTeacher(nn.Module):
         """Always eval mode, whatever the caller asks."""
         return super().train(False)
 
+    def forward(self, images):
+        """The network's logits, as ``model(images)`` (the teacher check evaluates it as a model;
+        gradients as the caller's context says)."""
+        return self.model(images)
+
     @torch.no_grad()
     def logits(self, batch: Batch) -> torch.Tensor:
         """The teacher's logits for ``batch``: from the exact cache when there is one and the
