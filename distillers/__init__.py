@@ -97,7 +97,7 @@ def method_parameters(cls) -> Dict[str, inspect.Parameter]:
         for p in params:
             if (p.kind == p.KEYWORD_ONLY and p.name not in _BUILDER_ARGS and p.name not in found
                     and (klass is cls or p.default is not _REQUIRED)):
-                by_default = None if p.default in (_REQUIRED, None) else type(p.default)
+                by_default = None if p.default is _REQUIRED or p.default is None else type(p.default)
                 found[p.name] = p.replace(annotation=hints.get(p.name, by_default))
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
