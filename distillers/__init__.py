@@ -12,11 +12,12 @@ default is required) and fills in the defaults. Arguments named as a context val
 (``CONTEXT``) are not config keys: ``build_distiller`` hands them in.
 """
 import difflib
+import functools
 import importlib
 import inspect
 import pkgutil
 import typing
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from torch import nn
 
@@ -34,8 +35,7 @@ _BUILDER_ARGS = ("self", "student", "teacher", *CONTEXT)
 _REQUIRED = inspect.Parameter.empty
 
 
-def register_distiller(name: str):
-    return DISTILLERS.register(name)
+register_distiller = DISTILLERS.register
 
 
 def _load_methods() -> None:
@@ -84,19 +84,21 @@ def method_parameters(cls) -> Dict[str, inspect.Parameter]:
     from the class itself and, where its constructor passes ``**kwargs`` on, from its bases
     (so an argument declared once in a base, e.g. the Z-score switch, is a key of every
     method built on it; a subclass's redeclaration changes its default). A base's arguments
-    without a default are not inherited: the subclass passes them itself."""
+    without a default are not inherited: the subclass passes them itself. Each parameter's
+    annotation is what its value must be: its type hint, else its default's type (a plugin
+    that annotates nothing still gets its numbers converted and checked finite), else none."""
     found: Dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
+        init = vars(klass).get("__init__")
+        if init is None:
             continue
-        init = vars(klass)["__init__"]
         hints = typing.get_type_hints(init, include_extras=True)
         params = inspect.signature(init).parameters.values()
         for p in params:
-            inherited_required = klass is not cls and p.default is _REQUIRED
             if (p.kind == p.KEYWORD_ONLY and p.name not in _BUILDER_ARGS and p.name not in found
-                    and not inherited_required):
-                found[p.name] = p.replace(annotation=hints.get(p.name, _REQUIRED))
+                    and (klass is cls or p.default is not _REQUIRED)):
+                by_default = None if p.default is _REQUIRED or p.default is None else type(p.default)
+                found[p.name] = p.replace(annotation=hints.get(p.name, by_default))
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return found
@@ -117,56 +119,28 @@ def resolve_distiller_section(section: Dict[str, Any], where: str = "config",
     (``distiller.<key>`` -> file or "the command-line overrides", as ``load_config`` fills it);
     ``where`` stands in for keys it does not name."""
     sources = provenance or {}
-
-    def where_of(key: str) -> str:
-        return sources.get(f"distiller.{key}", where)
-
     if "name" not in section:
         raise UserError(f"missing key 'distiller.name' in {where}; one of: {', '.join(list_distillers())}")
-    params = method_parameters(get_distiller_class(section["name"]))
-    resolved = {"name": section["name"]}
-    for key, value in section.items():
-        if key == "name":
-            continue
-        if key not in params:
+    name = section["name"]
+    params = method_parameters(get_distiller_class(name))
+    for key in section:
+        if key != "name" and key not in params:
             close = difflib.get_close_matches(key, params, n=1)
-            hint = f"; did you mean 'distiller.{close[0]}'?" if close else (
-                f"; '{section['name']}' takes: {', '.join(params) or 'no options'}")
-            raise UserError(f"unknown key 'distiller.{key}' in {where_of(key)}{hint}")
-        resolved[key] = value
+            hint = (f"; did you mean 'distiller.{close[0]}'?" if close else
+                    f"; '{name}' takes: {', '.join(params) or 'no options'}")
+            raise UserError(f"unknown key 'distiller.{key}' in "
+                            f"{sources.get(f'distiller.{key}', where)}{hint}")
+    resolved = {"name": name, **section}
     for key, param in params.items():
         if key not in resolved:
             if param.default is _REQUIRED:
                 raise UserError(f"missing key 'distiller.{key}' in {where}: "
-                                f"'{section['name']}' has no default for it")
+                                f"'{name}' has no default for it")
             resolved[key] = param.default
-    for key, param in params.items():
-        hint = _hint(param)
-        if hint is not None:
-            resolved[key] = check_value(f"distiller.{key}", resolved[key], hint, where_of(key))
+        if param.annotation is not None:
+            resolved[key] = check_value(f"distiller.{key}", resolved[key], param.annotation,
+                                        sources.get(f"distiller.{key}", where))
     return resolved
-
-
-def _hint(param: inspect.Parameter) -> Any:
-    """What a method's argument must be: its annotation, else its default's type (a plugin
-    that annotates nothing still gets its numbers converted and checked finite)."""
-    if param.annotation is not _REQUIRED:
-        return param.annotation
-    if param.default is _REQUIRED or param.default is None:
-        return None
-    return type(param.default)
-
-
-def _context(cls, student: nn.Module, teacher, values: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:
-    """The context arguments the constructor names, each computed only when asked for."""
-    wanted = inspect.signature(cls.__init__).parameters
-    context = {"student": student}
-    if "teacher" in wanted:
-        context["teacher"] = teacher
-    for name in CONTEXT:
-        if name in wanted:
-            context[name] = values[name]()
-    return context
 
 
 def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[nn.Module] = None,
@@ -181,40 +155,40 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
     own random stream: required by a method that asks for it, never silently 0),
     ``student_feature_shapes`` / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of
     ``forward_features``) and ``student_pooled_dim`` / ``teacher_pooled_dim`` (the width of its
-    ``pooled_feat``), probed once on a zero image."""
+    ``pooled_feat``), probed once a network on a zero image. Each is computed only when the
+    constructor names it."""
     import torch
-    from distillers.base import probe_feature_shapes, probe_pooled_width
+    from distillers.base import probe_shapes
     from distillers.teacher import FrozenTeacher
     section = resolve_distiller_section(dict(cfg))
-    cls = get_distiller_class(section.pop("name"))
+    method = section.pop("name")
+    cls = get_distiller_class(method)
     if cls.needs_teacher and teacher is None:
-        raise UserError(f"distiller '{cfg['name']}' needs a teacher: set teacher.arch and teacher.checkpoint")
+        raise UserError(f"distiller '{method}' needs a teacher: set teacher.arch and teacher.checkpoint")
     frozen = None
     if cls.needs_teacher:
         frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
     shape = tuple(input_shape)
+    probe = functools.cache(lambda model: probe_shapes(model, shape))
 
     def known(name: str, value: Any, what: str) -> Any:
         if value is None:
-            raise UserError(f"distiller '{cfg['name']}' needs {what}: pass {name}")
+            raise UserError(f"distiller '{method}' needs {what}: pass {name}")
         return value
 
-    values = {"num_classes": lambda: num_classes or _num_classes(student, cfg["name"]),
+    values = {"num_classes": lambda: int(known("num_classes", num_classes or getattr(
+                  student, "num_classes", None), "the number of classes")),
               "input_shape": lambda: shape,
               "train_size": lambda: known("train_size", train_size, "the training set's size"),
               "train_targets": lambda: torch.as_tensor(known(
                   "train_targets", train_targets, "the training set's labels"), dtype=torch.long),
               "seed": lambda: int(known("seed", seed, "the run's seed (experiment.seed)")),
-              "student_feature_shapes": lambda: probe_feature_shapes(student, shape),
-              "teacher_feature_shapes": lambda: probe_feature_shapes(frozen.model, shape),
-              "student_pooled_dim": lambda: probe_pooled_width(student, shape),
-              "teacher_pooled_dim": lambda: probe_pooled_width(frozen.model, shape)}
-    return cls(**_context(cls, student, frozen, values), **section)
-
-
-def _num_classes(student: nn.Module, method: str) -> int:
-    """The student's ``num_classes`` (every model of models/ has it), when not handed in."""
-    if not hasattr(student, "num_classes"):
-        raise UserError(f"distiller '{method}' needs the number of classes: pass num_classes "
-                        "to build_distiller")
-    return int(student.num_classes)
+              "student_feature_shapes": lambda: probe(student)[0],
+              "teacher_feature_shapes": lambda: probe(frozen.model)[0],
+              "student_pooled_dim": lambda: probe(student)[1],
+              "teacher_pooled_dim": lambda: probe(frozen.model)[1]}
+    wanted = inspect.signature(cls.__init__).parameters
+    context = {name: values[name]() for name in CONTEXT if name in wanted}
+    if "teacher" in wanted:
+        context["teacher"] = frozen
+    return cls(student=student, **context, **section)

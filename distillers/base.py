@@ -12,8 +12,10 @@ the samples' dataset indices, their views) and asks the teacher for ``logits(bat
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from distillers.losses import zscore
 from distillers.teacher import FrozenTeacher
 from utils.batch import Batch, as_batch
 from utils.ranges import NonNegativeFloat, PositiveFloat
@@ -22,35 +24,26 @@ Losses = Dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def probe_features(model: nn.Module, input_shape) -> Dict[str, object]:
-    """``model.forward_features(x)`` for one zero image of ``input_shape``: what learnable pieces
-    are sized from. Runs in eval mode (so no BatchNorm statistic moves) and gives the model back
+def probe_shapes(model: nn.Module, input_shape) -> Tuple[List[Tuple[int, ...]], int]:
+    """What learnable pieces are sized from, by one forward of a zero image of ``input_shape``:
+    the ``(C, H, W)`` of each map of ``model.forward_features(x)["feats"]`` and the width of its
+    ``pooled_feat`` (not always the last map's: MobileNetV2 pools a 1280-wide map after its last
+    160-wide stage). Runs in eval mode (so no BatchNorm statistic moves) and gives the model back
     in the mode it had."""
     was_training = model.training
     first = next(model.parameters())
     model.eval()
     try:
-        images = torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype)
-        return model.forward_features(images)
+        out = model.forward_features(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
     finally:
         model.train(was_training)
-
-
-def probe_feature_shapes(model: nn.Module, input_shape) -> List[Tuple[int, ...]]:
-    """``(C, H, W)`` of each map in ``model.forward_features(x)["feats"]`` (``probe_features``)."""
-    return [tuple(f.shape[1:]) for f in probe_features(model, input_shape)["feats"]]
+    return [tuple(f.shape[1:]) for f in out["feats"]], int(out["pooled_feat"].shape[1])
 
 
 def parameter_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of ``model``'s weights: float32 in a run, also under autocast (where its
     activations are float16/bfloat16); float64 in the oracle tests."""
     return next(model.parameters()).dtype
-
-
-def probe_pooled_width(model: nn.Module, input_shape) -> int:
-    """The width of ``forward_features(x)["pooled_feat"]`` (``probe_features``): not always the
-    last map's (MobileNetV2 pools a 1280-wide map after its last 160-wide stage)."""
-    return int(probe_features(model, input_shape)["pooled_feat"].shape[1])
 
 
 class Distiller(nn.Module):
@@ -86,6 +79,11 @@ class Distiller(nn.Module):
         if self.teacher is not None:
             self.teacher._apply(fn, *args, **kwargs)
         return self
+
+    def place_like_student(self, module: nn.Module) -> nn.Module:
+        """A learnable piece on the student's device and dtype (built after the student was)."""
+        first = next(self.student.parameters())
+        return module.to(device=first.device, dtype=first.dtype)
 
     def forward(self, batch, epoch: int = 1):
         """Training: ``(student_logits, {name: loss})``; eval: the student's logits only.
@@ -139,30 +137,41 @@ class LogitDistiller(Distiller):
     The three switch arguments are declared here once, with the paper's defaults; a logit
     method passes them on as ``**standardization`` and redeclares one only to change its
     default (DIST's ``zscore_kd_weight``). The schema reads them from here.
+
+    The step ``loss = ce_weight·CE + kd_weight·logit_loss(...)`` is written here once, from one
+    forward of each network: a method implements ``logit_loss`` on the logits as its loss must
+    see them (or its own ``forward_train`` when its step differs, as DKD's warm-up and MLKD's
+    two views). ``ce_weight`` and ``kd_weight`` have each method's own defaults, so the method
+    declares them and passes them on.
     """
 
-    def __init__(self, student, teacher, *, temperature: PositiveFloat, kd_weight: NonNegativeFloat,
-                 logit_standardization: bool = False, base_temperature: PositiveFloat = 2.0,
-                 zscore_kd_weight: NonNegativeFloat = 9.0):
+    def __init__(self, student, teacher, *, temperature: PositiveFloat, ce_weight: NonNegativeFloat,
+                 kd_weight: NonNegativeFloat, logit_standardization: bool = False,
+                 base_temperature: PositiveFloat = 2.0, zscore_kd_weight: NonNegativeFloat = 9.0):
         super().__init__(student, teacher)
-        self.temperature = float(temperature)
+        self.temperature, self.ce_weight = float(temperature), float(ce_weight)
         self.logit_standardization = bool(logit_standardization)
         self.base_temperature = float(base_temperature)
         self.kd_weight = float(zscore_kd_weight if self.logit_standardization else kd_weight)
-
-    def prepare_logits(self, student_logits, teacher_logits):
-        """Return ``(student, teacher, temperature)`` as the loss must see them."""
-        from distillers.losses import zscore
-        if self.logit_standardization:
-            return zscore(student_logits), zscore(teacher_logits), self.base_temperature
-        return student_logits, teacher_logits, self.temperature
 
     def logits_and_loss_inputs(self, batch: Batch):
         """The student's raw logits (for CE and the prediction) and ``(student, teacher, T)`` as
         the logit loss must see them, from one forward of each network (or the cache)."""
         logits = self.student(batch.images)
         teacher_logits = self.teacher.logits(batch).to(parameter_dtype(self.student))
-        return logits, self.prepare_logits(logits, teacher_logits)
+        if self.logit_standardization:
+            return logits, (zscore(logits), zscore(teacher_logits), self.base_temperature)
+        return logits, (logits, teacher_logits, self.temperature)
+
+    def logit_loss(self, student_in, teacher_in, temperature, batch: Batch, epoch: int):
+        raise NotImplementedError
+
+    def forward_train(self, batch: Batch, epoch: int) -> Tuple[torch.Tensor, Losses]:
+        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(batch)
+        return logits, {
+            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
+            "loss_kd": self.kd_weight * self.logit_loss(student_in, teacher_in, temperature, batch, epoch),
+        }
 
     def describe_logits(self) -> str:
         if self.logit_standardization:
@@ -191,23 +200,14 @@ class FeatureDistiller(Distiller):
         super().__init__(student, teacher)
         self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
 
-    def place_like_student(self, module: nn.Module) -> nn.Module:
-        """A learnable piece on the student's device and dtype (built after the student was)."""
-        first = next(self.student.parameters())
-        return module.to(device=first.device, dtype=first.dtype)
-
-    def outputs_of_both(self, batch: Batch):
-        """``(student forward_features, teacher forward_features)``, the teacher's in the
-        precision it computed them in (the losses raise what they use to float32 themselves:
-        no map the loss does not tap is copied)."""
-        return self.student.forward_features(batch.images), self.teacher.features(batch.images)
-
     def feature_loss(self, student_out, teacher_out, batch: Batch, epoch: int) -> torch.Tensor:
         raise NotImplementedError
 
     def forward_train(self, batch: Batch, epoch: int) -> Tuple[torch.Tensor, Losses]:
-        import torch.nn.functional as F
-        student_out, teacher_out = self.outputs_of_both(batch)
+        # the teacher's maps in the precision it computed them in (the losses raise what they
+        # use to float32 themselves: no map the loss does not tap is copied)
+        student_out = self.student.forward_features(batch.images)
+        teacher_out = self.teacher.features(batch.images)
         logits = student_out["logits"]
         return logits, {
             "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),

@@ -9,7 +9,7 @@ from torch import nn
 
 from distillers import register_distiller
 from distillers.base import FeatureDistiller
-from distillers.crd_losses import ContrastMemory, build_crd_embedding, contrast_scores, crd_loss
+from distillers.crd_losses import ContrastMemory, CRDEmbedding, contrast_scores, crd_loss
 from utils.collectives import gather_batch, process_rank
 from utils.errors import UserError
 from utils.ranges import AtLeastOneInt, Momentum, NonNegativeFloat, PositiveFloat
@@ -107,15 +107,14 @@ class CRD(FeatureDistiller):
         if not 1 <= nce_k < train_size:
             raise UserError(f"distiller.nce_k={nce_k} must be in [1, {train_size}) for a training "
                             f"set of {train_size} images; lower it")
-        counts = torch.bincount(train_targets)
-        if len(train_targets) != train_size or int(counts.max()) == train_size:
+        if len(train_targets) != train_size or int(torch.bincount(train_targets).max()) == train_size:
             raise UserError(f"crd needs the labels of all {train_size} training images, in at "
                             f"least two classes (its negatives come from the other classes)")
         self.num_data = int(train_size)
         self.formula = (f"NCE(embed(pooled_s), embed(pooled_t); K={nce_k}, T={nce_temperature:g}, "
                         f"momentum {nce_momentum:g}, {mode})")
-        self.embed_s = self.place_like_student(build_crd_embedding(student_pooled_dim, embed_dim))
-        self.embed_t = self.place_like_student(build_crd_embedding(teacher_pooled_dim, embed_dim))
+        self.embed_s = self.place_like_student(CRDEmbedding(student_pooled_dim, embed_dim))
+        self.embed_t = self.place_like_student(CRDEmbedding(teacher_pooled_dim, embed_dim))
         initial = torch.Generator().manual_seed(derive_seed(seed, "crd memory"))
         self.memory = self.place_like_student(ContrastMemory(
             embed_dim, train_size, nce_temperature, nce_momentum, generator=initial))
@@ -149,10 +148,8 @@ class CRD(FeatureDistiller):
         """The first batch sets Z = mean(scores)·train_size, the mean over the global batch (each
         process's rows have K+1 scores, so it is the mean of the gathered row means)."""
         memory = self.memory
-        if self._normalizers_fixed or not bool((memory.normalizers < 0).any()):
-            self._normalizers_fixed = True
-            return
-        for side, (v, bank) in enumerate(((v_s, memory.memory_v2), (v_t, memory.memory_v1))):
-            scores = contrast_scores(v, bank, contrast, memory.temperature)
-            memory.normalizers[side] = gather_batch(scores.mean(dim=1)).mean() * memory.num_data
+        if not self._normalizers_fixed and bool((memory.normalizers < 0).any()):
+            for side, (v, bank) in enumerate(((v_s, memory.memory_v2), (v_t, memory.memory_v1))):
+                scores = contrast_scores(v, bank, contrast, memory.temperature)
+                memory.normalizers[side] = gather_batch(scores.mean(dim=1)).mean() * memory.num_data
         self._normalizers_fixed = True

@@ -15,8 +15,9 @@ from distillers.precision import full_precision
 
 
 class CRDEmbedding(nn.Module):
-    """Linear projection of a (flattened) feature followed by L2 normalisation (no eps, as the
-    reference). Keys ``linear.weight``, ``linear.bias`` as the reference's ``Embed``."""
+    """The projection head of one side (student or teacher), sized from its pooled feature's
+    width: a linear projection of the (flattened) feature followed by L2 normalisation (no eps,
+    as the reference). Keys ``linear.weight``, ``linear.bias`` as the reference's ``Embed``."""
 
     def __init__(self, in_dim: int, out_dim: int = 128):
         super().__init__()
@@ -25,11 +26,6 @@ class CRDEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear(x.reshape(x.shape[0], -1))
         return x / x.pow(2).sum(dim=1, keepdim=True).pow(0.5)
-
-
-def build_crd_embedding(in_dim: int, out_dim: int = 128) -> CRDEmbedding:
-    """The projection head of one side (student or teacher), from its pooled feature's width."""
-    return CRDEmbedding(in_dim, out_dim)
 
 
 def contrast_scores(embedding: torch.Tensor, memory: torch.Tensor, contrast_index: torch.Tensor,

@@ -12,10 +12,8 @@ epoch, as DKD's warm-up).
 """
 from typing import Literal
 
-import torch.nn.functional as F
-
 from distillers import register_distiller
-from distillers.base import LogitDistiller, parameter_dtype
+from distillers.base import LogitDistiller
 from distillers.ctkd_losses import GlobalTemperature, cosine_curriculum, linear_curriculum
 from distillers.losses import kd_loss
 from utils.ranges import AtLeastOneInt, NonNegativeFloat, PositiveFloat
@@ -40,29 +38,20 @@ class CTKD(LogitDistiller):
                  t_end: NonNegativeFloat = 20.0, curriculum: Literal["cosine", "linear"] = "cosine",
                  curriculum_epochs: AtLeastOneInt = 10, strength_start: NonNegativeFloat = 0.0,
                  strength_end: NonNegativeFloat = 1.0, **standardization):
-        super().__init__(student, teacher, temperature=t_start, kd_weight=kd_weight,
-                         **standardization)
+        super().__init__(student, teacher, temperature=t_start, ce_weight=ce_weight,
+                         kd_weight=kd_weight, **standardization)
         lowest = self.base_temperature if self.logit_standardization else float(t_start)
-        self.ce_weight = float(ce_weight)
         self.curriculum, self.curriculum_epochs = curriculum, int(curriculum_epochs)
         self.strengths = (float(strength_start), float(strength_end))
-        first = next(student.parameters())
-        self.global_temperature = GlobalTemperature(lowest, t_end).to(device=first.device,
-                                                                      dtype=first.dtype)
+        self.global_temperature = self.place_like_student(GlobalTemperature(lowest, t_end))
 
     def strength(self, epoch: int) -> float:
         """λ at ``epoch`` (counted from 1, as the original's loop and its curriculum)."""
         return CURRICULA[self.curriculum](epoch, self.curriculum_epochs, *self.strengths)
 
-    def forward_train(self, batch, epoch):
-        logits = self.student(batch.images)
-        teacher_logits = self.teacher.logits(batch).to(parameter_dtype(self.student))
-        student_in, teacher_in, _ = self.prepare_logits(logits, teacher_logits)
-        temperature = self.global_temperature(self.strength(epoch))
-        return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
-            "loss_kd": self.kd_weight * kd_loss(student_in, teacher_in, temperature),
-        }
+    def logit_loss(self, student_in, teacher_in, temperature, batch, epoch):
+        """KD at the learnable temperature (``temperature``, the fixed one, has no use here)."""
+        return kd_loss(student_in, teacher_in, self.global_temperature(self.strength(epoch)))
 
     def describe(self) -> str:
         t = self.global_temperature

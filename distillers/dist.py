@@ -1,6 +1,4 @@
 """DIST (Huang et al., NeurIPS 2022): relations, not values, of the teacher's predictions."""
-import torch.nn.functional as F
-
 from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import dist_loss
@@ -28,18 +26,12 @@ class DIST(LogitDistiller):
                  kd_weight: NonNegativeFloat = 2.0, beta: NonNegativeFloat = 1.0,
                  gamma: NonNegativeFloat = 1.0, tau: PositiveFloat = 4.0,
                  zscore_kd_weight: NonNegativeFloat = 2.0, **standardization):
-        super().__init__(student, teacher, temperature=tau, kd_weight=kd_weight,
+        super().__init__(student, teacher, temperature=tau, ce_weight=ce_weight, kd_weight=kd_weight,
                          zscore_kd_weight=zscore_kd_weight, **standardization)
-        self.ce_weight = float(ce_weight)
         self.beta, self.gamma = float(beta), float(gamma)
 
-    def forward_train(self, batch, epoch):
-        logits, (student_in, teacher_in, tau) = self.logits_and_loss_inputs(batch)
-        return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
-            "loss_kd": self.kd_weight * dist_loss(gather_batch(student_in), gather_batch(teacher_in),
-                                                  self.beta, self.gamma, tau),
-        }
+    def logit_loss(self, student_in, teacher_in, tau, batch, epoch):
+        return dist_loss(gather_batch(student_in), gather_batch(teacher_in), self.beta, self.gamma, tau)
 
     def describe(self) -> str:
         return (f"loss = {self.ce_weight:g}·CE + {self.kd_weight:g}·τ²·({self.beta:g}·inter + "

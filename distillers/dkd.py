@@ -24,14 +24,11 @@ class DKD(LogitDistiller):
                  alpha: NonNegativeFloat = 1.0, beta: NonNegativeFloat = 8.0,
                  temperature: PositiveFloat = 4.0, warmup: AtLeastOneInt = 20,
                  kd_weight: NonNegativeFloat = 1.0, **standardization):
-        super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
-                         **standardization)
+        super().__init__(student, teacher, temperature=temperature, ce_weight=ce_weight,
+                         kd_weight=kd_weight, **standardization)
         if num_classes < 3:
             raise UserError(f"DKD needs at least 3 classes (a target and 2+ non-target classes to "
                             f"decouple); this data has {num_classes}: use kd instead")
-        if warmup <= 0:
-            raise UserError(f"distiller.warmup must be a positive number of epochs; got {warmup}")
-        self.ce_weight = float(ce_weight)
         self.alpha, self.beta, self.warmup = float(alpha), float(beta), warmup
 
     def forward_train(self, batch, epoch):

@@ -1,6 +1,4 @@
 """Hinton KD (Hinton et al., 2015), optionally on Z-score standardized logits (Sun et al., 2024)."""
-import torch.nn.functional as F
-
 from distillers import register_distiller
 from distillers.base import LogitDistiller
 from distillers.losses import kd_loss
@@ -18,16 +16,11 @@ class KD(LogitDistiller):
     def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 0.1,
                  kd_weight: NonNegativeFloat = 0.9, temperature: PositiveFloat = 4.0,
                  **standardization):
-        super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
-                         **standardization)
-        self.ce_weight = float(ce_weight)
+        super().__init__(student, teacher, temperature=temperature, ce_weight=ce_weight,
+                         kd_weight=kd_weight, **standardization)
 
-    def forward_train(self, batch, epoch):
-        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(batch)
-        return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
-            "loss_kd": self.kd_weight * kd_loss(student_in, teacher_in, temperature),
-        }
+    def logit_loss(self, student_in, teacher_in, temperature, batch, epoch):
+        return kd_loss(student_in, teacher_in, temperature)
 
     def describe(self) -> str:
         return f"loss = {self.ce_weight:g}·CE + {self.kd_weight:g}·KD({self.describe_logits()})"

@@ -10,6 +10,7 @@ the radial-basis relations between the vectors of consecutive stages.
 import torch
 import torch.nn.functional as F
 
+from distillers.losses import paired_maps
 from distillers.precision import full_precision
 
 
@@ -20,14 +21,11 @@ def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
 def leading_right_singular_vectors(feature_map: torch.Tensor, count: int):
     """``(s, v)``: the first ``count`` singular values (L2-normalised per sample) and right
     singular vectors (``[N, W, count]``, unit columns) of the map read as ``(C·H) × W``.
-    Half precision is decomposed in float32 (no half SVD exists); other dtypes as they are."""
+    ``kdsvd_loss`` (``full_precision``) hands it no half-precision map: no half SVD exists."""
     if feature_map.dim() != 4:
         raise ValueError(f"kdsvd: expected a map [N, C, H, W], got {tuple(feature_map.shape)}")
     n, c, h, w = feature_map.shape
-    x = feature_map.reshape(n, c * h, w)
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    _, s, vh = torch.linalg.svd(feature_map.reshape(n, c * h, w), full_matrices=False)
     s, v = _finite_or_zero(s), _finite_or_zero(vh.mH)
     return F.normalize(s[:, :count], dim=1), F.normalize(v[:, :, :count], dim=1)
 
@@ -53,12 +51,8 @@ def kdsvd_loss(student_maps, teacher_maps, k: int = 1) -> torch.Tensor:
     teacher-value-scaled) leading right singular vectors of stage i and stage i−1; the teacher
     keeps ``k`` vectors, the student ``k + 3`` candidates for the alignment. Non-finite terms
     count 0. Student and teacher maps must have equal widths stage by stage."""
-    student_maps, teacher_maps = list(student_maps), list(teacher_maps)
-    if len(student_maps) != len(teacher_maps):
-        raise ValueError(f"kdsvd_loss: {len(student_maps)} student maps and {len(teacher_maps)} "
-                         f"teacher maps; pass equally long lists")
     total, previous = 0.0, None
-    for f_s, f_t in zip(student_maps, teacher_maps):
+    for f_s, f_t in paired_maps("kdsvd_loss", student_maps, teacher_maps):
         if f_s.shape[3] != f_t.shape[3]:
             raise ValueError(f"kdsvd_loss: student {tuple(f_s.shape)} and teacher "
                              f"{tuple(f_t.shape)} maps must have the same width")
@@ -70,6 +64,6 @@ def kdsvd_loss(student_maps, teacher_maps, k: int = 1) -> torch.Tensor:
         if previous is not None:
             v_s_prev, v_t_prev = previous
             gap = (_rbf_relations(v_s, v_s_prev) - _rbf_relations(v_t, v_t_prev).detach()).pow(2)
-            total = total + _finite_or_zero(gap).sum() / student_maps[0].shape[0]
+            total = total + _finite_or_zero(gap).sum() / f_s.shape[0]
         previous = (v_s, v_t)
     return total

@@ -167,7 +167,7 @@ def pool_to_common_size(student_map: torch.Tensor, teacher_map: torch.Tensor):
     return student_map, teacher_map
 
 
-def _paired(loss: str, student_maps, teacher_maps):
+def paired_maps(loss: str, student_maps, teacher_maps):
     """The (student, teacher) pairs of two equally long map lists; which maps pair up is the
     caller's choice, so lists of different lengths are refused rather than truncated."""
     student_maps, teacher_maps = list(student_maps), list(teacher_maps)
@@ -188,7 +188,7 @@ def at_loss(student_maps, teacher_maps, p: float = 2.0) -> torch.Tensor:
     """Attention transfer: ``Σ_stages mean_{n,hw} (Q_s − Q_t)²`` with Q = ``attention_map``,
     maps first brought to a common size (``pool_to_common_size``)."""
     total = 0.0
-    for f_s, f_t in _paired("at_loss", student_maps, teacher_maps):
+    for f_s, f_t in paired_maps("at_loss", student_maps, teacher_maps):
         f_s, f_t = pool_to_common_size(f_s, f_t)
         total = total + (attention_map(f_s, p) - attention_map(f_t, p)).pow(2).mean()
     return total
@@ -206,7 +206,7 @@ def nst_loss(student_maps, teacher_maps) -> torch.Tensor:
     response L2-normalised: ``Σ_stages [K(t,t) + K(s,s) − 2 K(s,t)]`` (K a kernel mean; the
     teacher-only term is detached as in the reference)."""
     total = 0.0
-    for f_s, f_t in _paired("nst_loss", student_maps, teacher_maps):
+    for f_s, f_t in paired_maps("nst_loss", student_maps, teacher_maps):
         f_s, f_t = pool_to_common_size(f_s, f_t)
         f_s = F.normalize(f_s.flatten(2), dim=2)
         f_t = F.normalize(f_t.flatten(2), dim=2)
@@ -240,7 +240,7 @@ def sp_loss(student_maps, teacher_maps) -> torch.Tensor:
     """Similarity-preserving KD (Tung & Mori, ICCV 2019, Eq. 4): with G = row-L2-normalised
     ``F Fᵀ`` over the batch (F the flattened map), ``Σ_stages ‖G_t − G_s‖²_F / N²``."""
     total = 0.0
-    for f_s, f_t in _paired("sp_loss", student_maps, teacher_maps):
+    for f_s, f_t in paired_maps("sp_loss", student_maps, teacher_maps):
         _require_same_shape("sp_loss", f_s, f_t, dims=1)
         batch = f_s.shape[0]
         f_s, f_t = f_s.reshape(batch, -1), f_t.reshape(batch, -1)
@@ -250,21 +250,15 @@ def sp_loss(student_maps, teacher_maps) -> torch.Tensor:
     return total
 
 
-def _pairwise_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
-    """Euclidean distances of the rows (squared distances clamped at ``eps``), diagonal 0."""
+def _normalised_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
+    """Euclidean distances of the rows (squared distances clamped at ``eps``), diagonal 0, over
+    their mean over the non-zero ones. No entry is negative, so the sum of the non-zero ones is
+    the sum of all: no boolean selection (a read of the device to size it, on a GPU)."""
     sq_norms = e.pow(2).sum(dim=1)
     d = (sq_norms.unsqueeze(1) + sq_norms.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps)
     if not squared:
         d = d.sqrt()
-    off_diagonal = 1.0 - torch.eye(len(e), dtype=d.dtype, device=d.device)
-    return d * off_diagonal
-
-
-def _normalised_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
-    """The distances over their mean over the non-zero ones. No entry is negative, so the sum
-    of the non-zero ones is the sum of all: no boolean selection (a read of the device to size
-    it, on a GPU)."""
-    d = _pairwise_distances(e, squared, eps)
+    d = d * (1.0 - torch.eye(len(e), dtype=d.dtype, device=d.device))
     return d / (d.sum() / (d > 0).sum())
 
 

@@ -37,9 +37,8 @@ class MLKD(LogitDistiller):
     def __init__(self, student, teacher, *, ce_weight: NonNegativeFloat = 0.1,
                  kd_weight: NonNegativeFloat = 0.9, temperature: PositiveFloat = 4.0,
                  **standardization):
-        super().__init__(student, teacher, temperature=temperature, kd_weight=kd_weight,
-                         **standardization)
-        self.ce_weight = float(ce_weight)
+        super().__init__(student, teacher, temperature=temperature, ce_weight=ce_weight,
+                         kd_weight=kd_weight, **standardization)
 
     def forward_train(self, batch: Batch, epoch: int):
         if batch.strong_images is None:

@@ -4,7 +4,6 @@ connectors, the margins and the partial L2 distance, as mdistiller's ``OFD.py`` 
 its ReLU, against the student's connected map.
 """
 import math
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +20,7 @@ def build_ofd_connector(student_channels: int, teacher_channels: int,
     conv = nn.Conv2d(student_channels, teacher_channels, kernel_size=kernel_size, stride=1,
                      padding=(kernel_size - 1) // 2, bias=False)
     nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (kernel_size * kernel_size * teacher_channels)))
-    bn = nn.BatchNorm2d(teacher_channels)
-    return nn.Sequential(OrderedDict([("0", conv), ("1", bn)]))
+    return nn.Sequential(conv, nn.BatchNorm2d(teacher_channels))
 
 
 def ofd_margin(bn_weight: torch.Tensor, bn_bias: torch.Tensor) -> torch.Tensor:

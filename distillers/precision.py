@@ -14,7 +14,8 @@ cast, the loss computes exactly as before). Cross-entropy needs no wrapper: auto
 it in float32 on every device.
 """
 import functools
-from typing import Callable, Optional
+from contextlib import nullcontext
+from typing import Callable
 
 import torch
 
@@ -33,36 +34,21 @@ def map_floating(outputs, fn: Callable[[torch.Tensor], torch.Tensor]):
     return outputs
 
 
-def cast_floating(outputs, dtype: torch.dtype):
-    """Floating tensors (alone, or in lists, tuples and dicts) cast to ``dtype``."""
-    return map_floating(outputs, lambda t: t.to(dtype))
-
-
-def upcast_reduced(outputs):
-    """float16/bfloat16 tensors raised to float32; float32 and float64 ones untouched."""
-    return map_floating(outputs, lambda t: t.float() if t.dtype in REDUCED else t)
-
-
-def _device_type(values) -> Optional[str]:
-    """The device type of the first tensor in ``values`` (nested lists, tuples and dicts)."""
-    for value in values:
-        if torch.is_tensor(value):
-            return value.device.type
-        if isinstance(value, (list, tuple, dict)):
-            found = _device_type(value.values() if isinstance(value, dict) else value)
-            if found is not None:
-                return found
-    return None
-
-
 def full_precision(loss: Callable) -> Callable:
-    """``loss`` computed with autocast off, its reduced-precision tensor arguments in float32."""
+    """``loss`` computed with autocast off (on the device of its first floating tensor
+    argument), its float16/bfloat16 tensor arguments raised to float32, float32 and float64
+    ones untouched."""
     @functools.wraps(loss)
     def in_full_precision(*args, **kwargs):
-        args, kwargs = upcast_reduced(args), upcast_reduced(kwargs)
-        device_type = _device_type([*args, *kwargs.values()])
-        if device_type not in AUTOCAST_DEVICES:
-            return loss(*args, **kwargs)
-        with torch.autocast(device_type, enabled=False):
+        devices = []
+
+        def upcast(tensor: torch.Tensor) -> torch.Tensor:
+            devices.append(tensor.device.type)
+            return tensor.float() if tensor.dtype in REDUCED else tensor
+
+        args, kwargs = map_floating((args, kwargs), upcast)
+        device_type = devices[0] if devices else None
+        with (torch.autocast(device_type, enabled=False) if device_type in AUTOCAST_DEVICES
+              else nullcontext()):
             return loss(*args, **kwargs)
     return in_full_precision

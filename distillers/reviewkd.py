@@ -3,7 +3,7 @@ level, fused with the deeper ones by attention-based fusion (ABF), is matched wi
 teacher's level by the hierarchical context loss (HCL)."""
 from distillers import register_distiller
 from distillers.base import FeatureDistiller
-from distillers.reviewkd_losses import build_review_fusion, hcl_loss
+from distillers.reviewkd_losses import ReviewFusion, hcl_loss
 from utils.errors import UserError
 from utils.ranges import AtLeastOneInt, NonNegativeFloat
 
@@ -44,18 +44,17 @@ class ReviewKD(FeatureDistiller):
                 raise UserError(f"distiller 'reviewkd' resizes square maps only, got a student "
                                 f"map {s} and a teacher map {t}; use square images")
         self.warmup_epochs, self.student_preact = int(warmup_epochs), bool(student_preact)
+        self.source = "preact_feats" if self.student_preact else "feats"
         self.mid_channels = min(int(max_mid_channels), student_pooled[0])
-        self.fusion = self.place_like_student(build_review_fusion(
+        self.fusion = self.place_like_student(ReviewFusion(
             [s[0] for s in self.student_levels], [t[0] for t in self.teacher_levels],
             self.mid_channels))
-        source = "preact_feats" if self.student_preact else "feats"
-        self.formula = (f"min(epoch/{self.warmup_epochs}, 1)·HCL(ABF({source}_s[-{self.maps}:] + "
+        self.formula = (f"min(epoch/{self.warmup_epochs}, 1)·HCL(ABF({self.source}_s[-{self.maps}:] + "
                         f"pooled_s), preact_feats_t[-{self.maps}:] + pooled_t) "
                         f"(ABF width {self.mid_channels})")
 
     def feature_loss(self, student_out, teacher_out, batch, epoch):
-        source = "preact_feats" if self.student_preact else "feats"
-        student_maps = [*student_out[source][-self.maps:], student_out["pooled_feat"][:, :, None, None]]
+        student_maps = [*student_out[self.source][-self.maps:], student_out["pooled_feat"][:, :, None, None]]
         teacher_maps = [*teacher_out["preact_feats"][-self.maps:],
                         teacher_out["pooled_feat"][:, :, None, None]]
         fused = self.fusion(student_maps, [t.shape[2] for t in teacher_maps])

@@ -3,12 +3,13 @@ attention-based fusion (ABF) modules that let each student level review the deep
 the hierarchical context loss (HCL), as mdistiller's ``ReviewKD.py`` computes them
 (tests/reference/BASELINES.md).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillers.losses import paired_maps
 from distillers.precision import full_precision
 
 
@@ -45,11 +46,13 @@ class AttentionFusion(nn.Module):
 class ReviewFusion(nn.Module):
     """The ABFs of all levels, deepest first (``abfs.0`` reviews the pooled feature), as the
     reference's ``abfs``. Level i maps ``student_channels[i]`` to ``teacher_channels[i]``
-    (shallowest first, the pooled feature last) through ``mid_channels``."""
+    (shallowest first, the pooled feature last) through ``mid_channels``, by default the
+    reference's ``min(512, student_channels[-1])`` (the width of the student's pooled feature)."""
 
     def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int],
-                 mid_channels: int):
+                 mid_channels: Optional[int] = None):
         super().__init__()
+        mid_channels = min(512, student_channels[-1]) if mid_channels is None else mid_channels
         if len(student_channels) != len(teacher_channels):
             raise ValueError(f"ReviewFusion: {len(student_channels)} student levels and "
                              f"{len(teacher_channels)} teacher levels")
@@ -73,26 +76,13 @@ class ReviewFusion(nn.Module):
         return results
 
 
-def build_review_fusion(student_channels: Sequence[int], teacher_channels: Sequence[int],
-                        mid_channels: int = None) -> ReviewFusion:
-    """ABFs sized from the probed channels; ``mid_channels`` defaults to the reference's
-    ``min(512, student_channels[-1])`` (the width of the student's pooled feature)."""
-    if mid_channels is None:
-        mid_channels = min(512, student_channels[-1])
-    return ReviewFusion(student_channels, teacher_channels, mid_channels)
-
-
 @full_precision
 def hcl_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """Hierarchical context loss: per level, the MSE of the maps and of their average-pooled
     4×4, 2×2, 1×1 versions (those smaller than the map), weighted 1, ½, ¼, ⅛ and divided by
     the sum of the weights used; summed over levels."""
-    student_maps, teacher_maps = list(student_maps), list(teacher_maps)
-    if len(student_maps) != len(teacher_maps):
-        raise ValueError(f"hcl_loss: {len(student_maps)} student maps and {len(teacher_maps)} "
-                         f"teacher maps; pass equally long lists")
     total = 0.0
-    for f_s, f_t in zip(student_maps, teacher_maps):
+    for f_s, f_t in paired_maps("hcl_loss", student_maps, teacher_maps):
         height = f_s.shape[2]
         loss, weight, weights = F.mse_loss(f_s, f_t), 1.0, 1.0
         for size in (4, 2, 1):

@@ -41,13 +41,10 @@ class SRRL(Distiller):
                  feat_weight: NonNegativeFloat = 1.0, sr_weight: NonNegativeFloat = 1.0,
                  student_feature_shapes, teacher_feature_shapes):
         super().__init__(student, teacher)
-        student_channels = student_feature_shapes[-1][0]
-        teacher_channels = teacher_feature_shapes[-1][0]
         self.ce_weight, self.feat_weight = float(ce_weight), float(feat_weight)
         self.sr_weight = float(sr_weight)
-        self.connector = build_connector(student_channels, teacher_channels)
-        first = next(student.parameters())
-        self.connector.to(device=first.device, dtype=first.dtype)
+        self.connector = self.place_like_student(
+            build_connector(student_feature_shapes[-1][0], teacher_feature_shapes[-1][0]))
 
     def forward_train(self, batch, epoch):
         out = self.student.forward_features(batch.images)

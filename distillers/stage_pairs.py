@@ -39,20 +39,14 @@ def tapped(pairs) -> Tuple[slice, str]:
     return slice(FIRST_STAGE, stop), f"[{FIRST_STAGE}:{stop}]"
 
 
-def _pooled_size(student_shape: Shape, teacher_shape: Shape):
-    """The spatial sizes ``pool_to_common_size`` brings the two maps to (run on one-channel
-    zero maps, so the rule is the loss's own, not a copy)."""
-    student, teacher = pool_to_common_size(torch.zeros(1, 1, *student_shape[1:]),
-                                           torch.zeros(1, 1, *teacher_shape[1:]))
-    return tuple(student.shape[2:]), tuple(teacher.shape[2:])
-
-
 def common_size_pairs(method: str, student_shapes, teacher_shapes):
     """AT, NST: stage pairs whose maps reach one spatial size once the larger map is pooled to
-    the smaller one's height, as a square (``pool_to_common_size``); channels may differ."""
+    the smaller one's height, as a square (``pool_to_common_size``, run on one-channel zero maps
+    so that the rule is the loss's own, not a copy); channels may differ."""
     pairs = stage_pairs(method, student_shapes, teacher_shapes)
     for index, (student, teacher) in enumerate(pairs, start=FIRST_STAGE):
-        student_size, teacher_size = _pooled_size(student, teacher)
+        student_size, teacher_size = (tuple(m.shape[2:]) for m in pool_to_common_size(
+            torch.zeros(1, 1, *student[1:]), torch.zeros(1, 1, *teacher[1:])))
         if student_size != teacher_size:
             raise UserError(f"distiller '{method}': feats[{index}] of the student {tuple(student)} "
                             f"and of the teacher {tuple(teacher)} reach no common size "

@@ -11,22 +11,13 @@ and a batch carries its views, ``logits`` looks the answer up instead of running
 A ``Distiller`` holds it outside its module tree, so it is never optimised nor saved with the
 student; ``.to()`` on the distiller still moves it.
 """
-from contextlib import nullcontext
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 
-from distillers.precision import cast_floating
+from distillers.precision import map_floating
 from utils.batch import Batch
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: a teacher's BatchNorm statistics must never move."""
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 class FrozenTeacher(nn.Module):
@@ -34,7 +25,7 @@ class FrozenTeacher(nn.Module):
 
     def __init__(self, model: nn.Module, amp: Optional[str] = None, cache=None):
         super().__init__()
-        self.model = freeze(model)
+        self.model = model.eval().requires_grad_(False)   # its BatchNorm statistics never move
         self.amp = amp       # None | "off" | "bf16" | "fp16" (config teacher.amp; None = "auto")
         self.cache = cache   # a TeacherCache, attached by the builder when the loader has views
         self.eval()
@@ -44,7 +35,8 @@ class FrozenTeacher(nn.Module):
         return super().train(False)
 
     def forward(self, images):
-        """The network's logits, as ``model(images)`` (gradients as the caller's context says)."""
+        """The network's logits, as ``model(images)`` (the teacher check evaluates it as a model;
+        gradients as the caller's context says)."""
         return self.model(images)
 
     @torch.no_grad()
@@ -53,29 +45,25 @@ class FrozenTeacher(nn.Module):
         batch carries its views, else one forward in the teacher's precision."""
         if self.cache is not None and batch.views is not None:
             return self.cache(batch.views)
-        with self._precision():
-            return self._handed_back(self.model(batch.images))
+        return self._in_its_precision(self.model, batch.images)
 
     @torch.no_grad()
     def features(self, images) -> Dict[str, object]:
         """The network's ``forward_features`` (logits and stage maps), without gradients."""
-        with self._precision():
-            return self._handed_back(self.model.forward_features(images))
+        return self._in_its_precision(self.model.forward_features, images)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The teacher's classifier on given features, gradients flowing to them (SRRL): the
         head's own parameters stay frozen."""
         return self.model.forward_head(features)
 
-    def _handed_back(self, outputs):
-        """A reduced-precision teacher's outputs in float32; unchanged when the step rules."""
-        return outputs if self.amp in (None, "off") else cast_floating(outputs, torch.float32)
-
-    def _precision(self):
+    def _in_its_precision(self, forward, images):
+        """``forward(images)`` under the step's autocast (``amp`` None), without autocast
+        ("off"), or autocast to bf16/fp16 with the outputs handed back in float32."""
         if self.amp is None:
-            return nullcontext()
+            return forward(images)
         device_type = next(self.model.parameters()).device.type
-        if self.amp == "off":
-            return torch.autocast(device_type, enabled=False)
-        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        return torch.autocast(device_type, dtype=dtype)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        with torch.autocast(device_type, dtype=dtype, enabled=self.amp != "off"):
+            outputs = forward(images)
+        return outputs if self.amp == "off" else map_floating(outputs, torch.Tensor.float)

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from utils.atomic import atomic_write, remove_stale_temps
-from utils.checksum import CHECKSUM_KEY, with_checksum
+from utils.checksum import CHECKSUM_KEY, state_checksum, with_checksum
 from utils.errors import UserError
 from utils.logger import progress_lines
 from utils.safe_load import read_checkpoint
@@ -55,15 +55,11 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
 
 def weights_sha256(teacher: torch.nn.Module, checkpoint: Optional[str] = None) -> str:
     """sha256 of the checkpoint file when there is one, else of the weights themselves
-    (random teachers of smoke runs and benchmarks)."""
+    (random teachers of smoke runs and benchmarks), as a checkpoint's checksum hashes them."""
     if checkpoint and os.path.isfile(checkpoint):
         with open(checkpoint, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
-    digest = hashlib.sha256()
-    for name, value in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return state_checksum(teacher.state_dict())
 
 
 def cache_key(teacher_sha256: str, images_sha256: str, mean, std, padding: int, dtype: str) -> str:
@@ -83,16 +79,13 @@ def compute_view_logits(teacher, images: torch.Tensor, mean, std, padding: int, 
     device = images.device
     offsets, flips = (t.to(device) for t in all_views(padding))
     views = len(flips)
-    images_per_batch = max(1, batch_size // views)
+    groups = torch.split(images, max(1, batch_size // views))   # images per forward
     chunks = []
-    starts = range(0, len(images), images_per_batch)
-    for start in progress_lines(starts, len(starts), "teacher cache") if progress else starts:
-        raw = images[start:start + images_per_batch]
+    for raw in progress_lines(groups, len(groups), "teacher cache") if progress else groups:
         count = len(raw)
         batch = augment(raw.repeat_interleave(views, dim=0), offsets.repeat(count, 1),
-                              flips.repeat(count), mean.to(device), std.to(device), padding)
-        logits = teacher(batch).float()
-        chunks.append(logits.view(count, views, -1).to("cpu", dtype))
+                        flips.repeat(count), mean.to(device), std.to(device), padding)
+        chunks.append(teacher(batch).float().view(count, views, -1).to("cpu", dtype))
     return torch.cat(chunks)
 
 
@@ -106,8 +99,7 @@ class TeacherCache:
     def __call__(self, views) -> torch.Tensor:
         """``views``: a ``BatchViews`` (indices [B], offsets [B, 2], flips [B])."""
         indices = views.indices
-        if self.logits.device != indices.device:
-            self.logits = self.logits.to(indices.device)
+        self.logits = self.logits.to(indices.device)   # no copy once there
         slots = view_slot(views.offsets.to(indices.device), views.flips.to(indices.device),
                           self.padding)
         return self.logits[indices, slots].float()

@@ -1,7 +1,6 @@
 """VID (Ahn et al., CVPR 2019, "Variational information distillation for knowledge transfer"):
 each teacher stage map is modelled as a Gaussian whose mean a regressor predicts from the
 student's map; the student maximises its likelihood."""
-import torch
 from torch import nn
 
 from distillers import register_distiller
@@ -46,8 +45,7 @@ class VID(FeatureDistiller):
         self.regressors = self.place_like_student(
             nn.ModuleList(build_vid_regressor(s[0], t[0]) for s, t in pairs))
         # one α per teacher channel, all stages in one tensor (split by ``widths``)
-        log_scales = self.place_like_student(torch.cat(
-            [vid_initial_log_scale(width, init_pred_var, eps) for width in self.widths]))
+        log_scales = self.place_like_student(vid_initial_log_scale(sum(self.widths), init_pred_var, eps))
         if self.learn_variance:
             self.log_scales = nn.Parameter(log_scales)
         else:

@@ -2,7 +2,6 @@
 predicts the teacher's map from the student's, the per-channel variances, and the loss, as
 mdistiller's ``VID.py`` computes them (tests/reference/BASELINES.md)."""
 import math
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +15,9 @@ def build_vid_regressor(student_channels: int, teacher_channels: int) -> nn.Sequ
     teacher's channels; state-dict keys ``0.weight``, ``2.weight``, ``4.weight`` as the reference."""
     def conv1x1(c_in: int, c_out: int) -> nn.Conv2d:
         return nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
-    return nn.Sequential(OrderedDict([
-        ("0", conv1x1(student_channels, teacher_channels)), ("1", nn.ReLU()),
-        ("2", conv1x1(teacher_channels, teacher_channels)), ("3", nn.ReLU()),
-        ("4", conv1x1(teacher_channels, teacher_channels))]))
+    return nn.Sequential(conv1x1(student_channels, teacher_channels), nn.ReLU(),
+                         conv1x1(teacher_channels, teacher_channels), nn.ReLU(),
+                         conv1x1(teacher_channels, teacher_channels))
 
 
 def vid_initial_log_scale(teacher_channels: int, init_pred_var: float = 5.0,

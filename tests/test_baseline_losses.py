@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from distillers.crd_losses import ContrastMemory, build_crd_embedding, crd_loss, nce_loss
+from distillers.crd_losses import ContrastMemory, CRDEmbedding, crd_loss, nce_loss
 from distillers.kdsvd_losses import kdsvd_loss
 from distillers.losses import (at_loss, nst_loss, pkt_loss, pool_to_common_size, rkd_loss,
                                sp_loss)
 from distillers.ofd_losses import build_ofd_connector, ofd_loss, ofd_margin
-from distillers.reviewkd_losses import build_review_fusion, hcl_loss
+from distillers.reviewkd_losses import ReviewFusion, hcl_loss
 from distillers.vid_losses import build_vid_regressor, vid_initial_log_scale, vid_loss
 from engine.dot import DistillationOrientedSGD
 from tests import baseline_inputs as bi
@@ -148,8 +148,8 @@ def test_crd_two_steps_match_reference(case):
     """Step 1 fixes the NCE constants and updates the memory; step 2 scores against it."""
     spec = bi.CASES[case]
     expected = ORACLE["cases"][case]["crd"]
-    embed_s = bi.fill_prefixed_(build_crd_embedding(spec["student_dim"], expected["dim"]).double(), "embed_s.")
-    embed_t = bi.fill_prefixed_(build_crd_embedding(spec["teacher_dim"], expected["dim"]).double(), "embed_t.")
+    embed_s = bi.fill_prefixed_(CRDEmbedding(spec["student_dim"], expected["dim"]).double(), "embed_s.")
+    embed_t = bi.fill_prefixed_(CRDEmbedding(spec["teacher_dim"], expected["dim"]).double(), "embed_t.")
     assert list(embed_s.state_dict()) == expected["embed_keys"]
     # the reference's T is float32(0.07) (it sits in a float32 buffer); the oracle states it
     assert expected["temperature"] == torch.tensor(0.07, dtype=torch.float32).item()
@@ -186,7 +186,7 @@ def test_reviewkd_matches_reference(case):
     x = bi.case_inputs(case)
     spec = bi.CASES[case]
     expected = ORACLE["cases"][case]["reviewkd"]
-    fusion = build_review_fusion([c for c, _, _ in spec["student"]] + [spec["student_dim"]],
+    fusion = ReviewFusion([c for c, _, _ in spec["student"]] + [spec["student_dim"]],
                                  [c for c, _, _ in spec["teacher"]] + [spec["teacher_dim"]]).double().train()
     assert list(fusion.abfs.state_dict()) == expected["abfs_keys"]
     bi.fill_prefixed_(fusion.abfs, "abfs.")
