@@ -24,7 +24,8 @@ import secrets
 import shutil
 import socket
 import stat
-from typing import Any, BinaryIO, Callable, List, Optional
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional
 
 from utils.errors import UserError
 from utils.input_files import mode_kind
@@ -81,6 +82,29 @@ def write_failure(err: BaseException, path: str) -> Optional[WriteFailed]:
     return WriteFailed(f"cannot write {path}: {os_error.strerror or os_error}")
 
 
+@contextmanager
+def writes_to(path: str) -> Iterator[None]:
+    """An ``OSError`` in the block (a full disk, a read-only place) raised as ``WriteFailed``."""
+    try:
+        yield
+    except OSError as err:
+        raise write_failure(err, path) from err
+
+
+def open_regular(path: str, flags: int, mode: int = 0o666) -> int:
+    """A descriptor of ``path`` opened with ``flags`` (``O_CREAT`` creates it), only if it is a
+    regular file: never through a link, never blocking on a FIFO, and checked again once open
+    (a file swapped in after the first check is refused too). The files a run writes in place."""
+    check_replaceable(path)
+    with writes_to(path):
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    file_mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(file_mode):
+        os.close(fd)
+        raise not_a_regular_file(path, file_mode)
+    return fd
+
+
 def _open_temp(tmp: str) -> BinaryIO:
     """A new file of our own: exclusive creation, never through a link."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -112,27 +136,14 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
 def open_for_append(path: str) -> BinaryIO:
     """``path`` opened to append (created if missing): the one kind of write that does not
     replace its file (``metrics.jsonl`` grows by a line an epoch, a log by its output). Only a
-    regular file is opened, never through a link."""
-    check_replaceable(path)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as err:
-        raise write_failure(err, path) from err
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):   # swapped in after the check above
-        os.close(fd)
-        raise not_a_regular_file(path, mode)
-    return os.fdopen(fd, "ab")
+    regular file is opened, never through a link (``open_regular``)."""
+    return os.fdopen(open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
 
 
 def append_text(path: str, text: str) -> None:
     """Append ``text`` to ``path`` (see ``open_for_append``); a failed write is ``WriteFailed``."""
-    try:
-        with open_for_append(path) as f:
-            f.write(text.encode())
-    except OSError as err:
-        raise write_failure(err, path) from err
+    with writes_to(path), open_for_append(path) as f:
+        f.write(text.encode())
 
 
 def write_text(path: str, text: str) -> None:
@@ -140,12 +151,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, data: Any) -> None:
-    text = json.dumps(data, indent=2, default=str).encode()
-    atomic_write(path, lambda f: f.write(text))
-
-
-def write_lines(path: str, lines: List[str]) -> None:
-    atomic_write(path, lambda f: f.write("".join(lines).encode()))
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def copy_file(source: str, path: str) -> None:
