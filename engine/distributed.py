@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+
+from utils.errors import UserError
 
 TIMEOUT_ENV = "DISTILLERY_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
@@ -54,7 +55,6 @@ def timeout_seconds() -> float:
     except ValueError:
         seconds = -1.0
     if seconds <= 0:
-        from utils.errors import UserError
         raise UserError(f"{TIMEOUT_ENV}={value!r}: give a positive number of seconds")
     return seconds
 
@@ -91,7 +91,6 @@ def cuda_index(local_rank: int) -> int:
         return local_rank
     if count == 1:
         return 0
-    from utils.errors import UserError
     raise UserError(f"local rank {local_rank} has no GPU: {count} visible on this node; start "
                     "one process per GPU")
 
@@ -104,7 +103,7 @@ def launched_processes(env=os.environ) -> int:
     return int(env.get("SLURM_STEP_NUM_TASKS") or 1)
 
 
-def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
+def init_distributed(device_type: str) -> DistInfo:
     """This process's place in a torchrun or srun job (``DistInfo()`` for a single process);
     initialises the default process group once (later calls reuse it)."""
     adopt_slurm_environment()
@@ -115,9 +114,8 @@ def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
     if device_type == "cuda":
         torch.cuda.set_device(cuda_index(info.local_rank))
     if not is_initialized():
-        seconds = timeout_seconds() if timeout_s is None else timeout_s
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=seconds))
+                                timeout=datetime.timedelta(seconds=timeout_seconds()))
     return info
 
 
@@ -133,18 +131,12 @@ def average_gradients(params) -> None:
     all-reduce: what DDP's reducer does for the one backward it allows per forward, for a step
     that takes more than one (DOT). Every process must hold gradients for the same parameters
     (the same module and losses on every rank)."""
-    if not is_initialized() or dist.get_world_size() < 2:
-        return
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    if not is_initialized() or dist.get_world_size() < 2 or not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat.div_(dist.get_world_size())
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / dist.get_world_size()
+    for grad, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(mean.view_as(grad))
 
 
 def broadcast_floats(values, device: torch.device, src: int = 0) -> list:

@@ -122,7 +122,8 @@ class DotStep(SgdStep):
             scaler.scale(distillation).backward(retain_graph=True)
             average_gradients(params)
             scaler.unscale_(self.distillation_pass)
-            distillation_finite = not scaler.is_enabled() or all_finite(params)
+            distillation_finite = not scaler.is_enabled() or all_finite(   # fp16 only, as the scaler
+                p.grad for p in params if p.grad is not None)
             self.optimizer.step_kd()
             self.optimizer.zero_grad(set_to_none=True)
             scaler.scale(task).backward()
@@ -133,7 +134,7 @@ class DotStep(SgdStep):
         return StepResult(losses, step_sums(logits, losses, batch.targets))
 
 
-def all_finite(params) -> bool:
-    """Whether every gradient is finite (one host read; fp16 only, as the GradScaler's step)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+def all_finite(tensors) -> bool:
+    """Whether every value of every tensor is finite, in one host read."""
+    checks = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(checks).all()) if checks else True

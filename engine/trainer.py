@@ -29,7 +29,7 @@ from engine.resume import check_resumable, repair_best
 from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
 from engine.evaluate import evaluate, on_device
 from engine.rng import get_rng_state, set_rng_state
-from engine.steps import StepResult
+from engine.steps import StepResult, all_finite
 from utils.atomic import WriteFailed, write_failure
 from utils.errors import UserError
 from utils.stopping import Stopped
@@ -133,13 +133,12 @@ class Trainer:
 
     def _save(self, metrics: Dict[str, float], is_best: bool) -> None:
         last = os.path.join(self.run_dir, "last.pth")
-        if self.dist.is_main:
-            state = self._checkpoint(metrics)
+        state = self._checkpoint(metrics) if self.dist.is_main else None   # rank 0 writes
+        if state is not None:
             save_checkpoint(state, last)
-            self.last_saved = (last, self.state.epoch)   # before best.pth: a failure there keeps it
-            if is_best:
-                save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
-        self.last_saved = (last, self.state.epoch)
+        self.last_saved = (last, self.state.epoch)   # before best.pth: a failure there keeps it
+        if state is not None and is_best:
+            save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
 
     def kept_checkpoint(self) -> str:
         """Where to resume from, for the line that ends a stopped run."""
@@ -151,19 +150,15 @@ class Trainer:
     def _all_finite(self, metrics: Dict[str, float]) -> bool:
         """Every floating tensor of the module (weights, BatchNorm statistics, method modules)
         and, under ``guard_validation``, every validation number is finite; one host sync."""
-        tensors = [t for t in self.module.state_dict().values() if t.is_floating_point()]
-        weights_ok = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-        if not self.guard_validation:
-            return weights_ok
-        return weights_ok and all(math.isfinite(v) for v in metrics.values())
+        weights = all_finite(t for t in self.module.state_dict().values() if t.is_floating_point())
+        return weights and (not self.guard_validation or all(map(math.isfinite, metrics.values())))
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
-        epochs = self.epochs
         started, images_seen, train_time = time.time(), 0, 0.0
         metrics: Dict[str, float] = {}
         try:
-            for epoch in range(self.state.epoch + 1, epochs + 1):
+            for epoch in range(self.state.epoch + 1, self.epochs + 1):
                 t0 = time.time()
                 train_stats = self.train_epoch(epoch)
                 train_time += time.time() - t0
@@ -178,11 +173,9 @@ class Trainer:
             stop.resume_hint = self.kept_checkpoint()
             raise
         barrier()  # rank 0's last save is complete before any rank returns (and may read it)
-        summary = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
-                   "last_top1": metrics.get("top1"), "epochs": epochs,
-                   "time_s": time.time() - started,
-                   "images_per_s": images_seen / train_time if train_time else None}
-        return summary
+        return {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
+                "last_top1": metrics.get("top1"), "epochs": self.epochs, "time_s": time.time() - started,
+                "images_per_s": images_seen / train_time if train_time else None}
 
     def _validate(self, epoch: int) -> Dict[str, float]:
         if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
@@ -224,12 +217,9 @@ class Trainer:
             bar.close()
         totals = sums.read(all_processes=True)
         count = totals["count"]
-        stats = {name: totals[name] / count for name in sums.loss_names}
-        stats["top1"] = 100.0 * totals["correct"] / count
-        stats["images"] = count
-        stats["lr"] = lr
-        stats["images_per_s"] = count / max(time.time() - t0, 1e-9)
-        return stats
+        return {**{name: totals[name] / count for name in sums.loss_names},
+                "top1": 100.0 * totals["correct"] / count, "images": count, "lr": lr,
+                "images_per_s": count / max(time.time() - t0, 1e-9)}
 
     def step(self, batch, epoch: int) -> StepResult:
         """One training step on a batch already on the device (engine/steps.py; a CUDA graph's
