@@ -47,16 +47,13 @@ def is_initialized() -> bool:
 
 
 def timeout_seconds() -> float:
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT_S
+    value = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT_S)
     try:
-        seconds = float(value)
+        if float(value) > 0:
+            return float(value)
     except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
-        raise UserError(f"{TIMEOUT_ENV}={value!r}: give a positive number of seconds")
-    return seconds
+        pass
+    raise UserError(f"{TIMEOUT_ENV}={value!r}: give a positive number of seconds")
 
 
 def first_host(nodelist: str) -> str:

@@ -28,6 +28,7 @@ SGD.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -96,22 +97,16 @@ def split_losses(losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.T
     return losses[TASK_LOSS], sum(losses[name] for name in others)
 
 
-class _DistillationPass:
-    """The optimizer's parameter groups under another identity: the GradScaler keeps one
-    unscale/inf-check record per optimizer object, so the distillation pass gets its own, and
-    ``update`` backs the scale off when either pass overflowed."""
-
-    def __init__(self, optimizer):
-        self.param_groups = optimizer.param_groups
-
-
 class DotStep(SgdStep):
     """``ddp``: the DistributedDataParallel wrapper inside ``module``, if any."""
 
     def __init__(self, module, optimizer, scaler, precision: Precision,
                  ddp: Optional[torch.nn.Module] = None):
         super().__init__(module, optimizer, scaler, precision)
-        self.ddp, self.distillation_pass = ddp, _DistillationPass(optimizer)
+        # the parameter groups under another identity: the GradScaler keeps one unscale/inf-check
+        # record per optimizer object, so the distillation pass gets its own, and ``update``
+        # backs the scale off when either pass overflowed
+        self.ddp, self.distillation_pass = ddp, SimpleNamespace(param_groups=optimizer.param_groups)
 
     def __call__(self, batch, epoch: int) -> StepResult:
         params, scaler = self.optimizer.param_groups[0]["params"], self.scaler

@@ -54,9 +54,7 @@ class RunningSums:
         self.total: Optional[torch.Tensor] = None
 
     def add(self, sums: torch.Tensor) -> None:
-        if self.total is None:
-            self.total = torch.zeros_like(sums)
-        self.total += sums
+        self.total = sums.clone() if self.total is None else self.total.add_(sums)
 
     def read(self, all_processes: bool = False) -> Dict[str, float]:
         """One host read (of the sums over every process when ``all_processes``)."""
@@ -178,8 +176,7 @@ class Trainer:
                 "images_per_s": images_seen / train_time if train_time else None}
 
     def _validate(self, epoch: int) -> Dict[str, float]:
-        if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
-            broadcast_buffers(self.module)
+        broadcast_buffers(self.module)   # every rank evaluates the weights rank 0 saves (BN statistics)
         metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last,
                            whole_batch=True)
         if not self._all_finite(metrics):  # same answer on every rank: weights and metrics agree

@@ -24,7 +24,7 @@ import secrets
 import shutil
 import socket
 import stat
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, Callable, Iterator, List, Optional
 
 from utils.errors import UserError
@@ -63,23 +63,16 @@ def check_replaceable(path: str) -> None:
         raise not_a_regular_file(path, mode)
 
 
-def _os_error_in(err: BaseException) -> Optional[OSError]:
-    """``err`` itself if an OSError, or the OSError a RuntimeError was raised from (torch's
-    zip writer turns a failed ``file.write`` into ``RuntimeError: ... unexpected pos``)."""
-    while isinstance(err, RuntimeError):
-        err = err.__cause__ or err.__context__
-    return err if isinstance(err, OSError) else None
-
-
 def write_failure(err: BaseException, path: str) -> Optional[WriteFailed]:
-    """The one-line error of ``err`` raised while writing ``path``; None when ``err`` is not
-    a failed write (a signal, a bug of ours keep their own way out)."""
+    """The one-line error of ``err`` raised while writing ``path``: ``err`` is, or was raised
+    from, an ``OSError`` (torch's zip writer turns a failed ``file.write`` into ``RuntimeError:
+    ... unexpected pos``); None when it is not a failed write (a signal, a bug of ours keep
+    their own way out)."""
     if isinstance(err, WriteFailed):
         return err
-    os_error = _os_error_in(err)
-    if os_error is None:
-        return None
-    return WriteFailed(f"cannot write {path}: {os_error.strerror or os_error}")
+    while isinstance(err, RuntimeError):
+        err = err.__cause__ or err.__context__
+    return WriteFailed(f"cannot write {path}: {err.strerror or err}") if isinstance(err, OSError) else None
 
 
 @contextmanager
@@ -184,9 +177,7 @@ def remove_stale_temps(directory: str, everything: bool = False) -> List[str]:
     removed = []
     for name in sorted(os.listdir(directory)):
         if name.startswith(TEMP_PREFIX) and (everything or not _writer_alive(name)):
-            try:
+            with suppress(FileNotFoundError):   # its writer renamed or removed it meanwhile
                 os.unlink(os.path.join(directory, name))
                 removed.append(name)
-            except FileNotFoundError:
-                pass  # its writer renamed or removed it meanwhile
     return removed
