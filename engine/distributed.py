@@ -10,7 +10,7 @@ others and reports the failure.
 
 ``runtime.sync_bn`` uses torch's ``SyncBatchNorm`` on GPUs and ``CpuSyncBatchNorm`` (below) on CPU,
 where torch's kernel and DDP refuse it: the same global-batch statistics from autograd-aware
-all-reduces, so a CPU run checks what a GPU run computes.
+sums over processes, so a CPU run checks what a GPU run computes.
 """
 import datetime
 import os
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from utils.collectives import sum_over_processes
 from utils.errors import UserError
 
 TIMEOUT_ENV = "DISTILLERY_DIST_TIMEOUT_S"
@@ -177,29 +178,12 @@ def cleanup(failed: bool = False) -> None:
 
 
 # --- SyncBatchNorm, also on CPU / gloo ------------------------------------------------------------
-class _SumOverProcesses(torch.autograd.Function):
-    """All-reduce (sum) with a gradient: each process's input feeds every process's output, so
-    the gradient of an input is the sum of the output gradients over processes."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, over all processes, for
     CPU tensors (torch's ``SyncBatchNorm`` kernel and DDP accept only GPU ones). Parameters,
     buffers and state-dict keys are BatchNorm's; in eval mode, or in a single process, it is plain
-    BatchNorm. Mean and variance come from two autograd-aware all-reduces (sums in float64), so
-    the backward pass is synchronised as well."""
+    BatchNorm. Mean and variance come from two sums over processes with a gradient (float64,
+    ``utils.collectives.sum_over_processes``), so the backward pass is synchronised as well."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -209,16 +193,15 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not self.training or not is_initialized() or dist.get_world_size() < 2:
             return super().forward(input)
         self._check_input_dim(input)
-        all_reduce = _SumOverProcesses.apply
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
         x = input.double()
         local = torch.cat([x.sum(dims), x.new_tensor([input.numel() // input.size(1)])])
-        total = all_reduce(local)
+        total = sum_over_processes(local)
         count = total[-1].detach()
         mean = total[:-1] / count
         centred = x - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
+        var = sum_over_processes((centred * centred).sum(dims)) / count
         if self.track_running_stats and self.running_mean is not None:
             self.num_batches_tracked.add_(1)
             factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None

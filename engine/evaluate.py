@@ -59,8 +59,7 @@ def evaluate(module, loader, device: torch.device, amp: str = "off",
     top-k with the tie rule of ``target_ranks``."""
     was_training = module.training
     module.eval()
-    sums = None  # per output: [correct@1, correct@5, summed CE] (METRICS); plus the sample count
-    names = None
+    sums = names = None  # per output: [correct@1, correct@5, summed CE] (METRICS); plus the count
     precision = Precision(device.type, amp)
     for batch in loader:
         batch = on_device(batch, device, channels_last)

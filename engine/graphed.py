@@ -89,13 +89,6 @@ class EagerReplay:
         return step
 
 
-def _clone(value):
-    """A graph input buffer holding ``value`` (in its memory format: channels-last images)."""
-    if isinstance(value, BatchViews):
-        return BatchViews(*(t.clone() for t in value))
-    return None if value is None else value.clone()
-
-
 def _inputs(batch: Batch) -> list:
     """What the captured step reads of a batch, views unpacked; None for a field it lacks."""
     views = batch.views if batch.views is not None else (None,) * len(BatchViews._fields)
@@ -174,8 +167,10 @@ class GraphedStep:
         return self.step(batch, epoch)
 
     def _capture(self, batch: Batch, epoch: int) -> None:
-        static = self.static = Batch(*(_clone(v) for v in (batch.images, batch.targets,
-                                                           batch.indices, batch.views)))
+        # the graph's input buffers, holding this batch (a clone keeps channels-last images so)
+        inputs = [None if t is None else t.clone() for t in _inputs(batch)]
+        views = None if batch.views is None else BatchViews(*inputs[3:])
+        static = self.static = Batch(*inputs[:3], views=views)
 
         def whole_step():
             with lr_from(self.optimizer, self.lrs):

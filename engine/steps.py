@@ -117,8 +117,7 @@ class DotStep(SgdStep):
             scaler.scale(distillation).backward(retain_graph=True)
             average_gradients(params)
             scaler.unscale_(self.distillation_pass)
-            distillation_finite = not scaler.is_enabled() or all_finite(   # fp16 only, as the scaler
-                p.grad for p in params if p.grad is not None)
+            distillation_finite = not scaler.is_enabled() or all_finite(p.grad for p in params)
             self.optimizer.step_kd()
             self.optimizer.zero_grad(set_to_none=True)
             scaler.scale(task).backward()
@@ -130,6 +129,6 @@ class DotStep(SgdStep):
 
 
 def all_finite(tensors) -> bool:
-    """Whether every value of every tensor is finite, in one host read."""
-    checks = [torch.isfinite(t).all() for t in tensors]
+    """Whether every value of every tensor (None: no gradient) is finite, in one host read."""
+    checks = [torch.isfinite(t).all() for t in tensors if t is not None]
     return bool(torch.stack(checks).all()) if checks else True

@@ -16,6 +16,7 @@ optimizer, scheduler, scaler, epoch, step, RNG states, best metric), and each ep
 and augmentation depend only on (seed, epoch) through ``loaders.set_epoch``; a run restarted from
 the end of epoch e therefore repeats epoch e+1 exactly as an uninterrupted run computes it.
 """
+import dataclasses
 import math
 import os
 import time
@@ -103,10 +104,8 @@ class Trainer:
     def _checkpoint(self, metrics: Dict[str, float]) -> Dict[str, Any]:
         return {**checkpoint_state_of(self.module),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": self.state.epoch,
-                "step": self.state.step, "best_top1": self.state.best_top1,
-                "best_epoch": self.state.best_epoch, "rng": get_rng_state(),
-                "metrics": metrics, "config": self.config, "record": self.record}
+                "scaler": self.scaler.state_dict(), **dataclasses.asdict(self.state),
+                "rng": get_rng_state(), "metrics": metrics, "config": self.config, "record": self.record}
 
     def resume(self, path: str, state: Optional[Dict[str, Any]] = None) -> None:
         """Continue from the checkpoint at ``path`` (``state``: its content, if already read)."""

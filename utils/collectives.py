@@ -44,3 +44,10 @@ def gather_batch(tensor: torch.Tensor) -> torch.Tensor:
     with DDP averaging parameter gradients over processes the result is the one-process gradient.
     """
     return tensor if _world_size() == 1 else _GatherOverProcesses.apply(tensor)
+
+
+def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over processes (itself in one process), with a gradient: each
+    process's input feeds every process's output, so an input's gradient is the sum of the
+    output gradients over processes (what the gathered rows' backward computes)."""
+    return gather_batch(tensor[None]).sum(0)

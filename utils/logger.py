@@ -126,7 +126,6 @@ class RunLogger:
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
         self.writer = None
-        self.interactive = console_is_terminal()
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
             if tensorboard:
@@ -182,7 +181,7 @@ class RunLogger:
 
     def progress(self, total: int, description: str):
         """A tqdm bar on a terminal; ``None`` otherwise (the trainer prints periodic lines)."""
-        if self.enabled and self.interactive:
+        if self.enabled and console_is_terminal():
             return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
         return None
 
