@@ -204,8 +204,7 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = sum_over_processes((centred * centred).sum(dims)) / count
         if self.track_running_stats and self.running_mean is not None:
             self.num_batches_tracked.add_(1)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             with torch.no_grad():
                 unbiased = var * (count / (count - 1).clamp(min=1))
                 self.running_mean.mul_(1 - factor).add_(factor * mean.to(self.running_mean.dtype))
@@ -237,7 +236,5 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
         sync.train(module.training)
         return sync
     for name, child in list(module.named_children()):
-        converted = convert_sync_batchnorm(child, device_type)
-        if converted is not child:
-            setattr(module, name, converted)
+        setattr(module, name, convert_sync_batchnorm(child, device_type))
     return module
