@@ -10,7 +10,7 @@ others and reports the failure.
 
 ``runtime.sync_bn`` uses torch's ``SyncBatchNorm`` on GPUs and ``CpuSyncBatchNorm`` (below) on CPU,
 where torch's kernel and DDP refuse it: the same global-batch statistics from autograd-aware
-all-reduces, so a CPU run checks what a GPU run computes.
+sums over processes, so a CPU run checks what a GPU run computes.
 """
 import datetime
 import os
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
+
+from utils.collectives import sum_over_processes
+from utils.errors import UserError
 
 TIMEOUT_ENV = "DISTILLERY_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0
@@ -46,17 +48,13 @@ def is_initialized() -> bool:
 
 
 def timeout_seconds() -> float:
-    value = os.environ.get(TIMEOUT_ENV)
-    if not value:
-        return DEFAULT_TIMEOUT_S
+    value = os.environ.get(TIMEOUT_ENV) or str(DEFAULT_TIMEOUT_S)
     try:
-        seconds = float(value)
+        if float(value) > 0:
+            return float(value)
     except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
-        from utils.errors import UserError
-        raise UserError(f"{TIMEOUT_ENV}={value!r}: give a positive number of seconds")
-    return seconds
+        pass
+    raise UserError(f"{TIMEOUT_ENV}={value!r}: give a positive number of seconds")
 
 
 def first_host(nodelist: str) -> str:
@@ -91,7 +89,6 @@ def cuda_index(local_rank: int) -> int:
         return local_rank
     if count == 1:
         return 0
-    from utils.errors import UserError
     raise UserError(f"local rank {local_rank} has no GPU: {count} visible on this node; start "
                     "one process per GPU")
 
@@ -104,7 +101,7 @@ def launched_processes(env=os.environ) -> int:
     return int(env.get("SLURM_STEP_NUM_TASKS") or 1)
 
 
-def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
+def init_distributed(device_type: str) -> DistInfo:
     """This process's place in a torchrun or srun job (``DistInfo()`` for a single process);
     initialises the default process group once (later calls reuse it)."""
     adopt_slurm_environment()
@@ -115,9 +112,8 @@ def init_distributed(device_type: str, timeout_s: float = None) -> DistInfo:
     if device_type == "cuda":
         torch.cuda.set_device(cuda_index(info.local_rank))
     if not is_initialized():
-        seconds = timeout_seconds() if timeout_s is None else timeout_s
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=seconds))
+                                timeout=datetime.timedelta(seconds=timeout_seconds()))
     return info
 
 
@@ -133,18 +129,12 @@ def average_gradients(params) -> None:
     all-reduce: what DDP's reducer does for the one backward it allows per forward, for a step
     that takes more than one (DOT). Every process must hold gradients for the same parameters
     (the same module and losses on every rank)."""
-    if not is_initialized() or dist.get_world_size() < 2:
-        return
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    if not is_initialized() or dist.get_world_size() < 2 or not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat.div_(dist.get_world_size())
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
+    flat = all_reduce_sum(torch.cat([g.reshape(-1) for g in grads])) / dist.get_world_size()
+    for grad, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(mean.view_as(grad))
 
 
 def broadcast_floats(values, device: torch.device, src: int = 0) -> list:
@@ -188,29 +178,12 @@ def cleanup(failed: bool = False) -> None:
 
 
 # --- SyncBatchNorm, also on CPU / gloo ------------------------------------------------------------
-class _SumOverProcesses(torch.autograd.Function):
-    """All-reduce (sum) with a gradient: each process's input feeds every process's output, so
-    the gradient of an input is the sum of the output gradients over processes."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
-
-
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, over all processes, for
     CPU tensors (torch's ``SyncBatchNorm`` kernel and DDP accept only GPU ones). Parameters,
     buffers and state-dict keys are BatchNorm's; in eval mode, or in a single process, it is plain
-    BatchNorm. Mean and variance come from two autograd-aware all-reduces (sums in float64), so
-    the backward pass is synchronised as well."""
+    BatchNorm. Mean and variance come from two sums over processes with a gradient (float64,
+    ``utils.collectives.sum_over_processes``), so the backward pass is synchronised as well."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -220,20 +193,18 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not self.training or not is_initialized() or dist.get_world_size() < 2:
             return super().forward(input)
         self._check_input_dim(input)
-        all_reduce = _SumOverProcesses.apply
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
         x = input.double()
         local = torch.cat([x.sum(dims), x.new_tensor([input.numel() // input.size(1)])])
-        total = all_reduce(local)
+        total = sum_over_processes(local)
         count = total[-1].detach()
         mean = total[:-1] / count
         centred = x - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
+        var = sum_over_processes((centred * centred).sum(dims)) / count
         if self.track_running_stats and self.running_mean is not None:
             self.num_batches_tracked.add_(1)
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             with torch.no_grad():
                 unbiased = var * (count / (count - 1).clamp(min=1))
                 self.running_mean.mul_(1 - factor).add_(factor * mean.to(self.running_mean.dtype))
@@ -265,7 +236,5 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
         sync.train(module.training)
         return sync
     for name, child in list(module.named_children()):
-        converted = convert_sync_batchnorm(child, device_type)
-        if converted is not child:
-            setattr(module, name, converted)
+        setattr(module, name, convert_sync_batchnorm(child, device_type))
     return module

@@ -26,6 +26,9 @@ def on_device(batch, device: torch.device, channels_last: bool = False):
     return batch
 
 
+METRICS = ("top1", "top5", "loss")   # per output, in the order of the sums below
+
+
 def _named_logits(output) -> Dict[str, torch.Tensor]:
     return output if isinstance(output, dict) else {"": output}
 
@@ -56,8 +59,7 @@ def evaluate(module, loader, device: torch.device, amp: str = "off",
     top-k with the tie rule of ``target_ranks``."""
     was_training = module.training
     module.eval()
-    sums = None  # per output: [correct@1, correct@5, summed CE]; plus the sample count
-    names = None
+    sums = names = None  # per output: [correct@1, correct@5, summed CE] (METRICS); plus the count
     precision = Precision(device.type, amp)
     for batch in loader:
         batch = on_device(batch, device, channels_last)
@@ -81,10 +83,8 @@ def evaluate(module, loader, device: torch.device, amp: str = "off",
     count = values[-1]
     result = {"samples": int(count)}
     for i, name in enumerate(names):
-        result[f"{_prefix(name)}top1"] = 100.0 * values[3 * i] / count
-        result[f"{_prefix(name)}top5"] = 100.0 * values[3 * i + 1] / count
-        result[f"{_prefix(name)}loss"] = values[3 * i + 2] / count
-    if names[0]:
-        for metric in ("top1", "top5", "loss"):
-            result[metric] = result[f"{names[0]}/{metric}"]
+        for j, metric in enumerate(METRICS):
+            result[_prefix(name) + metric] = values[3 * i + j] * (1.0 if metric == "loss" else 100.0) / count
+    for metric in METRICS:   # the first output's are the headline numbers
+        result[metric] = result[_prefix(names[0]) + metric]
     return result

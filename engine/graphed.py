@@ -65,21 +65,18 @@ class CudaGraphs:
         finally:
             torch.cuda.current_stream(self.device).wait_stream(self.side)
 
-    def capture(self, step: Callable[[], object]) -> "CapturedStep":
+    def capture(self, step: Callable[[], object]) -> Callable[[], object]:
+        """``step`` captured as a graph; returns its replay (which returns the step's outputs,
+        refilled in place)."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: other threads (a DataLoader's pin-memory thread) may go on meanwhile
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             outputs = step()
-        return CapturedStep(graph, outputs)
 
-
-class CapturedStep:
-    def __init__(self, graph, outputs):
-        self.graph, self.outputs = graph, outputs
-
-    def replay(self):
-        self.graph.replay()
-        return self.outputs
+        def replay():
+            graph.replay()
+            return outputs
+        return replay
 
 
 class EagerReplay:
@@ -87,23 +84,9 @@ class EagerReplay:
 
     eager = staticmethod(nullcontext)
 
-    def capture(self, step: Callable[[], object]) -> "EagerReplay.Recorded":
-        return EagerReplay.Recorded(step)
-
-    class Recorded:
-        def __init__(self, step):
-            self.step = step
-
-        def replay(self):
-            return self.step()
-
-
-def _empty_like(value):
-    if value is None:
-        return None
-    if isinstance(value, BatchViews):
-        return BatchViews(*(torch.empty_like(t) for t in value))
-    return torch.empty_like(value)   # keeps the memory format (channels-last images)
+    @staticmethod
+    def capture(step: Callable[[], object]) -> Callable[[], object]:
+        return step
 
 
 def _inputs(batch: Batch) -> list:
@@ -172,7 +155,7 @@ class GraphedStep:
         for lr, group in zip(self.lrs, self.optimizer.param_groups):
             lr.fill_(group["lr"])
         self.replays += 1
-        return self.captured.replay()
+        return self.captured()
 
     def _give_up(self, err: RuntimeError, batch: Batch, epoch: int):
         """A capture that fails (an operation CUDA graphs cannot hold) ends the graphs for the
@@ -184,10 +167,10 @@ class GraphedStep:
         return self.step(batch, epoch)
 
     def _capture(self, batch: Batch, epoch: int) -> None:
-        self.static = Batch(*(_empty_like(v) for v in (batch.images, batch.targets,
-                                                       batch.indices, batch.views)))
-        _copy_into(self.static, batch)
-        static = self.static
+        # the graph's input buffers, holding this batch (a clone keeps channels-last images so)
+        inputs = [None if t is None else t.clone() for t in _inputs(batch)]
+        views = None if batch.views is None else BatchViews(*inputs[3:])
+        static = self.static = Batch(*inputs[:3], views=views)
 
         def whole_step():
             with lr_from(self.optimizer, self.lrs):

@@ -6,6 +6,7 @@ silently and fail (or train wrongly) at the first step. Each is a one-line ``Use
 names the file and what is wrong.
 """
 import os
+from contextlib import suppress
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -22,12 +23,9 @@ def repair_best(run_dir: str, last: str, epoch: int, best_epoch: int) -> Optiona
     best = os.path.join(run_dir, "best.pth")
     if best_epoch != epoch or epoch == 0:
         return None
-    if os.path.exists(best):
-        try:
-            if load_checkpoint(best).get("epoch") == epoch:
-                return None
-        except UserError:
-            pass  # unreadable: replaced below
+    with suppress(UserError):   # unreadable: replaced below
+        if os.path.exists(best) and load_checkpoint(best).get("epoch") == epoch:
+            return None
     copy_file(last, best)
     return f"best.pth was older than the best epoch {epoch}: restored from {last}"
 

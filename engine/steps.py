@@ -28,6 +28,7 @@ SGD.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -96,22 +97,16 @@ def split_losses(losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.T
     return losses[TASK_LOSS], sum(losses[name] for name in others)
 
 
-class _DistillationPass:
-    """The optimizer's parameter groups under another identity: the GradScaler keeps one
-    unscale/inf-check record per optimizer object, so the distillation pass gets its own, and
-    ``update`` backs the scale off when either pass overflowed."""
-
-    def __init__(self, optimizer):
-        self.param_groups = optimizer.param_groups
-
-
 class DotStep(SgdStep):
     """``ddp``: the DistributedDataParallel wrapper inside ``module``, if any."""
 
     def __init__(self, module, optimizer, scaler, precision: Precision,
                  ddp: Optional[torch.nn.Module] = None):
         super().__init__(module, optimizer, scaler, precision)
-        self.ddp, self.distillation_pass = ddp, _DistillationPass(optimizer)
+        # the parameter groups under another identity: the GradScaler keeps one unscale/inf-check
+        # record per optimizer object, so the distillation pass gets its own, and ``update``
+        # backs the scale off when either pass overflowed
+        self.ddp, self.distillation_pass = ddp, SimpleNamespace(param_groups=optimizer.param_groups)
 
     def __call__(self, batch, epoch: int) -> StepResult:
         params, scaler = self.optimizer.param_groups[0]["params"], self.scaler
@@ -122,7 +117,7 @@ class DotStep(SgdStep):
             scaler.scale(distillation).backward(retain_graph=True)
             average_gradients(params)
             scaler.unscale_(self.distillation_pass)
-            distillation_finite = not scaler.is_enabled() or all_finite(params)
+            distillation_finite = not scaler.is_enabled() or all_finite(p.grad for p in params)
             self.optimizer.step_kd()
             self.optimizer.zero_grad(set_to_none=True)
             scaler.scale(task).backward()
@@ -133,7 +128,7 @@ class DotStep(SgdStep):
         return StepResult(losses, step_sums(logits, losses, batch.targets))
 
 
-def all_finite(params) -> bool:
-    """Whether every gradient is finite (one host read; fp16 only, as the GradScaler's step)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+def all_finite(tensors) -> bool:
+    """Whether every value of every tensor (None: no gradient) is finite, in one host read."""
+    checks = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return bool(torch.stack(checks).all()) if checks else True

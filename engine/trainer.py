@@ -16,6 +16,7 @@ optimizer, scheduler, scaler, epoch, step, RNG states, best metric), and each ep
 and augmentation depend only on (seed, epoch) through ``loaders.set_epoch``; a run restarted from
 the end of epoch e therefore repeats epoch e+1 exactly as an uninterrupted run computes it.
 """
+import dataclasses
 import math
 import os
 import time
@@ -29,7 +30,7 @@ from engine.resume import check_resumable, repair_best
 from engine.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
 from engine.evaluate import evaluate, on_device
 from engine.rng import get_rng_state, set_rng_state
-from engine.steps import StepResult
+from engine.steps import StepResult, all_finite
 from utils.atomic import WriteFailed, write_failure
 from utils.errors import UserError
 from utils.stopping import Stopped
@@ -54,9 +55,7 @@ class RunningSums:
         self.total: Optional[torch.Tensor] = None
 
     def add(self, sums: torch.Tensor) -> None:
-        if self.total is None:
-            self.total = torch.zeros_like(sums)
-        self.total += sums
+        self.total = sums.clone() if self.total is None else self.total.add_(sums)
 
     def read(self, all_processes: bool = False) -> Dict[str, float]:
         """One host read (of the sums over every process when ``all_processes``)."""
@@ -105,10 +104,8 @@ class Trainer:
     def _checkpoint(self, metrics: Dict[str, float]) -> Dict[str, Any]:
         return {**checkpoint_state_of(self.module),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": self.state.epoch,
-                "step": self.state.step, "best_top1": self.state.best_top1,
-                "best_epoch": self.state.best_epoch, "rng": get_rng_state(),
-                "metrics": metrics, "config": self.config, "record": self.record}
+                "scaler": self.scaler.state_dict(), **dataclasses.asdict(self.state),
+                "rng": get_rng_state(), "metrics": metrics, "config": self.config, "record": self.record}
 
     def resume(self, path: str, state: Optional[Dict[str, Any]] = None) -> None:
         """Continue from the checkpoint at ``path`` (``state``: its content, if already read)."""
@@ -133,13 +130,12 @@ class Trainer:
 
     def _save(self, metrics: Dict[str, float], is_best: bool) -> None:
         last = os.path.join(self.run_dir, "last.pth")
-        if self.dist.is_main:
-            state = self._checkpoint(metrics)
+        state = self._checkpoint(metrics) if self.dist.is_main else None   # rank 0 writes
+        if state is not None:
             save_checkpoint(state, last)
-            self.last_saved = (last, self.state.epoch)   # before best.pth: a failure there keeps it
-            if is_best:
-                save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
-        self.last_saved = (last, self.state.epoch)
+        self.last_saved = (last, self.state.epoch)   # before best.pth: a failure there keeps it
+        if state is not None and is_best:
+            save_checkpoint(state, os.path.join(self.run_dir, "best.pth"))
 
     def kept_checkpoint(self) -> str:
         """Where to resume from, for the line that ends a stopped run."""
@@ -151,19 +147,15 @@ class Trainer:
     def _all_finite(self, metrics: Dict[str, float]) -> bool:
         """Every floating tensor of the module (weights, BatchNorm statistics, method modules)
         and, under ``guard_validation``, every validation number is finite; one host sync."""
-        tensors = [t for t in self.module.state_dict().values() if t.is_floating_point()]
-        weights_ok = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
-        if not self.guard_validation:
-            return weights_ok
-        return weights_ok and all(math.isfinite(v) for v in metrics.values())
+        weights = all_finite(t for t in self.module.state_dict().values() if t.is_floating_point())
+        return weights and (not self.guard_validation or all(map(math.isfinite, metrics.values())))
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self) -> Dict[str, Any]:
-        epochs = self.epochs
         started, images_seen, train_time = time.time(), 0, 0.0
         metrics: Dict[str, float] = {}
         try:
-            for epoch in range(self.state.epoch + 1, epochs + 1):
+            for epoch in range(self.state.epoch + 1, self.epochs + 1):
                 t0 = time.time()
                 train_stats = self.train_epoch(epoch)
                 train_time += time.time() - t0
@@ -178,15 +170,12 @@ class Trainer:
             stop.resume_hint = self.kept_checkpoint()
             raise
         barrier()  # rank 0's last save is complete before any rank returns (and may read it)
-        summary = {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
-                   "last_top1": metrics.get("top1"), "epochs": epochs,
-                   "time_s": time.time() - started,
-                   "images_per_s": images_seen / train_time if train_time else None}
-        return summary
+        return {"best_top1": self.state.best_top1, "best_epoch": self.state.best_epoch,
+                "last_top1": metrics.get("top1"), "epochs": self.epochs, "time_s": time.time() - started,
+                "images_per_s": images_seen / train_time if train_time else None}
 
     def _validate(self, epoch: int) -> Dict[str, float]:
-        if self.dist.enabled:  # every rank evaluates the weights rank 0 saves (BN statistics)
-            broadcast_buffers(self.module)
+        broadcast_buffers(self.module)   # every rank evaluates the weights rank 0 saves (BN statistics)
         metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last,
                            whole_batch=True)
         if not self._all_finite(metrics):  # same answer on every rank: weights and metrics agree
@@ -224,12 +213,9 @@ class Trainer:
             bar.close()
         totals = sums.read(all_processes=True)
         count = totals["count"]
-        stats = {name: totals[name] / count for name in sums.loss_names}
-        stats["top1"] = 100.0 * totals["correct"] / count
-        stats["images"] = count
-        stats["lr"] = lr
-        stats["images_per_s"] = count / max(time.time() - t0, 1e-9)
-        return stats
+        return {**{name: totals[name] / count for name in sums.loss_names},
+                "top1": 100.0 * totals["correct"] / count, "images": count, "lr": lr,
+                "images_per_s": count / max(time.time() - t0, 1e-9)}
 
     def step(self, batch, epoch: int) -> StepResult:
         """One training step on a batch already on the device (engine/steps.py; a CUDA graph's

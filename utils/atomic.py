@@ -24,7 +24,8 @@ import secrets
 import shutil
 import socket
 import stat
-from typing import Any, BinaryIO, Callable, List, Optional
+from contextlib import contextmanager, suppress
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional
 
 from utils.errors import UserError
 from utils.input_files import mode_kind
@@ -62,23 +63,39 @@ def check_replaceable(path: str) -> None:
         raise not_a_regular_file(path, mode)
 
 
-def _os_error_in(err: BaseException) -> Optional[OSError]:
-    """``err`` itself if an OSError, or the OSError a RuntimeError was raised from (torch's
-    zip writer turns a failed ``file.write`` into ``RuntimeError: ... unexpected pos``)."""
-    while isinstance(err, RuntimeError):
-        err = err.__cause__ or err.__context__
-    return err if isinstance(err, OSError) else None
-
-
 def write_failure(err: BaseException, path: str) -> Optional[WriteFailed]:
-    """The one-line error of ``err`` raised while writing ``path``; None when ``err`` is not
-    a failed write (a signal, a bug of ours keep their own way out)."""
+    """The one-line error of ``err`` raised while writing ``path``: ``err`` is, or was raised
+    from, an ``OSError`` (torch's zip writer turns a failed ``file.write`` into ``RuntimeError:
+    ... unexpected pos``); None when it is not a failed write (a signal, a bug of ours keep
+    their own way out)."""
     if isinstance(err, WriteFailed):
         return err
-    os_error = _os_error_in(err)
-    if os_error is None:
-        return None
-    return WriteFailed(f"cannot write {path}: {os_error.strerror or os_error}")
+    while isinstance(err, RuntimeError):
+        err = err.__cause__ or err.__context__
+    return WriteFailed(f"cannot write {path}: {err.strerror or err}") if isinstance(err, OSError) else None
+
+
+@contextmanager
+def writes_to(path: str) -> Iterator[None]:
+    """An ``OSError`` in the block (a full disk, a read-only place) raised as ``WriteFailed``."""
+    try:
+        yield
+    except OSError as err:
+        raise write_failure(err, path) from err
+
+
+def open_regular(path: str, flags: int, mode: int = 0o666) -> int:
+    """A descriptor of ``path`` opened with ``flags`` (``O_CREAT`` creates it), only if it is a
+    regular file: never through a link, never blocking on a FIFO, and checked again once open
+    (a file swapped in after the first check is refused too). The files a run writes in place."""
+    check_replaceable(path)
+    with writes_to(path):
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    file_mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(file_mode):
+        os.close(fd)
+        raise not_a_regular_file(path, file_mode)
+    return fd
 
 
 def _open_temp(tmp: str) -> BinaryIO:
@@ -112,27 +129,14 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
 def open_for_append(path: str) -> BinaryIO:
     """``path`` opened to append (created if missing): the one kind of write that does not
     replace its file (``metrics.jsonl`` grows by a line an epoch, a log by its output). Only a
-    regular file is opened, never through a link."""
-    check_replaceable(path)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as err:
-        raise write_failure(err, path) from err
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):   # swapped in after the check above
-        os.close(fd)
-        raise not_a_regular_file(path, mode)
-    return os.fdopen(fd, "ab")
+    regular file is opened, never through a link (``open_regular``)."""
+    return os.fdopen(open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
 
 
 def append_text(path: str, text: str) -> None:
     """Append ``text`` to ``path`` (see ``open_for_append``); a failed write is ``WriteFailed``."""
-    try:
-        with open_for_append(path) as f:
-            f.write(text.encode())
-    except OSError as err:
-        raise write_failure(err, path) from err
+    with writes_to(path), open_for_append(path) as f:
+        f.write(text.encode())
 
 
 def write_text(path: str, text: str) -> None:
@@ -140,12 +144,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, data: Any) -> None:
-    text = json.dumps(data, indent=2, default=str).encode()
-    atomic_write(path, lambda f: f.write(text))
-
-
-def write_lines(path: str, lines: List[str]) -> None:
-    atomic_write(path, lambda f: f.write("".join(lines).encode()))
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def copy_file(source: str, path: str) -> None:
@@ -178,9 +177,7 @@ def remove_stale_temps(directory: str, everything: bool = False) -> List[str]:
     removed = []
     for name in sorted(os.listdir(directory)):
         if name.startswith(TEMP_PREFIX) and (everything or not _writer_alive(name)):
-            try:
+            with suppress(FileNotFoundError):   # its writer renamed or removed it meanwhile
                 os.unlink(os.path.join(directory, name))
                 removed.append(name)
-            except FileNotFoundError:
-                pass  # its writer renamed or removed it meanwhile
     return removed

@@ -47,9 +47,8 @@ class Batch:
         return len(self.images)
 
     def _map(self, fn) -> "Batch":
-        return Batch(*(None if value is None else fn(value)
-                       for value in (self.images, self.targets, self.indices, self.views,
-                                     self.strong_images)))
+        values = (getattr(self, field.name) for field in dataclasses.fields(self))
+        return Batch(*(None if value is None else fn(value) for value in values))
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
         """A copy with every tensor on ``device`` (a no-op for tensors already there)."""

@@ -8,32 +8,37 @@ checkpoints have none and load as before), after refusing tensors whose nominal 
 their storage, so that making a view contiguous here never allocates more than the file held.
 """
 import hashlib
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, Tuple
 
 import torch
 
 CHECKSUM_KEY = "checksum"
 
 
-def _feed(digest, path: str, value: Any) -> None:
+def leaves(value: Any, path: str = "") -> Iterator[Tuple[str, Any]]:
+    """Every value in nested dicts (in key order), lists and tuples that is none of them, with
+    its path (``/model/fc.weight``, ``/rng/cuda[0]``): what the checksum covers, and where the
+    loader looks for tensors."""
     if isinstance(value, dict):
         for key in sorted(value, key=str):
-            _feed(digest, f"{path}/{key}", value[key])
+            yield from leaves(value[key], f"{path}/{key}")
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _feed(digest, f"{path}[{i}]", item)
-    elif isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu().contiguous()   # a copy only of a strided view
-        digest.update(f"{path}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())   # hashed in place, no copy
+            yield from leaves(item, f"{path}[{i}]")
     else:
-        digest.update(f"{path}:{type(value).__name__}:{value!r}".encode())
+        yield path, value
 
 
 def state_checksum(state: Dict[str, Any]) -> str:
     """sha256 (hex) of every entry of ``state`` except the checksum itself."""
     digest = hashlib.sha256()
-    _feed(digest, "", {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    for path, value in leaves({k: v for k, v in state.items() if k != CHECKSUM_KEY}):
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()   # a copy only of a strided view
+            digest.update(f"{path}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())   # hashed in place, no copy
+        else:
+            digest.update(f"{path}:{type(value).__name__}:{value!r}".encode())
     return digest.hexdigest()
 
 

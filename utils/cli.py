@@ -10,7 +10,7 @@ Only flags with a variable count (``--seeds 0 1 2``) stop at an override.
 import argparse
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 OVERRIDE = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)+=.*", re.DOTALL)
 
@@ -25,9 +25,7 @@ def _fixed_value_count(action: argparse.Action) -> int:
 def split_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]):
     """``(other tokens, overrides)``: the overrides in their order, wherever they stood."""
     flags = {option: action for action in parser._actions for option in action.option_strings}
-    rest: List[str] = []
-    overrides: List[str] = []
-    skip = 0
+    rest, overrides, skip = [], [], 0
     for i, token in enumerate(argv):
         if skip:
             skip -= 1
@@ -50,8 +48,7 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: Optional[Sequenc
                          dest: str = "overrides") -> argparse.Namespace:
     """``parser.parse_args`` where ``section.key=value`` tokens may stand anywhere; they end up,
     in order, in ``args.<dest>`` (the parser may declare that positional for its help text)."""
-    tokens = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = split_overrides(parser, tokens)
+    rest, overrides = split_overrides(parser, list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(rest)
     setattr(args, dest, [*overrides, *(getattr(args, dest, None) or [])])
     return args

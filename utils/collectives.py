@@ -43,10 +43,11 @@ def gather_batch(tensor: torch.Tensor) -> torch.Tensor:
     sampler pads shards to equal length). Gradients flow back to each process's own rows;
     with DDP averaging parameter gradients over processes the result is the one-process gradient.
     """
-    if _world_size() == 1:
-        return tensor
-    if not tensor.requires_grad:
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
-    return _GatherOverProcesses.apply(tensor)
+    return tensor if _world_size() == 1 else _GatherOverProcesses.apply(tensor)
+
+
+def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over processes (itself in one process), with a gradient: each
+    process's input feeds every process's output, so an input's gradient is the sum of the
+    output gradients over processes (what the gathered rows' backward computes)."""
+    return gather_batch(tensor[None]).sum(0)

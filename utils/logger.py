@@ -8,7 +8,6 @@ A write that fails (a full disk, a read-only directory, a link planted as ``metr
 ``tb``) is one line, ``utils.atomic.WriteFailed``, never a traceback; ``metrics.jsonl`` is
 appended only as a regular file of the run, never through a link.
 """
-import contextlib
 import json
 import os
 import sys
@@ -17,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from tqdm import tqdm
 
-from utils.atomic import WriteFailed, append_text, write_failure, write_lines
+from utils.atomic import WriteFailed, append_text, write_text, writes_to
 
 
 def _has_epoch(record) -> bool:
@@ -25,23 +24,30 @@ def _has_epoch(record) -> bool:
     return isinstance(record, dict) and type(record.get("epoch")) is int
 
 
+def _json_lines(path: str) -> Iterator[Tuple[int, str, object]]:
+    """(line number, line, its JSON value) of each non-blank line of a ``metrics.jsonl``, the
+    value None where the line is not JSON; nothing when there is no file."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield number, line, json.loads(line)
+                except json.JSONDecodeError:
+                    yield number, line, None
+
+
 def read_metrics_lines(path: str) -> Tuple[List[Dict], List[str]]:
     """The epochs recorded in a ``metrics.jsonl`` and its lines that are not a JSON object with
     an integer epoch: a partial last line, left by a kill or a full disk in the middle of an
     append, or a damaged line (``damaged_metrics_line`` tells them apart)."""
     records, broken = [], []
-    if not os.path.isfile(path):
-        return records, broken
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                broken.append(line)
-                continue
-            (records if _has_epoch(record) else broken).append(record)
+    for _, line, record in _json_lines(path):
+        if _has_epoch(record):
+            records.append(record)
+        else:
+            broken.append(line)
     return records, broken
 
 
@@ -85,19 +91,11 @@ def quiet_tensorboard_thread_errors() -> None:
 def damaged_metrics_line(path: str) -> Optional[Tuple[int, str]]:
     """(line number, what is wrong) of the first complete JSON line in ``metrics.jsonl`` that is
     not an object with an integer epoch (``"epoch": null``, ``"2"``): damage, never what a kill
-    leaves (a partial line, which is not JSON)."""
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                record = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                continue   # a partial line: dropped on resume, as a kill leaves it
-            if record is None or _has_epoch(record):
-                continue
-            if isinstance(record, dict):
-                return number, f"has epoch {record.get('epoch')!r}, not an epoch number"
+    leaves (a partial line, which is not JSON: dropped on resume)."""
+    for number, _, record in _json_lines(path):
+        if isinstance(record, dict) and not _has_epoch(record):
+            return number, f"has epoch {record.get('epoch')!r}, not an epoch number"
+        if record is not None and not isinstance(record, dict):
             return number, "is not a JSON object"
     return None
 
@@ -119,10 +117,8 @@ def tensorboard_writer(directory: str):
     check_tensorboard_directory(directory)
     from torch.utils.tensorboard import SummaryWriter
     quiet_tensorboard_thread_errors()
-    try:
+    with writes_to(directory):
         return SummaryWriter(directory)
-    except OSError as err:
-        raise write_failure(err, directory) from err
 
 
 class RunLogger:
@@ -130,19 +126,14 @@ class RunLogger:
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
         self.writer = None
-        self.interactive = console_is_terminal()
         if self.enabled:
             os.makedirs(run_dir, exist_ok=True)
             if tensorboard:
                 self.writer = tensorboard_writer(os.path.join(run_dir, "tb"))
 
-    @contextlib.contextmanager
     def _tensorboard_errors(self):
         """An event write that failed (here or in TensorBoard's thread) as one line."""
-        try:
-            yield
-        except OSError as err:
-            raise write_failure(err, os.path.join(self.run_dir, "tb")) from err
+        return writes_to(os.path.join(self.run_dir, "tb"))
 
     def info(self, message: str) -> None:
         if self.enabled:
@@ -186,11 +177,11 @@ class RunLogger:
         records, broken = read_metrics_lines(path)
         if broken:
             self.info(f"metrics.jsonl: dropped {len(broken)} incomplete line(s) of an interrupted write")
-        write_lines(path, [json.dumps(r) + "\n" for r in records if r["epoch"] <= last_epoch])
+        write_text(path, "".join(json.dumps(r) + "\n" for r in records if r["epoch"] <= last_epoch))
 
     def progress(self, total: int, description: str):
         """A tqdm bar on a terminal; ``None`` otherwise (the trainer prints periodic lines)."""
-        if self.enabled and self.interactive:
+        if self.enabled and console_is_terminal():
             return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
         return None
 

@@ -15,11 +15,10 @@ import fcntl
 import json
 import os
 import socket
-import stat
 import time
 from typing import Optional
 
-from utils.atomic import WriteFailed, check_replaceable, not_a_regular_file, write_failure
+from utils.atomic import WriteFailed, open_regular, write_failure, writes_to
 from utils.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -64,20 +63,14 @@ class RunLock:
 def _open_lock_file(path: str) -> int:
     """A descriptor of ``path``, created if missing; refused (one line) unless it is a regular
     file with no other name, so that truncating it touches nothing outside the run."""
-    check_replaceable(path)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
+    with writes_to(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, flags, 0o644)
-    except OSError as err:
-        raise write_failure(err, path) from err
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644)
+    names = os.fstat(fd).st_nlink
+    if names > 1:
         os.close(fd)
-        if stat.S_ISREG(info.st_mode):
-            raise WriteFailed(f"refusing to use {path} as a lock: it has {info.st_nlink} names "
-                              "(a hard link to a file elsewhere); remove it")
-        raise not_a_regular_file(path, info.st_mode)
+        raise WriteFailed(f"refusing to use {path} as a lock: it has {names} names "
+                          "(a hard link to a file elsewhere); remove it")
     return fd
 
 

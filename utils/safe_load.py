@@ -17,11 +17,11 @@ import os
 import pickle
 import re
 import zipfile
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List, Tuple
 
 import torch
 
-from utils.checksum import checksum_mismatch
+from utils.checksum import checksum_mismatch, leaves
 from utils.errors import UserError
 from utils.input_files import require_file
 
@@ -92,16 +92,9 @@ def check_declared_sizes(path: str) -> None:
                         f"than the file's {file_size:,} (a damaged or crafted file)")
 
 
-def tensors_in(value: Any, key: str = "") -> Iterator[Tuple[str, torch.Tensor]]:
+def tensors_in(value: Any) -> List[Tuple[str, torch.Tensor]]:
     """Every tensor in nested dicts, lists and tuples, with its key path (``model/fc.weight``)."""
-    if isinstance(value, torch.Tensor):
-        yield key, value
-    elif isinstance(value, dict):
-        for k, item in value.items():
-            yield from tensors_in(item, f"{key}/{k}" if key else str(k))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from tensors_in(item, f"{key}[{i}]")
+    return [(path.lstrip("/"), v) for path, v in leaves(value) if isinstance(v, torch.Tensor)]
 
 
 def check_tensor_sizes(state: Any, path: str) -> None:
