@@ -257,7 +257,7 @@ def test_a_pair_that_cannot_work_is_one_user_error_line(name, student, teacher, 
 
 @pytest.mark.parametrize("name, key, value, message", [
     ("vid", "eps", 0.0, "must be > 0"), ("vid", "init_pred_var", -1.0, "must be > 0"),
-    ("ofd", "connector_kernel_size", 0, "must be >= 1"), ("reviewkd", "warmup_epochs", 0, "must be > 0"),
+    ("ofd", "connector_kernel_size", 0, "must be >= 1"), ("reviewkd", "warmup_epochs", 0, "must be >= 1"),
     ("reviewkd", "max_mid_channels", 0, "must be >= 1"), ("vid", "learn_variance", 1, "must be true or false"),
 ])
 def test_values_out_of_range_are_refused_before_anything_is_built(name, key, value, message):
