@@ -23,6 +23,7 @@ distiller eager in fp32, a plain ``torch.optim.SGD``, and the loss and accuracy 
 step; it is timed alternately with ours and the ratio ours/peer is printed.
 """
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -39,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from engine.evaluate import on_device
 from utils.batch import Batch, BatchViews
 from utils.cli import parse_with_overrides
-from utils.errors import EXIT_USER_ERROR, UserError
+from utils.errors import UserError, exits_on_user_error
 
 BENCH_OVERRIDES = ["teacher.allow_random=true", "log.tensorboard=false"]
 REAL_SHAPES = {"cifar100": (100, 32), "imagenet": (1000, 224)}   # classes, image size
@@ -64,6 +65,7 @@ class Variant:
     memory_base: int = 0
     module: Any = None        # what is evaluated (the distiller: eval mode gives the student)
     val_loader: Any = None    # the validation loader of this loop
+    trainer: Any = None       # the Trainer whose step is timed (none for the loader, the peer)
 
 
 def parse_args(argv=None):
@@ -163,10 +165,8 @@ def step_variant(label: str, cfg) -> Variant:
             "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
             "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
             "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
-    variant = Variant(label, cfg, device, lambda: trainer.step(generated, 1), info,
-                      memory_base, module=trainer.module, val_loader=loaders.val)
-    variant.info["trainer"] = trainer
-    return variant
+    return Variant(label, cfg, device, lambda: trainer.step(generated, 1), info, memory_base,
+                   module=trainer.module, val_loader=loaders.val, trainer=trainer)
 
 
 def loader_variant(label: str, cfg) -> Variant:
@@ -177,40 +177,26 @@ def loader_variant(label: str, cfg) -> Variant:
     from distillers import get_distiller_class
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device,
                                      strong_view=get_distiller_class(cfg.distiller["name"]).needs_strong_view)
-    next_batch = next_batch_fn(loaders, device)
-
+    batches = endless_batches(loaders, device)
     info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,
             "dataset": cfg.data.dataset}
-    return Variant(label, cfg, device, lambda: next_batch() and None, info)
+    return Variant(label, cfg, device, lambda: next(batches), info)
 
 
-def next_batch_fn(loaders, device: torch.device):
-    """Returns a function giving the train loader's next batch on ``device``, epoch after epoch."""
-    state = {"epoch": 0, "batches": iter(())}
-
-    def next_batch():
-        try:
-            batch = next(state["batches"])
-        except StopIteration:
-            state["epoch"] += 1
-            loaders.set_epoch(state["epoch"])
-            state["batches"] = iter(loaders.train)
-            batch = next(state["batches"])
-        return batch.to(device, non_blocking=True)
-
-    return next_batch
+def endless_batches(loaders, device: torch.device):
+    """The train loader's batches on ``device``, epoch after epoch (each epoch set first)."""
+    for epoch in itertools.count(1):
+        loaders.set_epoch(epoch)
+        for batch in loaders.train:
+            yield batch.to(device, non_blocking=True)
 
 
 def pipeline_variant(label: str, cfg) -> Variant:
     """Ours, per batch: the configured train loader's next batch, then the Trainer's step."""
     variant = step_variant(label, cfg)
-    trainer = variant.info["trainer"]
-    next_batch = next_batch_fn(trainer.loaders, variant.device)
-
-    def run() -> None:
-        trainer.step(on_device(next_batch(), variant.device, cfg.runtime.channels_last), 1)
-
-    variant.run = run
+    trainer = variant.trainer
+    batches = endless_batches(trainer.loaders, variant.device)
+    variant.run = lambda: trainer.step(on_device(next(batches), variant.device, cfg.runtime.channels_last), 1)
     variant.info.update(loader=type(trainer.loaders.train).__name__,
                         num_workers=cfg.data.num_workers)
     return variant
@@ -248,15 +234,10 @@ def peer_variant(label: str, cfg) -> Variant:
     solver = cfg.solver
     optimizer = torch.optim.SGD(distiller.parameters(), lr=solver.lr, momentum=solver.momentum,
                                 weight_decay=solver.weight_decay)
-    state = {"batches": iter(())}
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))   # epoch after epoch
 
     def run() -> None:
-        try:
-            images, targets = next(state["batches"])
-        except StopIteration:
-            state["batches"] = iter(loader)
-            images, targets = next(state["batches"])
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images, targets = (t.to(device, non_blocking=True) for t in next(batches))
         logits, losses = distiller(Batch(images, targets), 1)
         loss = sum(losses.values())
         optimizer.zero_grad()
@@ -273,7 +254,7 @@ def peer_variant(label: str, cfg) -> Variant:
 
 def count_step_flops(variant: Variant) -> Optional[int]:
     """FLOPs of one step, counted on the eager module (a compiled one hides its ops)."""
-    trainer = variant.info.get("trainer")
+    trainer = variant.trainer
     if trainer is None:
         return None
     step = getattr(trainer.train_step, "step", trainer.train_step)   # the eager step a graph wraps
@@ -289,8 +270,7 @@ def count_step_flops(variant: Variant) -> Optional[int]:
 def warm_up(variant: Variant, steps: int) -> None:
     if variant.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(variant.device)
-    for _ in range(steps):
-        variant.run()
+    run_steps(variant, steps)
     variant.info["flops_per_step"] = count_step_flops(variant)
     synchronize(variant.device)
     if variant.device.type == "cuda":
@@ -301,14 +281,14 @@ def warm_up(variant: Variant, steps: int) -> None:
         variant.info.update(peak_memory_mb=rss_mb, memory="process max RSS (whole run)")
 
 
-def time_once(variant: Variant, steps: int) -> float:
-    """Milliseconds per step over ``steps`` steps."""
+def run_steps(variant: Variant, steps: int) -> float:
+    """Seconds ``steps`` steps of ``variant`` take, the device synchronised before and after."""
     synchronize(variant.device)
     start = time.perf_counter()
     for _ in range(steps):
         variant.run()
     synchronize(variant.device)
-    return 1000 * (time.perf_counter() - start) / steps
+    return time.perf_counter() - start
 
 
 def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
@@ -319,7 +299,7 @@ def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
               "ms_per_step_median": median, "ms_per_step_min": min(times_ms),
               "ms_per_step_max": max(times_ms), "ms_per_step_all": times_ms,
               "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
-    result.update({k: v for k, v in variant.info.items() if k != "trainer"})
+    result.update(variant.info)
     flops = result.get("flops_per_step")
     if flops is not None:
         achieved = flops / (median / 1000)
@@ -335,7 +315,7 @@ def measure(variants: List[Variant], args) -> List[Dict[str, Any]]:
     times: List[List[float]] = [[] for _ in variants]
     for _ in range(args.repeats):       # alternate, so a busy machine slows every variant alike
         for j, variant in enumerate(variants):
-            times[j].append(time_once(variant, args.steps))
+            times[j].append(1000 * run_steps(variant, args.steps) / args.steps)   # ms per step
     return [summarise(v, t, args) for v, t in zip(variants, times)]
 
 
@@ -384,20 +364,14 @@ def run(args) -> Dict[str, Any]:
                                    for key in ("images_per_s", "ms_per_step_median")}}
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
-        print("error: --steps and --repeats must be at least 1, --warmup at least 0", file=sys.stderr)
-        return EXIT_USER_ERROR
+        raise UserError("--steps and --repeats must be at least 1, --warmup at least 0")
     if args.peer and (args.compare or args.loader):
-        print("error: --peer compares ours with the peer loop: it takes neither --compare nor --loader",
-              file=sys.stderr)
-        return EXIT_USER_ERROR
-    try:
-        output = run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        raise UserError("--peer compares ours with the peer loop: it takes neither --compare nor --loader")
+    output = run(args)
     if args.json:
         print(json.dumps(output))
     elif "a" in output:

@@ -21,7 +21,7 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.cli import parse_with_overrides  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,14 +93,9 @@ def make_figures(args: argparse.Namespace) -> List[str]:
     return lines
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        lines = make_figures(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print("\n".join(lines))
+    print("\n".join(make_figures(parse_args(argv))))
     return 0
 
 

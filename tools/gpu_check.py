@@ -48,6 +48,7 @@ import torch  # noqa: E402
 
 import bench  # noqa: E402
 from utils.atomic import write_text  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 KD = "configs/cifar100/kd/res32x4_res8x4.yaml"
 METHODS = {"DKD": "configs/cifar100/dkd/res32x4_res8x4.yaml",
@@ -179,54 +180,47 @@ TRIAL_STEPS = 3   # run before timing: a graphed variant's eager steps, its capt
 
 
 def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
-    """Rows (a)-(e) of the KD pair; every variant built first, then timed alternately."""
-    steps, warmup, repeats = (10, 3, 2) if args.quick else (50, 5, 3)
-    if device.type == "cpu":
-        steps, warmup, repeats = 2, 1, 1
-    batches = warmup + steps
-    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    """Rows (a)-(g) of the KD pair; every variant built first, then timed alternately. The CPU
+    check proves the code paths, not a speed: no compiled and no graphed row there."""
+    cuda = device.type == "cuda"
+    steps, warmup, repeats = (2, 1, 1) if not cuda else (10, 3, 2) if args.quick else (50, 5, 3)
+    workers = min(8, os.cpu_count() or 1) if cuda else 0
     base = [f"runtime.device={device.type}", f"data.num_workers={workers}",
-            "data.val_size=2048" if device.type == "cuda" else "data.val_size=128"]
-    if device.type == "cpu":
+            "data.val_size=2048" if cuda else "data.val_size=128"]
+    if not cuda:
         base += ["data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR]
     fast = base + ["data.loader=gpu", *FAST.split()]
-    compiled = [] if args.quick else ["runtime.compile=reduce-overhead"]
-    variants = {"(a) common trainers' loop": ("peer", base), "(b) ours, defaults": ("ours", base),
-                "(c) + bf16 + channels_last": ("ours", fast)}
-    if not args.quick:
-        variants["(d) + compile (CUDA graphs)"] = ("ours", fast + compiled)
-    variants["(e) + teacher cache" if args.quick else "(e) + teacher cache (d + cache)"] = (
-        "ours", fast + ["teacher.cache=auto"] + compiled)
-    # (c) with the whole step (forward, losses, backward, fused SGD) as one CUDA graph; the
-    # module is not compiled (no compile time in the check; compiled + graphed is tested in
-    # tests/test_cuda.py)
-    graphed = fast + ["runtime.cuda_graph=true"]
-    variants["(f) (c) + whole step as one CUDA graph"] = ("ours", graphed)
-    variants["(g) (f) + teacher cache"] = ("ours", graphed + ["teacher.cache=auto"])
-    if device.type == "cpu":   # the CPU check proves the code paths, not a speed
-        variants = {k: (kind, [o for o in v if o != "runtime.compile=reduce-overhead"])
-                    for k, (kind, v) in variants.items() if "runtime.cuda_graph=true" not in v}
+    compiled = ["runtime.compile=reduce-overhead"] if cuda and not args.quick else []
+    ours = bench.pipeline_variant
+    variants = {"(a) common trainers' loop": (bench.peer_variant, base), "(b) ours, defaults": (ours, base),
+                "(c) + bf16 + channels_last": (ours, fast)}
+    if compiled:
+        variants["(d) + compile (CUDA graphs)"] = (ours, fast + compiled)
+    variants["(e) + teacher cache" + (" (d + cache)" if compiled else "")] = (
+        ours, fast + ["teacher.cache=auto"] + compiled)
+    if cuda:   # (c) with the whole step (forward, losses, backward, fused SGD) as one CUDA graph;
+        # the module is not compiled (no compile time here; compiled + graphed is in tests/test_cuda.py)
+        graphed = fast + ["runtime.cuda_graph=true"]
+        variants["(f) (c) + whole step as one CUDA graph"] = (ours, graphed)
+        variants["(g) (f) + teacher cache"] = (ours, graphed + ["teacher.cache=auto"])
 
     built, cache_build_s = [], {}
-    for label, (kind, overrides) in variants.items():
-        cfg = config(KD, overrides, batches, os.path.join(work, label[:3].strip("() ")))
+    for label, (make, overrides) in variants.items():
+        cfg = config(KD, overrides, warmup + steps, os.path.join(work, label[:3].strip("() ")))
         try:   # a variant that cannot build or step is reported; the others are still measured
             with timed_cache_build() as build:
-                variant = bench.peer_variant(label, cfg) if kind == "peer" else bench.pipeline_variant(label, cfg)
-            for _ in range(TRIAL_STEPS):
-                variant.run()
-            bench.synchronize(variant.device)
+                variant = make(label, cfg)
+            bench.run_steps(variant, TRIAL_STEPS)
         except Exception as err:
-            if kind == "peer":
+            if make is bench.peer_variant:
                 raise
             traceback.print_exc()
             out.setdefault("errors", {})[f"kd {label}"] = f"{type(err).__name__}: {err}"
             continue
-        trainer = variant.info.get("trainer")
-        teacher = getattr(trainer.module, "teacher", None) if trainer else None
-        if getattr(teacher, "cache", None) is not None:   # built on the generated set: projected
+        trainer = variant.trainer
+        if trainer and getattr(trainer.module.teacher, "cache", None) is not None:
+            # built on the generated set: projected to the recipe's training set
             cache_build_s[label] = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
-        variant.info["overrides"] = overrides
         built.append(variant)
     results = bench.measure(built, timing(steps, warmup, repeats))
     kd_flops = next((r.get("flops_per_step") for r in results if r.get("flops_per_step")), None)
@@ -240,14 +234,14 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
                                   cache_build_s_projected=cache_s,
                                   projected_240_epochs_min=projected_minutes(
                                       result["images_per_s"], rate, cache_s or 0.0),
-                                  overrides=variant.info["overrides"])
+                                  overrides=variants[variant.label][1])
     peer = rows["(a) common trainers' loop"]["images_per_s"]
     for values in rows.values():
         values["x_common_loop"] = values["images_per_s"] / peer
     first = built[0].cfg
     out["kd"] = {"pair": f"{first.teacher.arch} -> {first.student.arch}", "batch": first.data.batch_size,
                  "timing": dict(steps=steps, warmup=warmup, repeats=repeats), "rows": rows}
-    if args.out and device.type == "cuda":
+    if args.out and cuda:
         for prefix, name in (("(c)", "profile.txt"), ("(f)", "profile_cuda_graph.txt")):
             chosen = [v for v in built if v.label.startswith(prefix)]
             if chosen:   # the eager bf16 step; what is left around the step's graph
@@ -292,14 +286,9 @@ def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
     and the workers' reads the rest), over ``batches`` batches after one warm-up batch."""
     from datasets import jpeg_loader
     variant = bench.loader_variant("decode share", cfg)
-    variant.run()
-    bench.synchronize(device)
+    bench.run_steps(variant, 1)
     with timed_calls(jpeg_loader, "decode_batch", device) as decode:
-        started = time.perf_counter()
-        for _ in range(batches):
-            variant.run()
-        bench.synchronize(device)
-        total = time.perf_counter() - started
+        total = bench.run_steps(variant, batches)
     return {"decode_ms_per_batch": 1000 * decode["seconds"] / batches,
             "batch_ms": 1000 * total / batches, "decode_share": decode["seconds"] / total}
 
@@ -308,9 +297,7 @@ def profile_step(variant, out_dir: str, name: str = "profile.txt") -> None:
     """torch.profiler over 5 steps of ``variant``, as ``out_dir/name``: where a step's time goes."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            variant.run()
-        bench.synchronize(variant.device)
+        bench.run_steps(variant, 5)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
     write_text(os.path.join(out_dir, name), f"{variant.label}: 5 steps\n{table}\n")
 
@@ -459,12 +446,12 @@ def save(report: Dict[str, Any], out_dir: Optional[str]) -> None:
     write_text(os.path.join(out_dir, "gpu_check.md"), markdown(report))
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device is available; run with --device cpu --quick to check the "
-              "script's CPU paths", file=sys.stderr)
-        return 2
+        raise UserError("no CUDA device is available; run with --device cpu --quick to check the "
+                        "script's CPU paths")
     started = time.time()
     device = torch.device(args.device)
     report: Dict[str, Any] = {"header": versions(args.device), "errors": {},
@@ -485,8 +472,6 @@ def main(argv=None) -> int:
             print(f"{name}: {time.time() - t0:.0f} s", flush=True)
             report["seconds"] = time.time() - started
             save(report, args.out)
-    report["seconds"] = time.time() - started
-    save(report, args.out)
     print(markdown(report))
     tests = report.get("tests", {})
     broken = tests.get("failed", 0) or (tests and tests["exit_code"] != 0)

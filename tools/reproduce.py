@@ -21,16 +21,17 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tools.summarize import summarize  # noqa: E402
 from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
 from utils.atomic import open_for_append, write_text  # noqa: E402
 from utils.cli import parse_with_overrides  # noqa: E402
 from utils.config import MAX_SEED  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 
 @dataclass
@@ -41,7 +42,6 @@ class PlannedRun:
     command: List[str]
     phase: int                       # 0: teachers, 1: the rest
     needs: Optional[str] = None      # run directory whose last.pth this run's teacher is
-    env: Dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -211,20 +211,16 @@ def print_dry_run(table: Dict, runs: List[PlannedRun]) -> None:
             print(shlex.join(repo_command(r)))
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        check_options(args)
-        table = load_table(args.table)
-        output_dir = os.path.abspath(args.output_dir)
-        if args.summary:
-            from tools.summarize import summarize
-            print(summarize(table, output_dir, args.seeds), end="")
-            return 0
-        runs = plan_runs(table, args.seeds, output_dir, args.overrides, args.only)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    check_options(args)
+    table = load_table(args.table)
+    output_dir = os.path.abspath(args.output_dir)
+    if args.summary:
+        print(summarize(table, output_dir, args.seeds), end="")
+        return 0
+    runs = plan_runs(table, args.seeds, output_dir, args.overrides, args.only)
     if args.slurm:
         from tools.slurm import sbatch_script
         invocation = shlex.join(["python", "tools/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
@@ -236,7 +232,6 @@ def main(argv=None) -> int:
         print_dry_run(table, runs)
         return 0
     failures = run_all(runs, gpu_slots(args.gpus, args.jobs_per_gpu))
-    from tools.summarize import summarize
     print(summarize(table, output_dir, args.seeds), end="")
     if failures:
         print(f"{len(failures)} run(s) failed:", file=sys.stderr)

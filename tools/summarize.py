@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.tables import load_table, read_metrics, run_dir, run_status  # noqa: E402
 from utils.atomic import write_text  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import exits_on_user_error  # noqa: E402
 
 COLUMNS = ["row", "paper top-1", "ours best epoch", "ours last epoch", "best − paper", "runs"]
 
@@ -105,6 +105,7 @@ def summarize(table: Dict, output_dir: str, seeds: Optional[List[int]] = None) -
     return text
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", help="a file, or a name of configs/tables/")
@@ -113,18 +114,14 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", action="store_true", help="also draw the rows against the paper "
                         "and every run's validation curve (summary.png, curves.png, + .pdf)")
     args = parser.parse_args(argv)
-    try:
-        table, output_dir = load_table(args.table), os.path.abspath(args.output_dir)
-        print(summarize(table, output_dir, args.seeds), end="")
-        if args.plot:
-            from tools.table_figures import plot_table
-            runs = {row["name"]: row_runs(row, output_dir, table["name"], args.seeds)
-                    for row in table["rows"] if reproducible(row)}
-            for path in plot_table(table, runs, os.path.join(output_dir, table["name"])):
-                print(f"figure: {path}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    table, output_dir = load_table(args.table), os.path.abspath(args.output_dir)
+    print(summarize(table, output_dir, args.seeds), end="")
+    if args.plot:
+        from tools.table_figures import plot_table
+        runs = {row["name"]: row_runs(row, output_dir, table["name"], args.seeds)
+                for row in table["rows"] if reproducible(row)}
+        for path in plot_table(table, runs, os.path.join(output_dir, table["name"])):
+            print(f"figure: {path}")
     return 0
 
 
