@@ -118,13 +118,10 @@ def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
         command += ["-k", "not compiled"]
     started = time.time()
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            code = proc.wait(timeout=timeout)
+        try:   # a time-out kills the child
+            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
             code = f"killed after {timeout} s"
         log.seek(0)
         text = log.read()

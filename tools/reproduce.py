@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tools.summarize import summarize  # noqa: E402
-from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
+from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, reproducible, run_dir  # noqa: E402
 from utils.atomic import open_for_append, write_text  # noqa: E402
 from utils.cli import parse_with_overrides  # noqa: E402
 from utils.config import MAX_SEED  # noqa: E402
@@ -67,7 +67,7 @@ def teacher_checkpoint(config: str, overrides: List[str]) -> Optional[tuple]:
 def plan_runs(table: Dict, seeds: List[int], output_dir: str, overrides: List[str],
               only: Optional[str] = None) -> List[PlannedRun]:
     """Every (row, seed) run of the table, teachers first; rows without a config are skipped."""
-    rows = [r for r in table["rows"] if r.get("reproducible", True) and r.get("config")]
+    rows = [r for r in table["rows"] if reproducible(r)]
     teacher_rows = {r["arch"]: r for r in rows if r.get("role") == "teacher"}
     selected = [r for r in rows if not only or fnmatch.fnmatch(r["name"], only) or only in r["name"]]
     wanted = {(r["name"], s) for r in selected for s in seeds}

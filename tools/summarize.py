@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.tables import load_table, read_metrics, run_dir, run_status  # noqa: E402
+from tools.tables import load_table, read_metrics, reproducible, run_dir, run_status  # noqa: E402
 from utils.atomic import write_text  # noqa: E402
 from utils.errors import exits_on_user_error  # noqa: E402
 
@@ -65,10 +65,6 @@ def row_runs(row: Dict, output_dir: str, table_name: str, seeds: Optional[List[i
         else:
             states.append(f"seed{seed} {status}")
     return {"best": best, "last": last, "states": states, "curves": curves}
-
-
-def reproducible(row: Dict) -> bool:
-    return bool(row.get("reproducible", True) and row.get("config"))
 
 
 def summarize_row(row: Dict, output_dir: str, table_name: str, seeds: Optional[List[int]]) -> Dict[str, str]:
