@@ -216,24 +216,21 @@ def peer_variant(label: str, cfg) -> Variant:
     if source.arrays is None or source.image_size != 32:
         raise UserError("--peer models the CIFAR trainers' loop: it needs 32-pixel in-memory data")
     size = source.image_size
-    augment = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(),
-                                  transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
-    loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size,
-                        shuffle=True, num_workers=cfg.data.num_workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
     plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
-    val_loader = DataLoader(Indexed(ArrayDataset(source.arrays[1], plain)),
-                            batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                            collate_fn=collate_batch)
+    augment = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(),
+                                  *plain.transforms])
+    workers = dict(num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size, shuffle=True,
+                        drop_last=True, persistent_workers=cfg.data.num_workers > 0, **workers)
+    val_loader = DataLoader(Indexed(ArrayDataset(source.arrays[1], plain)), collate_fn=collate_batch,
+                            batch_size=cfg.data.val_batch_size or cfg.data.batch_size, **workers)
     torch.manual_seed(cfg.experiment.seed)
     student = build_student(cfg, source.num_classes)
     teacher = build_teacher(cfg, source.num_classes, (3, size, size))
     distiller = build_distiller(cfg.distiller, student, teacher, input_shape=(3, size, size)).to(device)
     distiller.train()
-    solver = cfg.solver
-    optimizer = torch.optim.SGD(distiller.parameters(), lr=solver.lr, momentum=solver.momentum,
-                                weight_decay=solver.weight_decay)
+    optimizer = torch.optim.SGD(distiller.parameters(), lr=cfg.solver.lr, momentum=cfg.solver.momentum,
+                                weight_decay=cfg.solver.weight_decay)
     batches = itertools.chain.from_iterable(itertools.repeat(loader))   # epoch after epoch
 
     def run() -> None:
@@ -332,10 +329,9 @@ def format_result(result: Dict[str, Any]) -> str:
         lines.append(f"  {result['flops_per_step'] / 1e9:.2f} GFLOP/step, "
                      f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved, {share}")
     lines.append(f"  peak memory {result['peak_memory_mb']:.0f} MB ({result['memory']})")
-    details = {k: result[k] for k in ("loader", "num_workers", "distiller", "student", "teacher",
-                                      "teacher_cache", "amp", "teacher_amp", "compile", "channels_last")
-               if k in result}
-    lines.append("  " + ", ".join(f"{k}={v}" for k, v in details.items()))
+    details = ("loader", "num_workers", "distiller", "student", "teacher", "teacher_cache", "amp",
+               "teacher_amp", "compile", "channels_last")
+    lines.append("  " + ", ".join(f"{k}={result[k]}" for k in details if k in result))
     return "\n".join(lines)
 
 

@@ -157,13 +157,15 @@ def eval_rate(module, loader, device: torch.device, amp: str, channels_last: boo
 
 
 def projected_minutes(train_rate: float, eval_rate_: Optional[float], cache_s: float = 0.0) -> float:
-    seconds = RECIPE.epochs * RECIPE.train_images / train_rate + cache_s
-    if eval_rate_:
-        seconds += RECIPE.epochs * RECIPE.val_images / eval_rate_
-    return seconds / 60
+    evaluating = RECIPE.epochs * RECIPE.val_images / eval_rate_ if eval_rate_ else 0.0
+    return (RECIPE.epochs * RECIPE.train_images / train_rate + evaluating + cache_s) / 60
 
 
-def row(result: Dict[str, Any], device: torch.device, flops: Optional[int], **extra) -> Dict[str, Any]:
+def row(result: Dict[str, Any], device: torch.device, other_flops: Optional[int] = None,
+        **extra) -> Dict[str, Any]:
+    """A table row of ``result``; ``other_flops`` stands for a step FLOPs were not counted on (the
+    peer loop computes the same step as ours)."""
+    flops = result.get("flops_per_step") or other_flops
     peak = bench.device_peaks(device).get("bf16")
     ms = result["ms_per_step_median"]
     share = flops / (ms / 1000) / peak if flops and peak else None
@@ -179,6 +181,7 @@ TRIAL_STEPS = 3   # run before timing: a graphed variant's eager steps, its capt
 def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
     """Rows (a)-(g) of the KD pair; every variant built first, then timed alternately. The CPU
     check proves the code paths, not a speed: no compiled and no graphed row there."""
+    from distillers import teacher_cache
     cuda = device.type == "cuda"
     steps, warmup, repeats = (2, 1, 1) if not cuda else (10, 3, 2) if args.quick else (50, 5, 3)
     workers = min(8, os.cpu_count() or 1) if cuda else 0
@@ -205,7 +208,9 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     for label, (make, overrides) in variants.items():
         cfg = config(KD, overrides, warmup + steps, os.path.join(work, label[:3].strip("() ")))
         try:   # a variant that cannot build or step is reported; the others are still measured
-            with timed_cache_build() as build:
+            # seconds spent computing teacher-cache logits (0 when none were); the computation
+            # ends with a copy to the CPU, so it is synchronised
+            with timed_calls(teacher_cache, "compute_view_logits") as build:
                 variant = make(label, cfg)
             bench.run_steps(variant, TRIAL_STEPS)
         except Exception as err:
@@ -226,8 +231,7 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
         cfg, cache_s = variant.cfg, cache_build_s.get(variant.label)
         rate = eval_rate(variant.module, variant.val_loader, device, cfg.runtime.amp,
                          cfg.runtime.channels_last)
-        flops = result.get("flops_per_step") or kd_flops   # the peer computes the same step
-        rows[variant.label] = row(result, device, flops, eval_images_per_s=rate,
+        rows[variant.label] = row(result, device, kd_flops, eval_images_per_s=rate,
                                   cache_build_s_projected=cache_s,
                                   projected_240_epochs_min=projected_minutes(
                                       result["images_per_s"], rate, cache_s or 0.0),
@@ -270,13 +274,6 @@ def timed_calls(owner, name: str, device: Optional[torch.device] = None):
         setattr(owner, name, function)
 
 
-def timed_cache_build():
-    """Seconds spent computing teacher-cache logits inside the block (0 when none were); the
-    computation ends with a copy to the CPU, so it is synchronised."""
-    from distillers import teacher_cache
-    return timed_calls(teacher_cache, "compute_view_logits")
-
-
 def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
     """Where the device-decode loader's time goes: ms per batch in the batched JPEG decode
     (``jpeg_loader.decode_batch``) against the whole batch (crops, resizes, flips, normalising
@@ -316,16 +313,14 @@ def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) ->
             cfg = config(path, overrides, warmup + steps, os.path.join(work, name))
             variant = bench.pipeline_variant(name, cfg)
             result = bench.measure([variant], timing(steps, warmup, repeats))[0]
-            rows[name] = row(result, device, result.get("flops_per_step"),
-                             pair=f"{cfg.teacher.arch or '-'} -> {cfg.student.arch}",
+            rows[name] = row(result, device, pair=f"{cfg.teacher.arch or '-'} -> {cfg.student.arch}",
                              overrides=overrides,
                              projected_240_epochs_min=projected_minutes(result["images_per_s"], None))
         except Exception as err:   # one method's failure must not hide the others' figures
             rows[name] = {"error": f"{type(err).__name__}: {err}"}
             traceback.print_exc()
         finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()   # a no-op without CUDA
     out["methods"] = rows
 
 
@@ -352,10 +347,9 @@ def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -
                          os.path.join(work, "inet"), real_data=True)
             built.append(make(f"{what}, {'PIL workers' if name == 'torch' else 'device decode'}", cfg))
         for variant, result in zip(built, bench.measure(built, timing(steps, warmup, repeats))):
-            rows[variant.label] = row(result, device, result.get("flops_per_step"))
+            rows[variant.label] = row(result, device)
         del built
-        if cuda:
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()
     gpu_cfg = config(IMAGENET, common + ["data.loader=gpu"], warmup + steps + 1,
                      os.path.join(work, "inet"), real_data=True)
     split = decode_share(gpu_cfg, device, steps)

@@ -13,6 +13,7 @@ which is then trained first; without such a row the run fails with the path to f
 """
 import argparse
 import fnmatch
+import itertools
 import os
 import queue
 import re
@@ -201,14 +202,10 @@ def print_dry_run(table: Dict, runs: List[PlannedRun]) -> None:
     for phase in sorted({r.phase for r in runs}):
         print(f"# phase {phase + 1}: {'teachers (finish these first)' if phase == 0 else 'students'}",
               file=sys.stderr)
-        previous = None
-        for r in (r for r in runs if r.phase == phase):
-            if r.row != previous:
-                top1 = published.get(r.row)
-                print(f"# {r.row}: published top-1 {top1 if top1 is not None else 'not given'}",
-                      file=sys.stderr)
-                previous = r.row
-            print(shlex.join(repo_command(r)))
+        for row, row_runs in itertools.groupby((r for r in runs if r.phase == phase), key=lambda r: r.row):
+            top1 = published.get(row)
+            print(f"# {row}: published top-1 {top1 if top1 is not None else 'not given'}", file=sys.stderr)
+            print("\n".join(shlex.join(repo_command(r)) for r in row_runs))
 
 
 @exits_on_user_error

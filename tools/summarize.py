@@ -41,10 +41,8 @@ def mean_std(values: List[float]) -> str:
 
 def row_seeds(table_dir: str, row: str, seeds: Optional[List[int]]) -> List[int]:
     """The seeds asked for, plus any seed directory already on disk."""
-    found = set()
-    if os.path.isdir(os.path.join(table_dir, row)):
-        found = {int(m.group(1)) for d in os.listdir(os.path.join(table_dir, row))
-                 if (m := re.fullmatch(r"seed(\d+)", d))}
+    names = os.listdir(os.path.join(table_dir, row)) if os.path.isdir(os.path.join(table_dir, row)) else []
+    found = {int(m.group(1)) for d in names if (m := re.fullmatch(r"seed(\d+)", d))}
     return sorted(found | set(seeds or ([] if found else [0])))
 
 
