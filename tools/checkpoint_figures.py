@@ -45,10 +45,8 @@ def difference_figure(runs: List[CheckpointOutputs], standardize: bool, max_diff
         mean, largest = difference_summary(matrix)
         axis.set_title(f"{run.label}\n{run.run}\noff-diagonal mean {mean:.3f}, max {largest:.3f}",
                        fontsize=9)
-        axis.set_xlabel("logit of class")
-        axis.set_ylabel("true class of the val images")
-        axis.set_xticks(class_ticks(run.num_classes))
-        axis.set_yticks(class_ticks(run.num_classes))
+        axis.set(xlabel="logit of class", ylabel="true class of the val images",
+                 xticks=class_ticks(run.num_classes), yticks=class_ticks(run.num_classes))
     clipped = any(float(m.nan_to_num(0.0).max()) > limit for m in matrices)
     figure.colorbar(image, ax=list(axes), extend="max" if clipped else "neither",
                     label="|teacher − student| class-mean logit")
@@ -98,8 +96,7 @@ def embedding_figure(runs: List[CheckpointOutputs], max_samples: int):
         points = axis.scatter(coordinates[:, 0].numpy(), coordinates[:, 1].numpy(), c=classes, s=6,
                               cmap=cmap, vmin=-0.5, vmax=run.num_classes - 0.5, linewidths=0)
         axis.set_title(f"{run.label}\n{run.run}, {len(chosen)} val images", fontsize=9)
-        axis.set_xlabel("component 1")
-        axis.set_ylabel("component 2")
+        axis.set(xlabel="component 1", ylabel="component 2")
     figure.colorbar(points, ax=list(axes), label="class").set_ticks(class_ticks(runs[0].num_classes))
     figure.suptitle(f"Student's pooled features, coloured by class\n{method}", fontsize=10)
     return figure
