@@ -106,8 +106,7 @@ def bench_config(path: str, overrides: List[str], batches: int, real_data: bool,
     """The config to time; the step alone never iterates a loader, so it gets no workers."""
     from launch.build import load_run_config
     first = load_run_config(path, BENCH_OVERRIDES + overrides)
-    extra = data_overrides(first, batches, overrides, real_data)
-    extra += [] if loader else ["data.num_workers=0"]
+    extra = data_overrides(first, batches, overrides, real_data) + ([] if loader else ["data.num_workers=0"])
     return load_run_config(path, BENCH_OVERRIDES + extra + overrides)
 
 
@@ -119,10 +118,8 @@ def device_name(device: torch.device) -> str:
 
 def device_peaks(device: torch.device) -> Dict[str, float]:
     """The device's dense peak FLOP/s by precision; empty when unknown (CPUs)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((peaks for key, peaks in PEAK_FLOPS if key in name), {})
-    return {}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return next((peaks for key, peaks in PEAK_FLOPS if key in name), {})
 
 
 def peak_flops(device: torch.device, amp: str) -> Optional[float]:

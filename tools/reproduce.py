@@ -165,10 +165,8 @@ def check_options(args) -> None:
     bad = [seed for seed in args.seeds if not 0 <= seed <= MAX_SEED]
     if bad:
         raise UserError(f"--seeds must be in [0, 2**63 - 1] (experiment.seed), got {bad[0]}")
-    if args.gpus is not None:
-        if not all(GPU_ID.fullmatch(g.strip()) for g in args.gpus.split(",")):
-            raise UserError(f"--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), "
-                            f"got {args.gpus!r}")
+    if args.gpus is not None and not all(GPU_ID.fullmatch(g.strip()) for g in args.gpus.split(",")):
+        raise UserError(f"--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), got {args.gpus!r}")
 
 
 def parse_args(argv=None):

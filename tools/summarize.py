@@ -41,7 +41,8 @@ def mean_std(values: List[float]) -> str:
 
 def row_seeds(table_dir: str, row: str, seeds: Optional[List[int]]) -> List[int]:
     """The seeds asked for, plus any seed directory already on disk."""
-    names = os.listdir(os.path.join(table_dir, row)) if os.path.isdir(os.path.join(table_dir, row)) else []
+    row_dir = os.path.join(table_dir, row)
+    names = os.listdir(row_dir) if os.path.isdir(row_dir) else []
     found = {int(m.group(1)) for d in names if (m := re.fullmatch(r"seed(\d+)", d))}
     return sorted(found | set(seeds or ([] if found else [0])))
 
@@ -69,15 +70,13 @@ def summarize_row(row: Dict, output_dir: str, table_name: str, seeds: Optional[L
     paper = row.get("top1")
     cells = {"row": row["name"], "paper top-1": "—" if paper is None else f"{paper:.2f}"}
     if not reproducible(row):
-        why = row.get("why", "no config")
         return {**cells, "ours best epoch": "not reproducible", "ours last epoch": "—",
-                "best − paper": "—", "runs": why}
+                "best − paper": "—", "runs": row.get("why", "no config")}
     runs = row_runs(row, output_dir, table_name, seeds)
     best, last = runs["best"], runs["last"]
     diff = f"{statistics.mean(best) - paper:+.2f}" if best and paper is not None else "—"
-    done = f"{len(best)} finished"
     return {**cells, "ours best epoch": mean_std(best), "ours last epoch": mean_std(last),
-            "best − paper": diff, "runs": "; ".join([done, *runs["states"]])}
+            "best − paper": diff, "runs": "; ".join([f"{len(best)} finished", *runs["states"]])}
 
 
 def summarize(table: Dict, output_dir: str, seeds: Optional[List[int]] = None) -> str:
