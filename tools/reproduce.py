@@ -74,20 +74,19 @@ def plan_runs(table: Dict, seeds: List[int], output_dir: str, overrides: List[st
     wanted = {(r["name"], s) for r in selected for s in seeds}
     runs, teacher_runs = [], {}
     for row in rows:
-        config = config_path(row)
-        for seed in seeds:
+        config, extra, needs = config_path(row), list(overrides), None
+        teacher = None if row.get("role") else teacher_checkpoint(config, overrides)
+        if teacher and teacher[1] != "torchvision" and not os.path.exists(teacher[1] or ""):
+            source = teacher_rows.get(teacher[0])
+            if source is None:
+                raise UserError(f"row {row['name']}: teacher checkpoint {teacher[1]} is missing and the table "
+                                f"has no teacher row for {teacher[0]}; put the released teachers there "
+                                "(see README, 'Distilling on CIFAR-100')")
+            needs = run_dir(output_dir, table["name"], source["name"], seeds[0])
+            teacher_runs[needs] = (source["name"], seeds[0])
+            extra.append(f"teacher.checkpoint={os.path.join(needs, 'last.pth')}")
+        for seed in seeds:   # the config is read once per row, not per seed
             directory = run_dir(output_dir, table["name"], row["name"], seed)
-            extra, needs = list(overrides), None
-            teacher = None if row.get("role") else teacher_checkpoint(config, overrides)
-            if teacher and teacher[1] != "torchvision" and not os.path.exists(teacher[1] or ""):
-                source = teacher_rows.get(teacher[0])
-                if source is None:
-                    raise UserError(f"row {row['name']}: teacher checkpoint {teacher[1]} is missing and the table "
-                                    f"has no teacher row for {teacher[0]}; put the released teachers there "
-                                    "(see README, 'Distilling on CIFAR-100')")
-                needs = run_dir(output_dir, table["name"], source["name"], seeds[0])
-                teacher_runs[needs] = (source["name"], seeds[0])
-                extra.append(f"teacher.checkpoint={os.path.join(needs, 'last.pth')}")
             runs.append(PlannedRun(row["name"], seed, directory, train_command(config, directory, seed, extra),
                                    phase=0 if row.get("role") == "teacher" else 1, needs=needs))
     needed = {teacher_runs[r.needs] for r in runs if r.needs and (r.row, r.seed) in wanted}
