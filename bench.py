@@ -285,14 +285,14 @@ def run_steps(variant: Variant, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
+def summarise(variant: Variant, times_ms: List[float], steps: int, warmup: int, repeats: int) -> Dict[str, Any]:
     median = statistics.median(times_ms)
     batch = variant.cfg.data.batch_size
     result = {"label": variant.label, "device": device_name(variant.device),
               "batch_size": batch, "images_per_s": 1000 * batch / median,
               "ms_per_step_median": median, "ms_per_step_min": min(times_ms),
               "ms_per_step_max": max(times_ms), "ms_per_step_all": times_ms,
-              "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
+              "steps": steps, "warmup": warmup, "repeats": repeats}
     result.update(variant.info)
     flops = result.get("flops_per_step")
     if flops is not None:
@@ -303,14 +303,14 @@ def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
     return result
 
 
-def measure(variants: List[Variant], args) -> List[Dict[str, Any]]:
+def measure(variants: List[Variant], steps: int, warmup: int, repeats: int) -> List[Dict[str, Any]]:
     for variant in variants:
-        warm_up(variant, args.warmup)
+        warm_up(variant, warmup)
     times: List[List[float]] = [[] for _ in variants]
-    for _ in range(args.repeats):       # alternate, so a busy machine slows every variant alike
+    for _ in range(repeats):       # alternate, so a busy machine slows every variant alike
         for j, variant in enumerate(variants):
-            times[j].append(1000 * run_steps(variant, args.steps) / args.steps)   # ms per step
-    return [summarise(v, t, args) for v, t in zip(variants, times)]
+            times[j].append(1000 * run_steps(variant, steps) / steps)   # ms per step
+    return [summarise(v, t, steps, warmup, repeats) for v, t in zip(variants, times)]
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -348,7 +348,7 @@ def run(args) -> Dict[str, Any]:
         for variant in made:
             variant.info.update(config=args.config, overrides=overrides)
         variants += made
-    results = measure(variants, args)
+    results = measure(variants, args.steps, args.warmup, args.repeats)
     if len(results) == 1:
         return results[0]
     a, b = results

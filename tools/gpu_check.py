@@ -135,24 +135,22 @@ def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-def timing(steps: int, warmup: int, repeats: int) -> SimpleNamespace:
-    return SimpleNamespace(steps=steps, warmup=warmup, repeats=repeats)
-
-
 def config(path: str, overrides: List[str], batches: int, out_dir: str, real_data=False):
     return bench.bench_config(path, [f"experiment.output_dir={out_dir}", *overrides], batches,
                               real_data, loader=True)
 
 
 @torch.no_grad()
-def eval_rate(module, loader, device: torch.device, amp: str, channels_last: bool) -> float:
-    """Validation images/s of ``module`` over ``loader`` (second pass timed)."""
+def eval_rate(variant: bench.Variant) -> float:
+    """Validation images/s of the variant's module over its val loader (second pass timed)."""
     from engine.evaluate import evaluate
-    evaluate(module, loader, device, amp, channels_last)
-    bench.synchronize(device)
+    runtime = variant.cfg.runtime
+    evaluation = (variant.module, variant.val_loader, variant.device, runtime.amp, runtime.channels_last)
+    evaluate(*evaluation)
+    bench.synchronize(variant.device)
     start = time.perf_counter()
-    count = evaluate(module, loader, device, amp, channels_last)["samples"]
-    bench.synchronize(device)
+    count = evaluate(*evaluation)["samples"]
+    bench.synchronize(variant.device)
     return count / (time.perf_counter() - start)
 
 
@@ -224,21 +222,17 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
             # built on the generated set: projected to the recipe's training set
             cache_build_s[label] = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
         built.append(variant)
-    results = bench.measure(built, timing(steps, warmup, repeats))
+    results = bench.measure(built, steps, warmup, repeats)
     kd_flops = next((r.get("flops_per_step") for r in results if r.get("flops_per_step")), None)
-    rows = {}
+    rows, peer = {}, results[0]["images_per_s"]   # (a), the peer loop, is always built first
     for variant, result in zip(built, results):
-        cfg, cache_s = variant.cfg, cache_build_s.get(variant.label)
-        rate = eval_rate(variant.module, variant.val_loader, device, cfg.runtime.amp,
-                         cfg.runtime.channels_last)
+        cache_s, rate = cache_build_s.get(variant.label), eval_rate(variant)
         rows[variant.label] = row(result, device, kd_flops, eval_images_per_s=rate,
                                   cache_build_s_projected=cache_s,
                                   projected_240_epochs_min=projected_minutes(
                                       result["images_per_s"], rate, cache_s or 0.0),
-                                  overrides=variants[variant.label][1])
-    peer = rows["(a) common trainers' loop"]["images_per_s"]
-    for values in rows.values():
-        values["x_common_loop"] = values["images_per_s"] / peer
+                                  overrides=variants[variant.label][1],
+                                  x_common_loop=result["images_per_s"] / peer)
     first = built[0].cfg
     out["kd"] = {"pair": f"{first.teacher.arch} -> {first.student.arch}", "batch": first.data.batch_size,
                  "timing": dict(steps=steps, warmup=warmup, repeats=repeats), "rows": rows}
@@ -312,7 +306,7 @@ def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) ->
         try:
             cfg = config(path, overrides, warmup + steps, os.path.join(work, name))
             variant = bench.pipeline_variant(name, cfg)
-            result = bench.measure([variant], timing(steps, warmup, repeats))[0]
+            result = bench.measure([variant], steps, warmup, repeats)[0]
             rows[name] = row(result, device, pair=f"{cfg.teacher.arch or '-'} -> {cfg.student.arch}",
                              overrides=overrides,
                              projected_240_epochs_min=projected_minutes(result["images_per_s"], None))
@@ -346,7 +340,7 @@ def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -
             cfg = config(IMAGENET, common + [f"data.loader={name}"], warmup + steps,
                          os.path.join(work, "inet"), real_data=True)
             built.append(make(f"{what}, {'PIL workers' if name == 'torch' else 'device decode'}", cfg))
-        for variant, result in zip(built, bench.measure(built, timing(steps, warmup, repeats))):
+        for variant, result in zip(built, bench.measure(built, steps, warmup, repeats)):
             rows[variant.label] = row(result, device)
         del built
         torch.cuda.empty_cache()
