@@ -346,11 +346,10 @@ def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -
         torch.cuda.empty_cache()
     gpu_cfg = config(IMAGENET, common + ["data.loader=gpu"], warmup + steps + 1,
                      os.path.join(work, "inet"), real_data=True)
-    split = decode_share(gpu_cfg, device, steps)
     out["imagenet"] = {"pair": "ResNet34 -> ResNet18", "batch": batch, "loader_workers": workers,
-                       "crop": 224 if cuda else 96,
-                       "images": classes * per_class, "image_size": "500x375 JPEG",
-                       "write_s": written, "rows": rows, "device_decode_split": split}
+                       "crop": 224 if cuda else 96, "images": classes * per_class,
+                       "image_size": "500x375 JPEG", "write_s": written, "rows": rows,
+                       "device_decode_split": decode_share(gpu_cfg, device, steps)}
 
 
 SECTIONS = {"kd": kd_table, "methods": methods_table, "imagenet": imagenet_table}
