@@ -228,11 +228,8 @@ def main(argv=None) -> int:
     failures = run_all(runs, gpu_slots(args.gpus, args.jobs_per_gpu))
     print(summarize(table, output_dir, args.seeds), end="")
     if failures:
-        print(f"{len(failures)} run(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{len(failures)} run(s) failed:", *(f"  {line}" for line in failures), sep="\n", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
