@@ -206,15 +206,14 @@ def peer_variant(label: str, cfg) -> Variant:
     from datasets.arrays import ArrayDataset
     from datasets.torch_loader import Indexed, collate_batch
     from datasets.sources import build_source
-    from launch.build import build_student, build_teacher, resolve_device
-    from distillers import build_distiller
+    from launch.build import resolve_device
+    from launch.method import build_method
     device = resolve_device(cfg)
     source = build_source(cfg.data)
     if source.arrays is None or source.image_size != 32:
         raise UserError("--peer models the CIFAR trainers' loop: it needs 32-pixel in-memory data")
-    size = source.image_size
     plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
-    augment = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(),
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                   *plain.transforms])
     workers = dict(num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
     loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size, shuffle=True,
@@ -222,9 +221,7 @@ def peer_variant(label: str, cfg) -> Variant:
     val_loader = DataLoader(Indexed(ArrayDataset(source.arrays[1], plain)), collate_fn=collate_batch,
                             batch_size=cfg.data.val_batch_size or cfg.data.batch_size, **workers)
     torch.manual_seed(cfg.experiment.seed)
-    student = build_student(cfg, source.num_classes)
-    teacher = build_teacher(cfg, source.num_classes, (3, size, size))
-    distiller = build_distiller(cfg.distiller, student, teacher, input_shape=(3, size, size)).to(device)
+    distiller = build_method(cfg).to(device)   # the same student, teacher and losses as ours
     distiller.train()
     optimizer = torch.optim.SGD(distiller.parameters(), lr=cfg.solver.lr, momentum=cfg.solver.momentum,
                                 weight_decay=cfg.solver.weight_decay)
@@ -242,7 +239,7 @@ def peer_variant(label: str, cfg) -> Variant:
 
     info = {"loader": "torch DataLoader + PIL transforms (peer)", "num_workers": cfg.data.num_workers,
             "distiller": cfg.distiller["name"], "student": cfg.student.arch,
-            "teacher": cfg.teacher.arch if teacher is not None else None}
+            "teacher": cfg.teacher.arch if distiller.teacher is not None else None}
     return Variant(label, cfg, device, run, info, module=distiller, val_loader=val_loader)
 
 
