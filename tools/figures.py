@@ -57,16 +57,14 @@ def write_tensorboard(images: Dict[str, object], runs) -> List[str]:
     the checkpoint's epoch); returns the tb directories written. The writer is the run's own
     (``utils.logger.tensorboard_writer``): no link followed, a full disk or read-only run one line."""
     from utils.logger import tensorboard_writer
-    written = []
+    epochs: Dict[str, int] = {}   # each run's tb/ once, at the epoch of its first checkpoint given
     for run in runs:
-        directory = os.path.join(run.run_dir, "tb")
-        if directory in written:
-            continue
+        epochs.setdefault(os.path.join(run.run_dir, "tb"), run.epoch or 0)
+    for directory, epoch in epochs.items():
         with tensorboard_writer(directory) as writer:
             for name, image in images.items():
-                writer.add_image(f"figures/{name}", image, global_step=run.epoch or 0, dataformats="HWC")
-        written.append(directory)
-    return written
+                writer.add_image(f"figures/{name}", image, global_step=epoch, dataformats="HWC")
+    return list(epochs)
 
 
 def make_figures(args: argparse.Namespace) -> List[str]:
