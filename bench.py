@@ -364,14 +364,13 @@ def main(argv=None) -> int:
     output = run(args)
     if args.json:
         print(json.dumps(output))
-    elif "a" in output:
-        print(format_result(output["a"]))
-        print(format_result(output["b"]))
+    elif "a" not in output:
+        print(format_result(output))
+    else:
         ratio = output["ratio_b_over_a" if args.compare else "ratio_ours_over_peer"]
+        print(format_result(output["a"]), format_result(output["b"]), sep="\n")
         print(f"{'ratio B/A' if args.compare else 'ratio ours/peer'}: images/s {ratio['images_per_s']:.3f}, "
               f"ms/step {ratio['ms_per_step_median']:.3f}")
-    else:
-        print(format_result(output))
     return 0
 
 
