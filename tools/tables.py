@@ -120,8 +120,7 @@ def _saved_epoch(directory: str) -> Optional[int]:
 def is_finished(directory: str) -> bool:
     """run.json has a summary, or last.pth holds the last epoch (a run killed after its final
     save but before its summary: ``train.py --resume auto`` only writes that summary)."""
-    record = read_record(os.path.join(directory, "run.json"))
-    if record is not None and "summary" in record:
+    if "summary" in (read_record(os.path.join(directory, "run.json")) or {}):
         return True
     epochs, saved = _configured_epochs(directory), _saved_epoch(directory)
     return epochs is not None and saved is not None and saved >= epochs
@@ -135,6 +134,5 @@ def run_status(directory: str) -> str:
         return "failed"
     if os.path.isfile(os.path.join(directory, "config.yaml")):
         metrics = read_metrics(directory)
-        epochs = _configured_epochs(directory)
-        return f"running: epoch {metrics[-1]['epoch'] if metrics else 0}/{epochs or '?'}"
+        return f"running: epoch {metrics[-1]['epoch'] if metrics else 0}/{_configured_epochs(directory) or '?'}"
     return "missing"
