@@ -332,14 +332,12 @@ def format_result(result: Dict[str, Any]) -> str:
 def run(args) -> Dict[str, Any]:
     """One variant, or two timed alternately: ``--compare`` A and B (ratio B/A), ``--peer`` ours
     (loader + step) and the peer loop on the same config (ratio ours/peer)."""
-    batches = args.warmup + args.steps
     make = loader_variant if args.loader else pipeline_variant if args.pipeline else step_variant
-    pairs = [("A", shlex.split(args.compare[0])), ("B", shlex.split(args.compare[1]))] \
-        if args.compare else [("run", [])]
+    pairs = list(zip("AB", map(shlex.split, args.compare))) if args.compare else [("run", [])]
     variants = []
     for label, extra in pairs:
         overrides = args.overrides + extra
-        cfg = bench_config(args.config, overrides, batches, args.real_data,
+        cfg = bench_config(args.config, overrides, args.warmup + args.steps, args.real_data,
                            args.loader or args.pipeline or args.peer)
         made = [pipeline_variant("ours", cfg), peer_variant("peer", cfg)] if args.peer else [make(label, cfg)]
         for variant in made:

@@ -27,7 +27,6 @@ next to the table with ``--out``.
 """
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import platform
@@ -37,12 +36,12 @@ import sys
 import tempfile
 import time
 import traceback
-from pathlib import Path
+from unittest import mock
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
@@ -86,7 +85,7 @@ def parse_args(argv=None):
 # --- header and tests -------------------------------------------------------------------------
 def versions(device: str) -> Dict[str, Any]:
     import torchvision
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -242,28 +241,22 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
 
 
 @contextlib.contextmanager
-def timed_calls(owner, name: str, device: Optional[torch.device] = None):
-    """Seconds spent in ``owner.<name>`` inside the block, summed over its calls (the device
-    synchronised around each call when given, so queued work is counted where it is done)."""
-    function, spent = getattr(owner, name), {"seconds": 0.0, "calls": 0}
+def timed_calls(owner, name: str, device: torch.device = torch.device("cpu")):
+    """Seconds spent in ``owner.<name>`` inside the block, summed over its calls (``device``
+    synchronised around each call, so queued work is counted where it is done)."""
+    function, spent = getattr(owner, name), {"seconds": 0.0}
 
     def timed(*args, **kwargs):
-        if device is not None:
-            bench.synchronize(device)
+        bench.synchronize(device)
         started = time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
-            if device is not None:
-                bench.synchronize(device)
+            bench.synchronize(device)
             spent["seconds"] += time.perf_counter() - started
-            spent["calls"] += 1
 
-    setattr(owner, name, timed)
-    try:
+    with mock.patch.object(owner, name, timed):   # the original back when the block ends
         yield spent
-    finally:
-        setattr(owner, name, function)
 
 
 def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
