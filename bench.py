@@ -289,8 +289,7 @@ def summarise(variant: Variant, times_ms: List[float], steps: int, warmup: int, 
               "batch_size": batch, "images_per_s": 1000 * batch / median,
               "ms_per_step_median": median, "ms_per_step_min": min(times_ms),
               "ms_per_step_max": max(times_ms), "ms_per_step_all": times_ms,
-              "steps": steps, "warmup": warmup, "repeats": repeats}
-    result.update(variant.info)
+              "steps": steps, "warmup": warmup, "repeats": repeats, **variant.info}
     flops = result.get("flops_per_step")
     if flops is not None:
         achieved = flops / (median / 1000)

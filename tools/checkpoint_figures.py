@@ -91,10 +91,9 @@ def embedding_figure(runs: List[CheckpointOutputs], max_samples: int):
     for axis, run in zip(axes, runs):
         chosen = subset_indices(len(run.targets), max_samples)
         coordinates, method = embedding_2d(run.pooled_features[chosen])
-        classes = run.targets[chosen].numpy()
         cmap = "tab10" if run.num_classes <= 10 else "tab20" if run.num_classes <= 20 else "turbo"
-        points = axis.scatter(coordinates[:, 0].numpy(), coordinates[:, 1].numpy(), c=classes, s=6,
-                              cmap=cmap, vmin=-0.5, vmax=run.num_classes - 0.5, linewidths=0)
+        points = axis.scatter(coordinates[:, 0].numpy(), coordinates[:, 1].numpy(), s=6, cmap=cmap,
+                              c=run.targets[chosen].numpy(), vmin=-0.5, vmax=run.num_classes - 0.5, linewidths=0)
         axis.set_title(f"{run.label}\n{run.run}, {len(chosen)} val images", fontsize=9)
         axis.set(xlabel="component 1", ylabel="component 2")
     figure.colorbar(points, ax=list(axes), label="class").set_ticks(class_ticks(runs[0].num_classes))

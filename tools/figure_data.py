@@ -122,5 +122,4 @@ def subset_indices(count: int, limit: int, seed: int = 0) -> torch.Tensor:
     (the embedding of a large val set stays fast and the same on every call)."""
     if count <= limit:
         return torch.arange(count)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(count, generator=generator)[:limit].sort().values
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values

@@ -352,20 +352,16 @@ def fmt(value, spec: str = ",.0f", none: str = "—") -> str:
 
 
 def markdown(report: Dict[str, Any]) -> str:
-    h = report["header"]
+    h, tests, kd, methods, inet = (report.get(key) for key in ("header", "tests", "kd", "methods", "imagenet"))
     lines = [f"## GPU check, {h['date']}", "",
              f"{h.get('gpu') or h.get('device')}"
              + (f" ({h['gpu_memory_gib']} GiB, driver {h['driver']}, {h['gpus']} GPU(s))" if h.get("gpu") else "")
              + f"; CUDA {h['cuda']}, cuDNN {h['cudnn']}, torch {h['torch']}, torchvision {h['torchvision']}, "
              f"Python {h['python']}, {h['cpu_cores']} CPU cores. Command: `{report['command']}`", ""]
-    tests = report.get("tests")
     if tests:
-        lines += [f"CUDA tests (tests/test_cuda.py): {tests.get('passed', 0)} passed, "
-                  f"{tests.get('failed', 0)} failed, {tests.get('skipped', 0)} skipped "
-                  f"in {tests['seconds']} s (exit {tests['exit_code']})", ""]
-        lines += [f"- {line}" for line in tests["failures"]]
-        lines += [""] if tests["failures"] else []
-    kd = report.get("kd")
+        lines += [f"CUDA tests (tests/test_cuda.py): {tests['passed']} passed, {tests['failed']} failed, "
+                  f"{tests['skipped']} skipped in {tests['seconds']} s (exit {tests['exit_code']})", ""]
+        lines += [f"- {line}" for line in tests["failures"]] + ([""] if tests["failures"] else [])
     if kd:
         lines += [f"### KD {kd['pair']}, batch {kd['batch']}, CIFAR-100 shapes (loader + step)", "",
                   "| variant | images/s | ms/step | × common loop | share of bf16 peak | peak memory | eval images/s | 240-epoch recipe |",
@@ -378,7 +374,6 @@ def markdown(report: Dict[str, Any]) -> str:
                          f"{fmt(r['peak_memory_mb'])} MB | {fmt(r['eval_images_per_s'])} | "
                          f"{r['projected_240_epochs_min']:.1f} min{cache} |")
         lines.append("")
-    methods = report.get("methods")
     if methods:
         lines += ["### Other methods, fastest setting without compilation (bf16, channels_last, GPU loader; cache for DKD/DIST/KD+DOT)", "",
                   "| method | pair | images/s | ms/step | share of bf16 peak | peak memory | 240 epochs (train only) |",
@@ -391,7 +386,6 @@ def markdown(report: Dict[str, Any]) -> str:
                          f"{fmt(r['share_of_bf16_peak'], '.1%')} | {fmt(r['peak_memory_mb'])} MB | "
                          f"{r['projected_240_epochs_min']:.1f} min |")
         lines.append("")
-    inet = report.get("imagenet")
     if inet:
         lines += [f"### ImageNet {inet['pair']}, batch {inet['batch']}, {inet['images']} generated "
                   f"{inet['image_size']}s cropped to {inet['crop']}, {inet['loader_workers']} loader "
