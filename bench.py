@@ -194,8 +194,7 @@ def pipeline_variant(label: str, cfg) -> Variant:
     trainer = variant.trainer
     batches = endless_batches(trainer.loaders, variant.device)
     variant.run = lambda: trainer.step(on_device(next(batches), variant.device, cfg.runtime.channels_last), 1)
-    variant.info.update(loader=type(trainer.loaders.train).__name__,
-                        num_workers=cfg.data.num_workers)
+    variant.info.update(loader=type(trainer.loaders.train).__name__, num_workers=cfg.data.num_workers)
     return variant
 
 

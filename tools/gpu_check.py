@@ -214,10 +214,8 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
             traceback.print_exc()
             out.setdefault("errors", {})[f"kd {label}"] = f"{type(err).__name__}: {err}"
             continue
-        trainer = variant.trainer
-        if trainer and getattr(trainer.module.teacher, "cache", None) is not None:
-            # built on the generated set: projected to the recipe's training set
-            cache_build_s[label] = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
+        if variant.info.get("teacher_cache"):   # built on the generated set: scaled to the recipe
+            cache_build_s[label] = build["seconds"] * RECIPE.train_images / variant.trainer.loaders.train_size
         built.append(variant)
     results = bench.measure(built, steps, warmup, repeats)
     kd_flops = next((r.get("flops_per_step") for r in results if r.get("flops_per_step")), None)
@@ -282,18 +280,13 @@ def profile_step(variant, out_dir: str, name: str = "profile.txt") -> None:
 
 
 def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
-    steps, warmup, repeats = (5, 2, 1) if args.quick else (30, 5, 2)
-    base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64"]
-    if device.type == "cuda":
-        base += ["data.loader=gpu", *FAST.split()]
-    else:
-        steps, warmup, repeats = 1, 1, 1
-        base += ["data.batch_size=4", "data.val_batch_size=4"]
+    cuda = device.type == "cuda"
+    steps, warmup, repeats = (1, 1, 1) if not cuda else (5, 2, 1) if args.quick else (30, 5, 2)
+    base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64",
+            *(["data.loader=gpu", *FAST.split()] if cuda else ["data.batch_size=4", "data.val_batch_size=4"])]
     rows = {}
     for name, path in METHODS.items():
-        overrides = base + METHOD_OVERRIDES.get(name, [])
-        if device.type == "cpu":
-            overrides += CPU_SMALL.get(name, CPU_PAIR)
+        overrides = base + METHOD_OVERRIDES.get(name, []) + ([] if cuda else CPU_SMALL.get(name, CPU_PAIR))
         try:
             cfg = config(path, overrides, warmup + steps, os.path.join(work, name))
             variant = bench.pipeline_variant(name, cfg)
