@@ -38,8 +38,7 @@ def export(path: str, out: str) -> dict:
 
 @exits_on_user_error
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pth, last.pth)")
     parser.add_argument("--out", required=True, help="the exported file")
     args = parser.parse_args(argv)

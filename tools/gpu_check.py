@@ -68,8 +68,7 @@ CPU_PAIR = ["student.arch=resnet8", "teacher.arch=resnet8"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--quick", action="store_true",
                         help="fewer steps, no compiled variant, smaller ImageNet set")
@@ -180,10 +179,8 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     cuda = device.type == "cuda"
     steps, warmup, repeats = (2, 1, 1) if not cuda else (10, 3, 2) if args.quick else (50, 5, 3)
     workers = min(8, os.cpu_count() or 1) if cuda else 0
-    base = [f"runtime.device={device.type}", f"data.num_workers={workers}",
-            "data.val_size=2048" if cuda else "data.val_size=128"]
-    if not cuda:
-        base += ["data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR]
+    base = [f"runtime.device={device.type}", f"data.num_workers={workers}", *(["data.val_size=2048"] if cuda else
+            ["data.val_size=128", "data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR])]
     fast = base + ["data.loader=gpu", *FAST.split()]
     compiled = ["runtime.compile=reduce-overhead"] if cuda and not args.quick else []
     ours = bench.pipeline_variant
