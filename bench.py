@@ -23,6 +23,7 @@ distiller eager in fp32, a plain ``torch.optim.SGD``, and the loss and accuracy 
 step; it is timed alternately with ours and the ratio ours/peer is printed.
 """
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -39,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from engine.evaluate import on_device
 from utils.batch import Batch, BatchViews
 from utils.cli import parse_with_overrides
-from utils.errors import EXIT_USER_ERROR, UserError
+from utils.errors import UserError, exits_on_user_error
 
 BENCH_OVERRIDES = ["teacher.allow_random=true", "log.tensorboard=false"]
 REAL_SHAPES = {"cifar100": (100, 32), "imagenet": (1000, 224)}   # classes, image size
@@ -64,6 +65,7 @@ class Variant:
     memory_base: int = 0
     module: Any = None        # what is evaluated (the distiller: eval mode gives the student)
     val_loader: Any = None    # the validation loader of this loop
+    trainer: Any = None       # the Trainer whose step is timed (none for the loader, the peer)
 
 
 def parse_args(argv=None):
@@ -104,8 +106,7 @@ def bench_config(path: str, overrides: List[str], batches: int, real_data: bool,
     """The config to time; the step alone never iterates a loader, so it gets no workers."""
     from launch.build import load_run_config
     first = load_run_config(path, BENCH_OVERRIDES + overrides)
-    extra = data_overrides(first, batches, overrides, real_data)
-    extra += [] if loader else ["data.num_workers=0"]
+    extra = data_overrides(first, batches, overrides, real_data) + ([] if loader else ["data.num_workers=0"])
     return load_run_config(path, BENCH_OVERRIDES + extra + overrides)
 
 
@@ -117,10 +118,8 @@ def device_name(device: torch.device) -> str:
 
 def device_peaks(device: torch.device) -> Dict[str, float]:
     """The device's dense peak FLOP/s by precision; empty when unknown (CPUs)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((peaks for key, peaks in PEAK_FLOPS if key in name), {})
-    return {}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return next((peaks for key, peaks in PEAK_FLOPS if key in name), {})
 
 
 def peak_flops(device: torch.device, amp: str) -> Optional[float]:
@@ -163,10 +162,8 @@ def step_variant(label: str, cfg) -> Variant:
             "teacher": cfg.teacher.arch if distiller.teacher is not None else None,
             "teacher_cache": cache is not None, "amp": cfg.runtime.amp, "teacher_amp": cfg.teacher.amp,
             "compile": cfg.runtime.compile, "channels_last": cfg.runtime.channels_last}
-    variant = Variant(label, cfg, device, lambda: trainer.step(generated, 1), info,
-                      memory_base, module=trainer.module, val_loader=loaders.val)
-    variant.info["trainer"] = trainer
-    return variant
+    return Variant(label, cfg, device, lambda: trainer.step(generated, 1), info, memory_base,
+                   module=trainer.module, val_loader=loaders.val, trainer=trainer)
 
 
 def loader_variant(label: str, cfg) -> Variant:
@@ -177,42 +174,27 @@ def loader_variant(label: str, cfg) -> Variant:
     from distillers import get_distiller_class
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device,
                                      strong_view=get_distiller_class(cfg.distiller["name"]).needs_strong_view)
-    next_batch = next_batch_fn(loaders, device)
-
+    batches = endless_batches(loaders, device)
     info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,
             "dataset": cfg.data.dataset}
-    return Variant(label, cfg, device, lambda: next_batch() and None, info)
+    return Variant(label, cfg, device, lambda: next(batches), info)
 
 
-def next_batch_fn(loaders, device: torch.device):
-    """Returns a function giving the train loader's next batch on ``device``, epoch after epoch."""
-    state = {"epoch": 0, "batches": iter(())}
-
-    def next_batch():
-        try:
-            batch = next(state["batches"])
-        except StopIteration:
-            state["epoch"] += 1
-            loaders.set_epoch(state["epoch"])
-            state["batches"] = iter(loaders.train)
-            batch = next(state["batches"])
-        return batch.to(device, non_blocking=True)
-
-    return next_batch
+def endless_batches(loaders, device: torch.device):
+    """The train loader's batches on ``device``, epoch after epoch (each epoch set first)."""
+    for epoch in itertools.count(1):
+        loaders.set_epoch(epoch)
+        for batch in loaders.train:
+            yield batch.to(device, non_blocking=True)
 
 
 def pipeline_variant(label: str, cfg) -> Variant:
     """Ours, per batch: the configured train loader's next batch, then the Trainer's step."""
     variant = step_variant(label, cfg)
-    trainer = variant.info["trainer"]
-    next_batch = next_batch_fn(trainer.loaders, variant.device)
-
-    def run() -> None:
-        trainer.step(on_device(next_batch(), variant.device, cfg.runtime.channels_last), 1)
-
-    variant.run = run
-    variant.info.update(loader=type(trainer.loaders.train).__name__,
-                        num_workers=cfg.data.num_workers)
+    trainer = variant.trainer
+    batches = endless_batches(trainer.loaders, variant.device)
+    variant.run = lambda: trainer.step(on_device(next(batches), variant.device, cfg.runtime.channels_last), 1)
+    variant.info.update(loader=type(trainer.loaders.train).__name__, num_workers=cfg.data.num_workers)
     return variant
 
 
@@ -223,40 +205,29 @@ def peer_variant(label: str, cfg) -> Variant:
     from datasets.arrays import ArrayDataset
     from datasets.torch_loader import Indexed, collate_batch
     from datasets.sources import build_source
-    from launch.build import build_student, build_teacher, resolve_device
-    from distillers import build_distiller
+    from launch.build import resolve_device
+    from launch.method import build_method
     device = resolve_device(cfg)
     source = build_source(cfg.data)
     if source.arrays is None or source.image_size != 32:
         raise UserError("--peer models the CIFAR trainers' loop: it needs 32-pixel in-memory data")
-    size = source.image_size
-    augment = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(),
-                                  transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
-    loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size,
-                        shuffle=True, num_workers=cfg.data.num_workers, drop_last=True,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
     plain = transforms.Compose([transforms.ToTensor(), transforms.Normalize(source.mean, source.std)])
-    val_loader = DataLoader(Indexed(ArrayDataset(source.arrays[1], plain)),
-                            batch_size=cfg.data.val_batch_size or cfg.data.batch_size,
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                            collate_fn=collate_batch)
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                  *plain.transforms])
+    workers = dict(num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(ArrayDataset(source.arrays[0], augment), batch_size=cfg.data.batch_size, shuffle=True,
+                        drop_last=True, persistent_workers=cfg.data.num_workers > 0, **workers)
+    val_loader = DataLoader(Indexed(ArrayDataset(source.arrays[1], plain)), collate_fn=collate_batch,
+                            batch_size=cfg.data.val_batch_size or cfg.data.batch_size, **workers)
     torch.manual_seed(cfg.experiment.seed)
-    student = build_student(cfg, source.num_classes)
-    teacher = build_teacher(cfg, source.num_classes, (3, size, size))
-    distiller = build_distiller(cfg.distiller, student, teacher, input_shape=(3, size, size)).to(device)
+    distiller = build_method(cfg).to(device)   # the same student, teacher and losses as ours
     distiller.train()
-    solver = cfg.solver
-    optimizer = torch.optim.SGD(distiller.parameters(), lr=solver.lr, momentum=solver.momentum,
-                                weight_decay=solver.weight_decay)
-    state = {"batches": iter(())}
+    optimizer = torch.optim.SGD(distiller.parameters(), lr=cfg.solver.lr, momentum=cfg.solver.momentum,
+                                weight_decay=cfg.solver.weight_decay)
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))   # epoch after epoch
 
     def run() -> None:
-        try:
-            images, targets = next(state["batches"])
-        except StopIteration:
-            state["batches"] = iter(loader)
-            images, targets = next(state["batches"])
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images, targets = (t.to(device, non_blocking=True) for t in next(batches))
         logits, losses = distiller(Batch(images, targets), 1)
         loss = sum(losses.values())
         optimizer.zero_grad()
@@ -267,13 +238,13 @@ def peer_variant(label: str, cfg) -> Variant:
 
     info = {"loader": "torch DataLoader + PIL transforms (peer)", "num_workers": cfg.data.num_workers,
             "distiller": cfg.distiller["name"], "student": cfg.student.arch,
-            "teacher": cfg.teacher.arch if teacher is not None else None}
+            "teacher": cfg.teacher.arch if distiller.teacher is not None else None}
     return Variant(label, cfg, device, run, info, module=distiller, val_loader=val_loader)
 
 
 def count_step_flops(variant: Variant) -> Optional[int]:
     """FLOPs of one step, counted on the eager module (a compiled one hides its ops)."""
-    trainer = variant.info.get("trainer")
+    trainer = variant.trainer
     if trainer is None:
         return None
     step = getattr(trainer.train_step, "step", trainer.train_step)   # the eager step a graph wraps
@@ -289,8 +260,7 @@ def count_step_flops(variant: Variant) -> Optional[int]:
 def warm_up(variant: Variant, steps: int) -> None:
     if variant.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(variant.device)
-    for _ in range(steps):
-        variant.run()
+    run_steps(variant, steps)
     variant.info["flops_per_step"] = count_step_flops(variant)
     synchronize(variant.device)
     if variant.device.type == "cuda":
@@ -301,25 +271,24 @@ def warm_up(variant: Variant, steps: int) -> None:
         variant.info.update(peak_memory_mb=rss_mb, memory="process max RSS (whole run)")
 
 
-def time_once(variant: Variant, steps: int) -> float:
-    """Milliseconds per step over ``steps`` steps."""
+def run_steps(variant: Variant, steps: int) -> float:
+    """Seconds ``steps`` steps of ``variant`` take, the device synchronised before and after."""
     synchronize(variant.device)
     start = time.perf_counter()
     for _ in range(steps):
         variant.run()
     synchronize(variant.device)
-    return 1000 * (time.perf_counter() - start) / steps
+    return time.perf_counter() - start
 
 
-def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
+def summarise(variant: Variant, times_ms: List[float], steps: int, warmup: int, repeats: int) -> Dict[str, Any]:
     median = statistics.median(times_ms)
     batch = variant.cfg.data.batch_size
     result = {"label": variant.label, "device": device_name(variant.device),
               "batch_size": batch, "images_per_s": 1000 * batch / median,
               "ms_per_step_median": median, "ms_per_step_min": min(times_ms),
               "ms_per_step_max": max(times_ms), "ms_per_step_all": times_ms,
-              "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats}
-    result.update({k: v for k, v in variant.info.items() if k != "trainer"})
+              "steps": steps, "warmup": warmup, "repeats": repeats, **variant.info}
     flops = result.get("flops_per_step")
     if flops is not None:
         achieved = flops / (median / 1000)
@@ -329,14 +298,14 @@ def summarise(variant: Variant, times_ms: List[float], args) -> Dict[str, Any]:
     return result
 
 
-def measure(variants: List[Variant], args) -> List[Dict[str, Any]]:
+def measure(variants: List[Variant], steps: int, warmup: int, repeats: int) -> List[Dict[str, Any]]:
     for variant in variants:
-        warm_up(variant, args.warmup)
+        warm_up(variant, warmup)
     times: List[List[float]] = [[] for _ in variants]
-    for _ in range(args.repeats):       # alternate, so a busy machine slows every variant alike
+    for _ in range(repeats):       # alternate, so a busy machine slows every variant alike
         for j, variant in enumerate(variants):
-            times[j].append(time_once(variant, args.steps))
-    return [summarise(v, t, args) for v, t in zip(variants, times)]
+            times[j].append(1000 * run_steps(variant, steps) / steps)   # ms per step
+    return [summarise(v, t, steps, warmup, repeats) for v, t in zip(variants, times)]
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -352,30 +321,27 @@ def format_result(result: Dict[str, Any]) -> str:
         lines.append(f"  {result['flops_per_step'] / 1e9:.2f} GFLOP/step, "
                      f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved, {share}")
     lines.append(f"  peak memory {result['peak_memory_mb']:.0f} MB ({result['memory']})")
-    details = {k: result[k] for k in ("loader", "num_workers", "distiller", "student", "teacher",
-                                      "teacher_cache", "amp", "teacher_amp", "compile", "channels_last")
-               if k in result}
-    lines.append("  " + ", ".join(f"{k}={v}" for k, v in details.items()))
+    details = ("loader", "num_workers", "distiller", "student", "teacher", "teacher_cache", "amp",
+               "teacher_amp", "compile", "channels_last")
+    lines.append("  " + ", ".join(f"{k}={result[k]}" for k in details if k in result))
     return "\n".join(lines)
 
 
 def run(args) -> Dict[str, Any]:
     """One variant, or two timed alternately: ``--compare`` A and B (ratio B/A), ``--peer`` ours
     (loader + step) and the peer loop on the same config (ratio ours/peer)."""
-    batches = args.warmup + args.steps
     make = loader_variant if args.loader else pipeline_variant if args.pipeline else step_variant
-    pairs = [("A", shlex.split(args.compare[0])), ("B", shlex.split(args.compare[1]))] \
-        if args.compare else [("run", [])]
+    pairs = list(zip("AB", map(shlex.split, args.compare))) if args.compare else [("run", [])]
     variants = []
     for label, extra in pairs:
         overrides = args.overrides + extra
-        cfg = bench_config(args.config, overrides, batches, args.real_data,
+        cfg = bench_config(args.config, overrides, args.warmup + args.steps, args.real_data,
                            args.loader or args.pipeline or args.peer)
         made = [pipeline_variant("ours", cfg), peer_variant("peer", cfg)] if args.peer else [make(label, cfg)]
         for variant in made:
             variant.info.update(config=args.config, overrides=overrides)
         variants += made
-    results = measure(variants, args)
+    results = measure(variants, args.steps, args.warmup, args.repeats)
     if len(results) == 1:
         return results[0]
     a, b = results
@@ -384,30 +350,23 @@ def run(args) -> Dict[str, Any]:
                                    for key in ("images_per_s", "ms_per_step_median")}}
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     if min(args.steps, args.repeats) < 1 or args.warmup < 0:
-        print("error: --steps and --repeats must be at least 1, --warmup at least 0", file=sys.stderr)
-        return EXIT_USER_ERROR
+        raise UserError("--steps and --repeats must be at least 1, --warmup at least 0")
     if args.peer and (args.compare or args.loader):
-        print("error: --peer compares ours with the peer loop: it takes neither --compare nor --loader",
-              file=sys.stderr)
-        return EXIT_USER_ERROR
-    try:
-        output = run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        raise UserError("--peer compares ours with the peer loop: it takes neither --compare nor --loader")
+    output = run(args)
     if args.json:
         print(json.dumps(output))
-    elif "a" in output:
-        print(format_result(output["a"]))
-        print(format_result(output["b"]))
+    elif "a" not in output:
+        print(format_result(output))
+    else:
         ratio = output["ratio_b_over_a" if args.compare else "ratio_ours_over_peer"]
+        print(format_result(output["a"]), format_result(output["b"]), sep="\n")
         print(f"{'ratio B/A' if args.compare else 'ratio ours/peer'}: images/s {ratio['images_per_s']:.3f}, "
               f"ms/step {ratio['ms_per_step_median']:.3f}")
-    else:
-        print(format_result(output))
     return 0
 
 

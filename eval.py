@@ -8,7 +8,7 @@ import json
 import sys
 
 from utils.cli import parse_with_overrides
-from utils.errors import EXIT_USER_ERROR, UserError
+from utils.errors import exits_on_user_error
 
 
 def parse_args(argv=None):
@@ -24,15 +24,11 @@ def parse_args(argv=None):
     return parse_with_overrides(parser, argv)
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        from launch.evaluation import evaluate_checkpoint
-        result = evaluate_checkpoint(args.checkpoint, args.config, args.arch, args.overrides,
-                                     output=args.output)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    from launch.evaluation import evaluate_checkpoint
+    result = evaluate_checkpoint(args.checkpoint, args.config, args.arch, args.overrides, output=args.output)
     if args.json:
         print(json.dumps(result, default=str))
     else:

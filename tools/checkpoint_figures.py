@@ -23,27 +23,30 @@ STATISTIC_TITLES = {"mean": "mean of the logits", "std": "std of the logits",
 HISTOGRAM_BINS = 40
 
 
-def class_ticks(axis, num_classes: int) -> None:
+def class_ticks(num_classes: int) -> range:
     """Every class named up to 20 classes; every 10th beyond."""
-    step = 1 if num_classes <= 20 else 10
-    axis.set_xticks(range(0, num_classes, step))
-    axis.set_yticks(range(0, num_classes, step))
+    return range(0, num_classes, 1 if num_classes <= 20 else 10)
+
+
+def panels(rows: int, columns: int, extra_height: float = 0.0):
+    """A figure of ``rows`` x ``columns`` panels beside one colour bar, and its axes grid."""
+    figure = new_figure((PANEL_INCHES[0] * columns + COLOUR_BAR_INCHES,
+                         (PANEL_INCHES[1] + 0.4) * rows + extra_height))
+    return figure, figure.subplots(rows, columns, squeeze=False)
 
 
 def difference_figure(runs: List[CheckpointOutputs], standardize: bool, max_diff: Optional[float] = None):
     matrices = [class_mean_difference(r.student_logits, r.teacher_logits, r.targets, r.num_classes,
                                       standardize) for r in runs]
     limit = max_diff if max_diff is not None else colour_limit(matrices)
-    figure = new_figure((PANEL_INCHES[0] * len(runs) + COLOUR_BAR_INCHES, PANEL_INCHES[1] + 0.4))
-    axes = figure.subplots(1, len(runs), squeeze=False)[0]
+    figure, (axes,) = panels(1, len(runs))
     for axis, run, matrix in zip(axes, runs, matrices):
         image = axis.imshow(matrix.numpy(), vmin=0.0, vmax=limit, cmap="Reds", interpolation="nearest")
         mean, largest = difference_summary(matrix)
         axis.set_title(f"{run.label}\n{run.run}\noff-diagonal mean {mean:.3f}, max {largest:.3f}",
                        fontsize=9)
-        axis.set_xlabel("logit of class")
-        axis.set_ylabel("true class of the val images")
-        class_ticks(axis, run.num_classes)
+        axis.set(xlabel="logit of class", ylabel="true class of the val images",
+                 xticks=class_ticks(run.num_classes), yticks=class_ticks(run.num_classes))
     clipped = any(float(m.nan_to_num(0.0).max()) > limit for m in matrices)
     figure.colorbar(image, ax=list(axes), extend="max" if clipped else "neither",
                     label="|teacher − student| class-mean logit")
@@ -62,8 +65,7 @@ def statistics_figure(runs: List[CheckpointOutputs]):
     peak = max(int(c.max()) for row in counts for c in row)
     from matplotlib.colors import LogNorm
     norm = LogNorm(vmin=1, vmax=max(peak, 2))
-    figure = new_figure((PANEL_INCHES[0] * 3 + COLOUR_BAR_INCHES, (PANEL_INCHES[1] + 0.4) * len(runs) + 0.4))
-    axes = figure.subplots(len(runs), 3, squeeze=False)
+    figure, axes = panels(len(runs), 3, extra_height=0.4)
     for row, run in enumerate(runs):
         for column, name in enumerate(STATISTICS):
             axis, grid = axes[row][column], edges[name].numpy()
@@ -84,22 +86,17 @@ def statistics_figure(runs: List[CheckpointOutputs]):
 
 
 def embedding_figure(runs: List[CheckpointOutputs], max_samples: int):
-    figure = new_figure((PANEL_INCHES[0] * len(runs) + COLOUR_BAR_INCHES, PANEL_INCHES[1] + 0.4))
-    axes = figure.subplots(1, len(runs), squeeze=False)[0]
+    figure, (axes,) = panels(1, len(runs))
     method = ""
     for axis, run in zip(axes, runs):
         chosen = subset_indices(len(run.targets), max_samples)
         coordinates, method = embedding_2d(run.pooled_features[chosen])
-        classes = run.targets[chosen].numpy()
         cmap = "tab10" if run.num_classes <= 10 else "tab20" if run.num_classes <= 20 else "turbo"
-        points = axis.scatter(coordinates[:, 0].numpy(), coordinates[:, 1].numpy(), c=classes, s=6,
-                              cmap=cmap, vmin=-0.5, vmax=run.num_classes - 0.5, linewidths=0)
+        points = axis.scatter(coordinates[:, 0].numpy(), coordinates[:, 1].numpy(), s=6, cmap=cmap,
+                              c=run.targets[chosen].numpy(), vmin=-0.5, vmax=run.num_classes - 0.5, linewidths=0)
         axis.set_title(f"{run.label}\n{run.run}, {len(chosen)} val images", fontsize=9)
-        axis.set_xlabel("component 1")
-        axis.set_ylabel("component 2")
-    bar = figure.colorbar(points, ax=list(axes), label="class")
-    class_count = runs[0].num_classes
-    bar.set_ticks(range(0, class_count, 1 if class_count <= 20 else 10))
+        axis.set(xlabel="component 1", ylabel="component 2")
+    figure.colorbar(points, ax=list(axes), label="class").set_ticks(class_ticks(runs[0].num_classes))
     figure.suptitle(f"Student's pooled features, coloured by class\n{method}", fontsize=10)
     return figure
 

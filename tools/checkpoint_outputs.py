@@ -105,12 +105,9 @@ def checkpoint_outputs(path: str, teacher: Optional[str] = None, teacher_arch: O
     student = build_student(cfg, loaders.num_classes)
     models.load_weights(student, path, arch=cfg.student.arch)
     teacher_network, arch = load_teacher(cfg, path, loaders.num_classes, teacher, teacher_arch)
-    student_logits, teacher_logits, pooled, targets = val_outputs(student, teacher_network,
-                                                                  loaders.val, device)
-    epoch = checkpoint.get("epoch")
-    return CheckpointOutputs(
-        label=f"{method_name(cfg)}: {arch} → {cfg.student.arch}",
-        run=cfg.experiment.name + (f", epoch {epoch}" if isinstance(epoch, int) else ""),
-        student_logits=student_logits, teacher_logits=teacher_logits, pooled_features=pooled,
-        targets=targets, num_classes=loaders.num_classes,
-        run_dir=os.path.dirname(os.path.abspath(path)), epoch=epoch if isinstance(epoch, int) else None)
+    epoch = checkpoint.get("epoch") if isinstance(checkpoint.get("epoch"), int) else None
+    return CheckpointOutputs(f"{method_name(cfg)}: {arch} → {cfg.student.arch}",   # label, run
+                             cfg.experiment.name + ("" if epoch is None else f", epoch {epoch}"),
+                             *val_outputs(student, teacher_network, loaders.val, device),
+                             num_classes=loaders.num_classes, epoch=epoch,
+                             run_dir=os.path.dirname(os.path.abspath(path)))

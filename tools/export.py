@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 
 def export(path: str, out: str) -> dict:
@@ -36,17 +36,13 @@ def export(path: str, out: str) -> dict:
     return exported
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pth, last.pth)")
     parser.add_argument("--out", required=True, help="the exported file")
     args = parser.parse_args(argv)
-    try:
-        exported = export(args.checkpoint, args.out)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    exported = export(args.checkpoint, args.out)
     size = os.path.getsize(args.out) / 2**20
     print(f"exported {exported['arch'] or 'the student'} (epoch {exported['epoch']}) -> {args.out} "
           f"({size:.1f} MB, {len(exported['model'])} tensors)")

@@ -82,14 +82,10 @@ def shared_edges(values: List[torch.Tensor], bins: int) -> torch.Tensor:
 def histogram_2d(x: torch.Tensor, y: torch.Tensor, x_edges: torch.Tensor,
                  y_edges: torch.Tensor) -> torch.Tensor:
     """Counts ``[len(x_edges) − 1, len(y_edges) − 1]`` of the pairs ``(x, y)``: bin i holds
-    ``edges[i] ≤ v < edges[i + 1]``, the last bin also its right edge; pairs outside are left out."""
-    x, y = x.double().cpu(), y.double().cpu()
-    inside = (x >= x_edges[0]) & (x <= x_edges[-1]) & (y >= y_edges[0]) & (y <= y_edges[-1])
-    x_bin = torch.bucketize(x[inside], x_edges[1:-1], right=True)
-    y_bin = torch.bucketize(y[inside], y_edges[1:-1], right=True)
-    y_bins = len(y_edges) - 1
-    flat = torch.bincount(x_bin * y_bins + y_bin, minlength=(len(x_edges) - 1) * y_bins)
-    return flat.reshape(len(x_edges) - 1, y_bins)
+    ``edges[i] ≤ v < edges[i + 1]``, the last bin also its right edge; pairs outside are left out
+    (``torch.histogramdd``, numpy's ``histogram2d`` rule)."""
+    points = torch.stack([x.detach().double().cpu(), y.detach().double().cpu()], dim=1)
+    return torch.histogramdd(points, bins=[x_edges.double().cpu(), y_edges.double().cpu()]).hist.long()
 
 
 def pca_2d(features: torch.Tensor) -> torch.Tensor:
@@ -126,5 +122,4 @@ def subset_indices(count: int, limit: int, seed: int = 0) -> torch.Tensor:
     (the embedding of a large val set stays fast and the same on every call)."""
     if count <= limit:
         return torch.arange(count)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(count, generator=generator)[:limit].sort().values
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values

@@ -21,7 +21,7 @@ from typing import Dict, List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from utils.cli import parse_with_overrides  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,16 +57,14 @@ def write_tensorboard(images: Dict[str, object], runs) -> List[str]:
     the checkpoint's epoch); returns the tb directories written. The writer is the run's own
     (``utils.logger.tensorboard_writer``): no link followed, a full disk or read-only run one line."""
     from utils.logger import tensorboard_writer
-    written = []
+    epochs: Dict[str, int] = {}   # each run's tb/ once, at the epoch of its first checkpoint given
     for run in runs:
-        directory = os.path.join(run.run_dir, "tb")
-        if directory in written:
-            continue
+        epochs.setdefault(os.path.join(run.run_dir, "tb"), run.epoch or 0)
+    for directory, epoch in epochs.items():
         with tensorboard_writer(directory) as writer:
             for name, image in images.items():
-                writer.add_image(f"figures/{name}", image, global_step=run.epoch or 0, dataformats="HWC")
-        written.append(directory)
-    return written
+                writer.add_image(f"figures/{name}", image, global_step=epoch, dataformats="HWC")
+    return list(epochs)
 
 
 def make_figures(args: argparse.Namespace) -> List[str]:
@@ -93,14 +91,9 @@ def make_figures(args: argparse.Namespace) -> List[str]:
     return lines
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        lines = make_figures(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print("\n".join(lines))
+    print("\n".join(make_figures(parse_args(argv))))
     return 0
 
 

@@ -27,7 +27,6 @@ next to the table with ``--out``.
 """
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import platform
@@ -37,17 +36,18 @@ import sys
 import tempfile
 import time
 import traceback
-from pathlib import Path
+from unittest import mock
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
 import bench  # noqa: E402
 from utils.atomic import write_text  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 KD = "configs/cifar100/kd/res32x4_res8x4.yaml"
 METHODS = {"DKD": "configs/cifar100/dkd/res32x4_res8x4.yaml",
@@ -68,8 +68,7 @@ CPU_PAIR = ["student.arch=resnet8", "teacher.arch=resnet8"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--quick", action="store_true",
                         help="fewer steps, no compiled variant, smaller ImageNet set")
@@ -85,7 +84,7 @@ def parse_args(argv=None):
 # --- header and tests -------------------------------------------------------------------------
 def versions(device: str) -> Dict[str, Any]:
     import torchvision
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    info = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -111,19 +110,14 @@ def nvidia_driver() -> Optional[str]:
 def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
     """tests/test_cuda.py in a child process (verbose, so a time-out still shows which tests
     passed): its pass/fail/skip counts, failures and the output's tail."""
-    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-v", "-rfEs",
-               "-p", "no:cacheprovider", "--durations=10"]
-    if quick:
-        command += ["-k", "not compiled"]
+    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-v", "-rfEs", "-p", "no:cacheprovider",
+               "--durations=10", *(["-k", "not compiled"] if quick else [])]
     started = time.time()
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            code = proc.wait(timeout=timeout)
+        try:   # a time-out kills the child
+            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
             code = f"killed after {timeout} s"
         log.seek(0)
         text = log.read()
@@ -137,35 +131,35 @@ def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
 
 
 # --- measuring ----------------------------------------------------------------------------------
-def timing(steps: int, warmup: int, repeats: int) -> SimpleNamespace:
-    return SimpleNamespace(steps=steps, warmup=warmup, repeats=repeats)
-
-
 def config(path: str, overrides: List[str], batches: int, out_dir: str, real_data=False):
     return bench.bench_config(path, [f"experiment.output_dir={out_dir}", *overrides], batches,
                               real_data, loader=True)
 
 
 @torch.no_grad()
-def eval_rate(module, loader, device: torch.device, amp: str, channels_last: bool) -> float:
-    """Validation images/s of ``module`` over ``loader`` (second pass timed)."""
+def eval_rate(variant: bench.Variant) -> float:
+    """Validation images/s of the variant's module over its val loader (second pass timed)."""
     from engine.evaluate import evaluate
-    evaluate(module, loader, device, amp, channels_last)
-    bench.synchronize(device)
+    runtime = variant.cfg.runtime
+    evaluation = (variant.module, variant.val_loader, variant.device, runtime.amp, runtime.channels_last)
+    evaluate(*evaluation)
+    bench.synchronize(variant.device)
     start = time.perf_counter()
-    count = evaluate(module, loader, device, amp, channels_last)["samples"]
-    bench.synchronize(device)
+    count = evaluate(*evaluation)["samples"]
+    bench.synchronize(variant.device)
     return count / (time.perf_counter() - start)
 
 
 def projected_minutes(train_rate: float, eval_rate_: Optional[float], cache_s: float = 0.0) -> float:
-    seconds = RECIPE.epochs * RECIPE.train_images / train_rate + cache_s
-    if eval_rate_:
-        seconds += RECIPE.epochs * RECIPE.val_images / eval_rate_
-    return seconds / 60
+    evaluating = RECIPE.epochs * RECIPE.val_images / eval_rate_ if eval_rate_ else 0.0
+    return (RECIPE.epochs * RECIPE.train_images / train_rate + evaluating + cache_s) / 60
 
 
-def row(result: Dict[str, Any], device: torch.device, flops: Optional[int], **extra) -> Dict[str, Any]:
+def row(result: Dict[str, Any], device: torch.device, other_flops: Optional[int] = None,
+        **extra) -> Dict[str, Any]:
+    """A table row of ``result``; ``other_flops`` stands for a step FLOPs were not counted on (the
+    peer loop computes the same step as ours)."""
+    flops = result.get("flops_per_step") or other_flops
     peak = bench.device_peaks(device).get("bf16")
     ms = result["ms_per_step_median"]
     share = flops / (ms / 1000) / peak if flops and peak else None
@@ -179,75 +173,62 @@ TRIAL_STEPS = 3   # run before timing: a graphed variant's eager steps, its capt
 
 
 def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
-    """Rows (a)-(e) of the KD pair; every variant built first, then timed alternately."""
-    steps, warmup, repeats = (10, 3, 2) if args.quick else (50, 5, 3)
-    if device.type == "cpu":
-        steps, warmup, repeats = 2, 1, 1
-    batches = warmup + steps
-    workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    base = [f"runtime.device={device.type}", f"data.num_workers={workers}",
-            "data.val_size=2048" if device.type == "cuda" else "data.val_size=128"]
-    if device.type == "cpu":
-        base += ["data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR]
+    """Rows (a)-(g) of the KD pair; every variant built first, then timed alternately. The CPU
+    check proves the code paths, not a speed: no compiled and no graphed row there."""
+    from distillers import teacher_cache
+    cuda = device.type == "cuda"
+    steps, warmup, repeats = (2, 1, 1) if not cuda else (10, 3, 2) if args.quick else (50, 5, 3)
+    workers = min(8, os.cpu_count() or 1) if cuda else 0
+    base = [f"runtime.device={device.type}", f"data.num_workers={workers}", *(["data.val_size=2048"] if cuda else
+            ["data.val_size=128", "data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR])]
     fast = base + ["data.loader=gpu", *FAST.split()]
-    compiled = [] if args.quick else ["runtime.compile=reduce-overhead"]
-    variants = {"(a) common trainers' loop": ("peer", base), "(b) ours, defaults": ("ours", base),
-                "(c) + bf16 + channels_last": ("ours", fast)}
-    if not args.quick:
-        variants["(d) + compile (CUDA graphs)"] = ("ours", fast + compiled)
-    variants["(e) + teacher cache" if args.quick else "(e) + teacher cache (d + cache)"] = (
-        "ours", fast + ["teacher.cache=auto"] + compiled)
-    # (c) with the whole step (forward, losses, backward, fused SGD) as one CUDA graph; the
-    # module is not compiled (no compile time in the check; compiled + graphed is tested in
-    # tests/test_cuda.py)
-    graphed = fast + ["runtime.cuda_graph=true"]
-    variants["(f) (c) + whole step as one CUDA graph"] = ("ours", graphed)
-    variants["(g) (f) + teacher cache"] = ("ours", graphed + ["teacher.cache=auto"])
-    if device.type == "cpu":   # the CPU check proves the code paths, not a speed
-        variants = {k: (kind, [o for o in v if o != "runtime.compile=reduce-overhead"])
-                    for k, (kind, v) in variants.items() if "runtime.cuda_graph=true" not in v}
+    compiled = ["runtime.compile=reduce-overhead"] if cuda and not args.quick else []
+    ours = bench.pipeline_variant
+    variants = {"(a) common trainers' loop": (bench.peer_variant, base), "(b) ours, defaults": (ours, base),
+                "(c) + bf16 + channels_last": (ours, fast)}
+    if compiled:
+        variants["(d) + compile (CUDA graphs)"] = (ours, fast + compiled)
+    variants["(e) + teacher cache" + (" (d + cache)" if compiled else "")] = (
+        ours, fast + ["teacher.cache=auto"] + compiled)
+    if cuda:   # (c) with the whole step (forward, losses, backward, fused SGD) as one CUDA graph;
+        # the module is not compiled (no compile time here; compiled + graphed is in tests/test_cuda.py)
+        graphed = fast + ["runtime.cuda_graph=true"]
+        variants["(f) (c) + whole step as one CUDA graph"] = (ours, graphed)
+        variants["(g) (f) + teacher cache"] = (ours, graphed + ["teacher.cache=auto"])
 
     built, cache_build_s = [], {}
-    for label, (kind, overrides) in variants.items():
-        cfg = config(KD, overrides, batches, os.path.join(work, label[:3].strip("() ")))
+    for label, (make, overrides) in variants.items():
+        cfg = config(KD, overrides, warmup + steps, os.path.join(work, label[:3].strip("() ")))
         try:   # a variant that cannot build or step is reported; the others are still measured
-            with timed_cache_build() as build:
-                variant = bench.peer_variant(label, cfg) if kind == "peer" else bench.pipeline_variant(label, cfg)
-            for _ in range(TRIAL_STEPS):
-                variant.run()
-            bench.synchronize(variant.device)
+            # seconds spent computing teacher-cache logits (0 when none were); the computation
+            # ends with a copy to the CPU, so it is synchronised
+            with timed_calls(teacher_cache, "compute_view_logits") as build:
+                variant = make(label, cfg)
+            bench.run_steps(variant, TRIAL_STEPS)
         except Exception as err:
-            if kind == "peer":
+            if make is bench.peer_variant:
                 raise
             traceback.print_exc()
             out.setdefault("errors", {})[f"kd {label}"] = f"{type(err).__name__}: {err}"
             continue
-        trainer = variant.info.get("trainer")
-        teacher = getattr(trainer.module, "teacher", None) if trainer else None
-        if getattr(teacher, "cache", None) is not None:   # built on the generated set: projected
-            cache_build_s[label] = build["seconds"] * RECIPE.train_images / trainer.loaders.train_size
-        variant.info["overrides"] = overrides
+        if variant.info.get("teacher_cache"):   # built on the generated set: scaled to the recipe
+            cache_build_s[label] = build["seconds"] * RECIPE.train_images / variant.trainer.loaders.train_size
         built.append(variant)
-    results = bench.measure(built, timing(steps, warmup, repeats))
+    results = bench.measure(built, steps, warmup, repeats)
     kd_flops = next((r.get("flops_per_step") for r in results if r.get("flops_per_step")), None)
-    rows = {}
+    rows, peer = {}, results[0]["images_per_s"]   # (a), the peer loop, is always built first
     for variant, result in zip(built, results):
-        cfg, cache_s = variant.cfg, cache_build_s.get(variant.label)
-        rate = eval_rate(variant.module, variant.val_loader, device, cfg.runtime.amp,
-                         cfg.runtime.channels_last)
-        flops = result.get("flops_per_step") or kd_flops   # the peer computes the same step
-        rows[variant.label] = row(result, device, flops, eval_images_per_s=rate,
+        cache_s, rate = cache_build_s.get(variant.label), eval_rate(variant)
+        rows[variant.label] = row(result, device, kd_flops, eval_images_per_s=rate,
                                   cache_build_s_projected=cache_s,
                                   projected_240_epochs_min=projected_minutes(
                                       result["images_per_s"], rate, cache_s or 0.0),
-                                  overrides=variant.info["overrides"])
-    peer = rows["(a) common trainers' loop"]["images_per_s"]
-    for values in rows.values():
-        values["x_common_loop"] = values["images_per_s"] / peer
+                                  overrides=variants[variant.label][1],
+                                  x_common_loop=result["images_per_s"] / peer)
     first = built[0].cfg
     out["kd"] = {"pair": f"{first.teacher.arch} -> {first.student.arch}", "batch": first.data.batch_size,
                  "timing": dict(steps=steps, warmup=warmup, repeats=repeats), "rows": rows}
-    if args.out and device.type == "cuda":
+    if args.out and cuda:
         for prefix, name in (("(c)", "profile.txt"), ("(f)", "profile_cuda_graph.txt")):
             chosen = [v for v in built if v.label.startswith(prefix)]
             if chosen:   # the eager bf16 step; what is left around the step's graph
@@ -255,35 +236,22 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
 
 
 @contextlib.contextmanager
-def timed_calls(owner, name: str, device: Optional[torch.device] = None):
-    """Seconds spent in ``owner.<name>`` inside the block, summed over its calls (the device
-    synchronised around each call when given, so queued work is counted where it is done)."""
-    function, spent = getattr(owner, name), {"seconds": 0.0, "calls": 0}
+def timed_calls(owner, name: str, device: torch.device = torch.device("cpu")):
+    """Seconds spent in ``owner.<name>`` inside the block, summed over its calls (``device``
+    synchronised around each call, so queued work is counted where it is done)."""
+    function, spent = getattr(owner, name), {"seconds": 0.0}
 
     def timed(*args, **kwargs):
-        if device is not None:
-            bench.synchronize(device)
+        bench.synchronize(device)
         started = time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
-            if device is not None:
-                bench.synchronize(device)
+            bench.synchronize(device)
             spent["seconds"] += time.perf_counter() - started
-            spent["calls"] += 1
 
-    setattr(owner, name, timed)
-    try:
+    with mock.patch.object(owner, name, timed):   # the original back when the block ends
         yield spent
-    finally:
-        setattr(owner, name, function)
-
-
-def timed_cache_build():
-    """Seconds spent computing teacher-cache logits inside the block (0 when none were); the
-    computation ends with a copy to the CPU, so it is synchronised."""
-    from distillers import teacher_cache
-    return timed_calls(teacher_cache, "compute_view_logits")
 
 
 def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
@@ -292,14 +260,9 @@ def decode_share(cfg, device: torch.device, batches: int) -> Dict[str, float]:
     and the workers' reads the rest), over ``batches`` batches after one warm-up batch."""
     from datasets import jpeg_loader
     variant = bench.loader_variant("decode share", cfg)
-    variant.run()
-    bench.synchronize(device)
+    bench.run_steps(variant, 1)
     with timed_calls(jpeg_loader, "decode_batch", device) as decode:
-        started = time.perf_counter()
-        for _ in range(batches):
-            variant.run()
-        bench.synchronize(device)
-        total = time.perf_counter() - started
+        total = bench.run_steps(variant, batches)
     return {"decode_ms_per_batch": 1000 * decode["seconds"] / batches,
             "batch_ms": 1000 * total / batches, "decode_share": decode["seconds"] / total}
 
@@ -308,40 +271,31 @@ def profile_step(variant, out_dir: str, name: str = "profile.txt") -> None:
     """torch.profiler over 5 steps of ``variant``, as ``out_dir/name``: where a step's time goes."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            variant.run()
-        bench.synchronize(variant.device)
+        bench.run_steps(variant, 5)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
     write_text(os.path.join(out_dir, name), f"{variant.label}: 5 steps\n{table}\n")
 
 
 def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
-    steps, warmup, repeats = (5, 2, 1) if args.quick else (30, 5, 2)
-    base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64"]
-    if device.type == "cuda":
-        base += ["data.loader=gpu", *FAST.split()]
-    else:
-        steps, warmup, repeats = 1, 1, 1
-        base += ["data.batch_size=4", "data.val_batch_size=4"]
+    cuda = device.type == "cuda"
+    steps, warmup, repeats = (1, 1, 1) if not cuda else (5, 2, 1) if args.quick else (30, 5, 2)
+    base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64",
+            *(["data.loader=gpu", *FAST.split()] if cuda else ["data.batch_size=4", "data.val_batch_size=4"])]
     rows = {}
     for name, path in METHODS.items():
-        overrides = base + METHOD_OVERRIDES.get(name, [])
-        if device.type == "cpu":
-            overrides += CPU_SMALL.get(name, CPU_PAIR)
+        overrides = base + METHOD_OVERRIDES.get(name, []) + ([] if cuda else CPU_SMALL.get(name, CPU_PAIR))
         try:
             cfg = config(path, overrides, warmup + steps, os.path.join(work, name))
             variant = bench.pipeline_variant(name, cfg)
-            result = bench.measure([variant], timing(steps, warmup, repeats))[0]
-            rows[name] = row(result, device, result.get("flops_per_step"),
-                             pair=f"{cfg.teacher.arch or '-'} -> {cfg.student.arch}",
+            result = bench.measure([variant], steps, warmup, repeats)[0]
+            rows[name] = row(result, device, pair=f"{cfg.teacher.arch or '-'} -> {cfg.student.arch}",
                              overrides=overrides,
                              projected_240_epochs_min=projected_minutes(result["images_per_s"], None))
         except Exception as err:   # one method's failure must not hide the others' figures
             rows[name] = {"error": f"{type(err).__name__}: {err}"}
             traceback.print_exc()
         finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()   # a no-op without CUDA
     out["methods"] = rows
 
 
@@ -367,18 +321,16 @@ def imagenet_table(args, device: torch.device, work: str, out: Dict[str, Any]) -
             cfg = config(IMAGENET, common + [f"data.loader={name}"], warmup + steps,
                          os.path.join(work, "inet"), real_data=True)
             built.append(make(f"{what}, {'PIL workers' if name == 'torch' else 'device decode'}", cfg))
-        for variant, result in zip(built, bench.measure(built, timing(steps, warmup, repeats))):
-            rows[variant.label] = row(result, device, result.get("flops_per_step"))
+        for variant, result in zip(built, bench.measure(built, steps, warmup, repeats)):
+            rows[variant.label] = row(result, device)
         del built
-        if cuda:
-            torch.cuda.empty_cache()
+        torch.cuda.empty_cache()
     gpu_cfg = config(IMAGENET, common + ["data.loader=gpu"], warmup + steps + 1,
                      os.path.join(work, "inet"), real_data=True)
-    split = decode_share(gpu_cfg, device, steps)
     out["imagenet"] = {"pair": "ResNet34 -> ResNet18", "batch": batch, "loader_workers": workers,
-                       "crop": 224 if cuda else 96,
-                       "images": classes * per_class, "image_size": "500x375 JPEG",
-                       "write_s": written, "rows": rows, "device_decode_split": split}
+                       "crop": 224 if cuda else 96, "images": classes * per_class,
+                       "image_size": "500x375 JPEG", "write_s": written, "rows": rows,
+                       "device_decode_split": decode_share(gpu_cfg, device, steps)}
 
 
 SECTIONS = {"kd": kd_table, "methods": methods_table, "imagenet": imagenet_table}
@@ -390,20 +342,16 @@ def fmt(value, spec: str = ",.0f", none: str = "—") -> str:
 
 
 def markdown(report: Dict[str, Any]) -> str:
-    h = report["header"]
+    h, tests, kd, methods, inet = (report.get(key) for key in ("header", "tests", "kd", "methods", "imagenet"))
     lines = [f"## GPU check, {h['date']}", "",
              f"{h.get('gpu') or h.get('device')}"
              + (f" ({h['gpu_memory_gib']} GiB, driver {h['driver']}, {h['gpus']} GPU(s))" if h.get("gpu") else "")
              + f"; CUDA {h['cuda']}, cuDNN {h['cudnn']}, torch {h['torch']}, torchvision {h['torchvision']}, "
              f"Python {h['python']}, {h['cpu_cores']} CPU cores. Command: `{report['command']}`", ""]
-    tests = report.get("tests")
     if tests:
-        lines += [f"CUDA tests (tests/test_cuda.py): {tests.get('passed', 0)} passed, "
-                  f"{tests.get('failed', 0)} failed, {tests.get('skipped', 0)} skipped "
-                  f"in {tests['seconds']} s (exit {tests['exit_code']})", ""]
-        lines += [f"- {line}" for line in tests["failures"]]
-        lines += [""] if tests["failures"] else []
-    kd = report.get("kd")
+        lines += [f"CUDA tests (tests/test_cuda.py): {tests['passed']} passed, {tests['failed']} failed, "
+                  f"{tests['skipped']} skipped in {tests['seconds']} s (exit {tests['exit_code']})", ""]
+        lines += [f"- {line}" for line in tests["failures"]] + ([""] if tests["failures"] else [])
     if kd:
         lines += [f"### KD {kd['pair']}, batch {kd['batch']}, CIFAR-100 shapes (loader + step)", "",
                   "| variant | images/s | ms/step | × common loop | share of bf16 peak | peak memory | eval images/s | 240-epoch recipe |",
@@ -416,7 +364,6 @@ def markdown(report: Dict[str, Any]) -> str:
                          f"{fmt(r['peak_memory_mb'])} MB | {fmt(r['eval_images_per_s'])} | "
                          f"{r['projected_240_epochs_min']:.1f} min{cache} |")
         lines.append("")
-    methods = report.get("methods")
     if methods:
         lines += ["### Other methods, fastest setting without compilation (bf16, channels_last, GPU loader; cache for DKD/DIST/KD+DOT)", "",
                   "| method | pair | images/s | ms/step | share of bf16 peak | peak memory | 240 epochs (train only) |",
@@ -429,7 +376,6 @@ def markdown(report: Dict[str, Any]) -> str:
                          f"{fmt(r['share_of_bf16_peak'], '.1%')} | {fmt(r['peak_memory_mb'])} MB | "
                          f"{r['projected_240_epochs_min']:.1f} min |")
         lines.append("")
-    inet = report.get("imagenet")
     if inet:
         lines += [f"### ImageNet {inet['pair']}, batch {inet['batch']}, {inet['images']} generated "
                   f"{inet['image_size']}s cropped to {inet['crop']}, {inet['loader_workers']} loader "
@@ -459,20 +405,19 @@ def save(report: Dict[str, Any], out_dir: Optional[str]) -> None:
     write_text(os.path.join(out_dir, "gpu_check.md"), markdown(report))
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device is available; run with --device cpu --quick to check the "
-              "script's CPU paths", file=sys.stderr)
-        return 2
+        raise UserError("no CUDA device is available; run with --device cpu --quick to check the "
+                        "script's CPU paths")
     started = time.time()
     device = torch.device(args.device)
     report: Dict[str, Any] = {"header": versions(args.device), "errors": {},
                               "command": " ".join(["python", "tools/gpu_check.py", *(argv or sys.argv[1:])])}
     if not args.skip_tests:
-        report["tests"] = run_cuda_tests(args.quick, timeout=args.test_timeout)
-        print(f"CUDA tests: {report['tests'].get('passed', 0)} passed, "
-              f"{report['tests'].get('failed', 0)} failed ({report['tests']['seconds']} s)", flush=True)
+        tests = report["tests"] = run_cuda_tests(args.quick, timeout=args.test_timeout)
+        print(f"CUDA tests: {tests['passed']} passed, {tests['failed']} failed ({tests['seconds']} s)", flush=True)
         save({**report, "seconds": time.time() - started}, args.out)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
         for name in args.sections:
@@ -485,12 +430,9 @@ def main(argv=None) -> int:
             print(f"{name}: {time.time() - t0:.0f} s", flush=True)
             report["seconds"] = time.time() - started
             save(report, args.out)
-    report["seconds"] = time.time() - started
-    save(report, args.out)
     print(markdown(report))
-    tests = report.get("tests", {})
-    broken = tests.get("failed", 0) or (tests and tests["exit_code"] != 0)
-    return 1 if broken or report["errors"] else 0
+    tests = report.get("tests")   # pytest exits non-zero on any failed test
+    return 1 if report["errors"] or (tests and tests["exit_code"] != 0) else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from typing import List, Sequence, Tuple
 from utils.atomic import atomic_write
 from utils.errors import UserError
 
-FORMATS = ("png", "pdf", "svg")
 DPI = 100
 NO_DATES = {"pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}}
 

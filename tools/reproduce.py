@@ -13,6 +13,7 @@ which is then trained first; without such a row the run fails with the path to f
 """
 import argparse
 import fnmatch
+import itertools
 import os
 import queue
 import re
@@ -21,16 +22,17 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, run_dir  # noqa: E402
+from tools.summarize import summarize  # noqa: E402
+from tools.tables import FAILED_MARKER, REPO, config_path, is_finished, load_table, reproducible, run_dir  # noqa: E402
 from utils.atomic import open_for_append, write_text  # noqa: E402
 from utils.cli import parse_with_overrides  # noqa: E402
 from utils.config import MAX_SEED  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import UserError, exits_on_user_error  # noqa: E402
 
 
 @dataclass
@@ -41,7 +43,6 @@ class PlannedRun:
     command: List[str]
     phase: int                       # 0: teachers, 1: the rest
     needs: Optional[str] = None      # run directory whose last.pth this run's teacher is
-    env: Dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -67,26 +68,25 @@ def teacher_checkpoint(config: str, overrides: List[str]) -> Optional[tuple]:
 def plan_runs(table: Dict, seeds: List[int], output_dir: str, overrides: List[str],
               only: Optional[str] = None) -> List[PlannedRun]:
     """Every (row, seed) run of the table, teachers first; rows without a config are skipped."""
-    rows = [r for r in table["rows"] if r.get("reproducible", True) and r.get("config")]
+    rows = [r for r in table["rows"] if reproducible(r)]
     teacher_rows = {r["arch"]: r for r in rows if r.get("role") == "teacher"}
     selected = [r for r in rows if not only or fnmatch.fnmatch(r["name"], only) or only in r["name"]]
     wanted = {(r["name"], s) for r in selected for s in seeds}
     runs, teacher_runs = [], {}
     for row in rows:
-        config = config_path(row)
-        for seed in seeds:
+        config, extra, needs = config_path(row), list(overrides), None
+        teacher = None if row.get("role") else teacher_checkpoint(config, overrides)
+        if teacher and teacher[1] != "torchvision" and not os.path.exists(teacher[1] or ""):
+            source = teacher_rows.get(teacher[0])
+            if source is None:
+                raise UserError(f"row {row['name']}: teacher checkpoint {teacher[1]} is missing and the table "
+                                f"has no teacher row for {teacher[0]}; put the released teachers there "
+                                "(see README, 'Distilling on CIFAR-100')")
+            needs = run_dir(output_dir, table["name"], source["name"], seeds[0])
+            teacher_runs[needs] = (source["name"], seeds[0])
+            extra.append(f"teacher.checkpoint={os.path.join(needs, 'last.pth')}")
+        for seed in seeds:   # the config is read once per row, not per seed
             directory = run_dir(output_dir, table["name"], row["name"], seed)
-            extra, needs = list(overrides), None
-            teacher = None if row.get("role") else teacher_checkpoint(config, overrides)
-            if teacher and teacher[1] != "torchvision" and not os.path.exists(teacher[1] or ""):
-                source = teacher_rows.get(teacher[0])
-                if source is None:
-                    raise UserError(f"row {row['name']}: teacher checkpoint {teacher[1]} is missing and the table "
-                                    f"has no teacher row for {teacher[0]}; put the released teachers there "
-                                    "(see README, 'Distilling on CIFAR-100')")
-                needs = run_dir(output_dir, table["name"], source["name"], seeds[0])
-                teacher_runs[needs] = (source["name"], seeds[0])
-                extra.append(f"teacher.checkpoint={os.path.join(needs, 'last.pth')}")
             runs.append(PlannedRun(row["name"], seed, directory, train_command(config, directory, seed, extra),
                                    phase=0 if row.get("role") == "teacher" else 1, needs=needs))
     needed = {teacher_runs[r.needs] for r in runs if r.needs and (r.row, r.seed) in wanted}
@@ -164,10 +164,8 @@ def check_options(args) -> None:
     bad = [seed for seed in args.seeds if not 0 <= seed <= MAX_SEED]
     if bad:
         raise UserError(f"--seeds must be in [0, 2**63 - 1] (experiment.seed), got {bad[0]}")
-    if args.gpus is not None:
-        if not all(GPU_ID.fullmatch(g.strip()) for g in args.gpus.split(",")):
-            raise UserError(f"--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), "
-                            f"got {args.gpus!r}")
+    if args.gpus is not None and not all(GPU_ID.fullmatch(g.strip()) for g in args.gpus.split(",")):
+        raise UserError(f"--gpus takes comma-separated GPU indices or UUIDs (e.g. 0,1), got {args.gpus!r}")
 
 
 def parse_args(argv=None):
@@ -201,30 +199,22 @@ def print_dry_run(table: Dict, runs: List[PlannedRun]) -> None:
     for phase in sorted({r.phase for r in runs}):
         print(f"# phase {phase + 1}: {'teachers (finish these first)' if phase == 0 else 'students'}",
               file=sys.stderr)
-        previous = None
-        for r in (r for r in runs if r.phase == phase):
-            if r.row != previous:
-                top1 = published.get(r.row)
-                print(f"# {r.row}: published top-1 {top1 if top1 is not None else 'not given'}",
-                      file=sys.stderr)
-                previous = r.row
-            print(shlex.join(repo_command(r)))
+        for row, row_runs in itertools.groupby((r for r in runs if r.phase == phase), key=lambda r: r.row):
+            top1 = published.get(row)
+            print(f"# {row}: published top-1 {top1 if top1 is not None else 'not given'}", file=sys.stderr)
+            print("\n".join(shlex.join(repo_command(r)) for r in row_runs))
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        check_options(args)
-        table = load_table(args.table)
-        output_dir = os.path.abspath(args.output_dir)
-        if args.summary:
-            from tools.summarize import summarize
-            print(summarize(table, output_dir, args.seeds), end="")
-            return 0
-        runs = plan_runs(table, args.seeds, output_dir, args.overrides, args.only)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    check_options(args)
+    table = load_table(args.table)
+    output_dir = os.path.abspath(args.output_dir)
+    if args.summary:
+        print(summarize(table, output_dir, args.seeds), end="")
+        return 0
+    runs = plan_runs(table, args.seeds, output_dir, args.overrides, args.only)
     if args.slurm:
         from tools.slurm import sbatch_script
         invocation = shlex.join(["python", "tools/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
@@ -236,14 +226,10 @@ def main(argv=None) -> int:
         print_dry_run(table, runs)
         return 0
     failures = run_all(runs, gpu_slots(args.gpus, args.jobs_per_gpu))
-    from tools.summarize import summarize
     print(summarize(table, output_dir, args.seeds), end="")
     if failures:
-        print(f"{len(failures)} run(s) failed:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"{len(failures)} run(s) failed:", *(f"  {line}" for line in failures), sep="\n", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -36,15 +36,6 @@ echo "{name}: job ${variable}"
 """
 
 
-def _array(variable: str, name: str, commands: Sequence[List[str]], dependency: str, repo: str,
-           logs: str, options: Sequence[str], gpus: int, cpus: int) -> str:
-    cases = "\n".join(f"  {i}) srun {shlex.join(command)} ;;" for i, command in enumerate(commands))
-    lines = "".join(f"#SBATCH {option}\n" for option in options)
-    return ARRAY.format(variable=variable, name=name, last=len(commands) - 1, dependency=dependency,
-                        gpus=gpus, cpus=cpus, repo=shlex.quote(repo), logs=shlex.quote(logs),
-                        options=lines, cases=cases)
-
-
 def sbatch_script(table: str, teachers: Sequence[List[str]], students: Sequence[List[str]],
                   repo: str, logs: str, invocation: str, options: Sequence[str] = (),
                   gpus: int = 1, cpus: int = 8) -> str:
@@ -52,11 +43,12 @@ def sbatch_script(table: str, teachers: Sequence[List[str]], students: Sequence[
     relative to the repository root), each becoming one array task."""
     script = HEADER.format(invocation=invocation, count_teachers=len(teachers),
                            count_students=len(students), logs=shlex.quote(logs))
-    dependency = ""
-    common = dict(repo=repo, logs=logs, options=options, gpus=gpus, cpus=cpus)
-    if teachers:
-        script += _array("teachers", f"{table}-teachers", teachers, "", **common)
-        dependency = " --dependency=afterok:$teachers"
-    if students:
-        script += _array("students", f"{table}-students", students, dependency, **common)
+    after_teachers = " --dependency=afterok:$teachers" if teachers else ""
+    for variable, commands, dependency in (("teachers", teachers, ""), ("students", students, after_teachers)):
+        if commands:
+            cases = "\n".join(f"  {i}) srun {shlex.join(command)} ;;" for i, command in enumerate(commands))
+            script += ARRAY.format(variable=variable, name=f"{table}-{variable}", last=len(commands) - 1,
+                                   dependency=dependency, gpus=gpus, cpus=cpus, repo=shlex.quote(repo),
+                                   logs=shlex.quote(logs), cases=cases,
+                                   options="".join(f"#SBATCH {option}\n" for option in options))
     return script

@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.tables import load_table, read_metrics, run_dir, run_status  # noqa: E402
+from tools.tables import load_table, read_metrics, reproducible, run_dir, run_status  # noqa: E402
 from utils.atomic import write_text  # noqa: E402
-from utils.errors import EXIT_USER_ERROR, UserError  # noqa: E402
+from utils.errors import exits_on_user_error  # noqa: E402
 
 COLUMNS = ["row", "paper top-1", "ours best epoch", "ours last epoch", "best − paper", "runs"]
 
@@ -41,10 +41,9 @@ def mean_std(values: List[float]) -> str:
 
 def row_seeds(table_dir: str, row: str, seeds: Optional[List[int]]) -> List[int]:
     """The seeds asked for, plus any seed directory already on disk."""
-    found = set()
-    if os.path.isdir(os.path.join(table_dir, row)):
-        found = {int(m.group(1)) for d in os.listdir(os.path.join(table_dir, row))
-                 if (m := re.fullmatch(r"seed(\d+)", d))}
+    row_dir = os.path.join(table_dir, row)
+    names = os.listdir(row_dir) if os.path.isdir(row_dir) else []
+    found = {int(m.group(1)) for d in names if (m := re.fullmatch(r"seed(\d+)", d))}
     return sorted(found | set(seeds or ([] if found else [0])))
 
 
@@ -67,23 +66,17 @@ def row_runs(row: Dict, output_dir: str, table_name: str, seeds: Optional[List[i
     return {"best": best, "last": last, "states": states, "curves": curves}
 
 
-def reproducible(row: Dict) -> bool:
-    return bool(row.get("reproducible", True) and row.get("config"))
-
-
 def summarize_row(row: Dict, output_dir: str, table_name: str, seeds: Optional[List[int]]) -> Dict[str, str]:
     paper = row.get("top1")
     cells = {"row": row["name"], "paper top-1": "—" if paper is None else f"{paper:.2f}"}
     if not reproducible(row):
-        why = row.get("why", "no config")
         return {**cells, "ours best epoch": "not reproducible", "ours last epoch": "—",
-                "best − paper": "—", "runs": why}
+                "best − paper": "—", "runs": row.get("why", "no config")}
     runs = row_runs(row, output_dir, table_name, seeds)
     best, last = runs["best"], runs["last"]
     diff = f"{statistics.mean(best) - paper:+.2f}" if best and paper is not None else "—"
-    done = f"{len(best)} finished"
     return {**cells, "ours best epoch": mean_std(best), "ours last epoch": mean_std(last),
-            "best − paper": diff, "runs": "; ".join([done, *runs["states"]])}
+            "best − paper": diff, "runs": "; ".join([f"{len(best)} finished", *runs["states"]])}
 
 
 def summarize(table: Dict, output_dir: str, seeds: Optional[List[int]] = None) -> str:
@@ -105,6 +98,7 @@ def summarize(table: Dict, output_dir: str, seeds: Optional[List[int]] = None) -
     return text
 
 
+@exits_on_user_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", help="a file, or a name of configs/tables/")
@@ -113,18 +107,14 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", action="store_true", help="also draw the rows against the paper "
                         "and every run's validation curve (summary.png, curves.png, + .pdf)")
     args = parser.parse_args(argv)
-    try:
-        table, output_dir = load_table(args.table), os.path.abspath(args.output_dir)
-        print(summarize(table, output_dir, args.seeds), end="")
-        if args.plot:
-            from tools.table_figures import plot_table
-            runs = {row["name"]: row_runs(row, output_dir, table["name"], args.seeds)
-                    for row in table["rows"] if reproducible(row)}
-            for path in plot_table(table, runs, os.path.join(output_dir, table["name"])):
-                print(f"figure: {path}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    table, output_dir = load_table(args.table), os.path.abspath(args.output_dir)
+    print(summarize(table, output_dir, args.seeds), end="")
+    if args.plot:
+        from tools.table_figures import plot_table
+        runs = {row["name"]: row_runs(row, output_dir, table["name"], args.seeds)
+                for row in table["rows"] if reproducible(row)}
+        for path in plot_table(table, runs, os.path.join(output_dir, table["name"])):
+            print(f"figure: {path}")
     return 0
 
 

@@ -47,8 +47,7 @@ def summary_figure(table: Dict, runs: Dict[str, Dict[str, list]]):
         count = len(results["best"]) if results else 0
         labels.append(f"{row['name']} ({count} finished)" if results is not None else
                       f"{row['name']} (not reproducible)")
-    axis.set_yticks(range(len(rows)))
-    axis.set_yticklabels(labels, fontsize=8)
+    axis.set_yticks(range(len(rows)), labels, fontsize=8)
     axis.set_xlabel("val top-1 (%)")
     axis.grid(axis="x", alpha=0.3)
     handles, names = axis.get_legend_handles_labels()
@@ -77,8 +76,7 @@ def curves_figure(table: Dict, runs: Dict[str, Dict[str, list]]):
         axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     from matplotlib.ticker import MaxNLocator
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("val top-1 (%)")
+    axis.set(xlabel="epoch", ylabel="val top-1 (%)")
     axis.grid(alpha=0.3)
     axis.set_title(_title(table, "validation top-1 of every run (a row's seeds share a colour; "
                                  "dotted: the paper's number)"), fontsize=10)

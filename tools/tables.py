@@ -74,6 +74,11 @@ def _check_rows(doc: Any, path: str) -> None:
                 raise UserError(f"{path}: row {name}: '{key}' must be a string, got {row[key]!r}")
 
 
+def reproducible(row: Dict[str, Any]) -> bool:
+    """Whether a row can be run: it has a config and is not marked ``reproducible: false``."""
+    return bool(row.get("reproducible", True) and row.get("config"))
+
+
 def config_path(row: Dict[str, Any]) -> Optional[str]:
     """The row's config as a path usable from the current directory (table paths are repo-relative)."""
     config = row.get("config")
@@ -115,8 +120,7 @@ def _saved_epoch(directory: str) -> Optional[int]:
 def is_finished(directory: str) -> bool:
     """run.json has a summary, or last.pth holds the last epoch (a run killed after its final
     save but before its summary: ``train.py --resume auto`` only writes that summary)."""
-    record = read_record(os.path.join(directory, "run.json"))
-    if record is not None and "summary" in record:
+    if "summary" in (read_record(os.path.join(directory, "run.json")) or {}):
         return True
     epochs, saved = _configured_epochs(directory), _saved_epoch(directory)
     return epochs is not None and saved is not None and saved >= epochs
@@ -128,9 +132,7 @@ def run_status(directory: str) -> str:
         return "finished"
     if os.path.isfile(os.path.join(directory, FAILED_MARKER)):
         return "failed"
-    metrics = read_metrics(directory)
     if os.path.isfile(os.path.join(directory, "config.yaml")):
-        with open(os.path.join(directory, "config.yaml")) as f:
-            epochs = yaml.safe_load(f)["solver"]["epochs"]
-        return f"running: epoch {metrics[-1]['epoch'] if metrics else 0}/{epochs}"
+        metrics = read_metrics(directory)
+        return f"running: epoch {metrics[-1]['epoch'] if metrics else 0}/{_configured_epochs(directory) or '?'}"
     return "missing"

@@ -3,6 +3,8 @@
 Command-line entry points catch it once, print its message as a single line on stderr and exit
 with status 2; anything else is our bug and keeps its traceback.
 """
+import functools
+import sys
 
 WORKER_TRACEBACK = "Original Traceback"
 
@@ -24,3 +26,16 @@ class UserError(Exception):
 
 
 EXIT_USER_ERROR = 2
+
+
+def exits_on_user_error(main):
+    """A command-line ``main`` whose UserError, wherever raised, is one line on stderr and exit
+    status 2 (every entry point's handling, written once)."""
+    @functools.wraps(main)
+    def entry(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USER_ERROR
+    return entry
