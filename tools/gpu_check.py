@@ -68,7 +68,8 @@ CPU_PAIR = ["student.arch=resnet8", "teacher.arch=resnet8"]
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--quick", action="store_true",
                         help="fewer steps, no compiled variant, smaller ImageNet set")
@@ -110,8 +111,8 @@ def nvidia_driver() -> Optional[str]:
 def run_cuda_tests(quick: bool, timeout: int) -> Dict[str, Any]:
     """tests/test_cuda.py in a child process (verbose, so a time-out still shows which tests
     passed): its pass/fail/skip counts, failures and the output's tail."""
-    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-v", "-rfEs", "-p", "no:cacheprovider",
-               "--durations=10", *(["-k", "not compiled"] if quick else [])]
+    command = [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-v", "-rfEs",
+               "-p", "no:cacheprovider", "--durations=10", *(["-k", "not compiled"] if quick else [])]
     started = time.time()
     with tempfile.TemporaryFile("w+") as log:
         try:   # a time-out kills the child
@@ -179,8 +180,9 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     cuda = device.type == "cuda"
     steps, warmup, repeats = (2, 1, 1) if not cuda else (10, 3, 2) if args.quick else (50, 5, 3)
     workers = min(8, os.cpu_count() or 1) if cuda else 0
-    base = [f"runtime.device={device.type}", f"data.num_workers={workers}", *(["data.val_size=2048"] if cuda else
-            ["data.val_size=128", "data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR])]
+    base = [f"runtime.device={device.type}", f"data.num_workers={workers}"]
+    base += (["data.val_size=2048"] if cuda
+             else ["data.val_size=128", "data.batch_size=4", "data.val_batch_size=4", *CPU_PAIR])
     fast = base + ["data.loader=gpu", *FAST.split()]
     compiled = ["runtime.compile=reduce-overhead"] if cuda and not args.quick else []
     ours = bench.pipeline_variant
@@ -342,7 +344,8 @@ def fmt(value, spec: str = ",.0f", none: str = "—") -> str:
 
 
 def markdown(report: Dict[str, Any]) -> str:
-    h, tests, kd, methods, inet = (report.get(key) for key in ("header", "tests", "kd", "methods", "imagenet"))
+    h, tests, kd, methods, inet = (report.get(key)
+                                   for key in ("header", "tests", "kd", "methods", "imagenet"))
     lines = [f"## GPU check, {h['date']}", "",
              f"{h.get('gpu') or h.get('device')}"
              + (f" ({h['gpu_memory_gib']} GiB, driver {h['driver']}, {h['gpus']} GPU(s))" if h.get("gpu") else "")
