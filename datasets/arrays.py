@@ -52,11 +52,12 @@ class ArrayViews(ArrayDataset):
         self.mean, self.std, self.padding, self.strong_seed = mean, std, padding, strong_seed
 
     def __getitem__(self, item: tuple):
-        index, top, left, flip, *epoch = item
+        index, top, left, flip = item[:4]   # then the epoch, only when a strong view is drawn
         pixels = self.arrays.images[index]
         weak = (cifar_view(Image.fromarray(pixels), top, left, flip, self.mean, self.std, self.padding),
                 int(self.arrays.targets[index]), index, top, left, flip)
         if self.strong_seed is None:
             return weak
-        return (*weak, strong_view_of_row(pixels, self.strong_seed, *epoch, index, self.mean, self.std,
+        epoch = item[4]
+        return (*weak, strong_view_of_row(pixels, self.strong_seed, epoch, index, self.mean, self.std,
                                           self.padding))

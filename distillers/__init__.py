@@ -155,7 +155,7 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
     own random stream: required by a method that asks for it, never silently 0),
     ``student_feature_shapes`` / ``teacher_feature_shapes`` (the ``(C, H, W)`` of each map of
     ``forward_features``) and ``student_pooled_dim`` / ``teacher_pooled_dim`` (the width of its
-    ``pooled_feat``), probed once a network on a zero image. Each is computed only when the
+    ``pooled_feat``), probed once per network on a zero image. Each is computed only when the
     constructor names it."""
     import torch
     from distillers.base import probe_shapes
@@ -176,8 +176,8 @@ def build_distiller(cfg: Dict[str, Any], student: nn.Module, teacher: Optional[n
             raise UserError(f"distiller '{method}' needs {what}: pass {name}")
         return value
 
-    values = {"num_classes": lambda: int(known("num_classes", num_classes or getattr(
-                  student, "num_classes", None), "the number of classes")),
+    classes = num_classes or getattr(student, "num_classes", None)
+    values = {"num_classes": lambda: int(known("num_classes", classes, "the number of classes")),
               "input_shape": lambda: shape,
               "train_size": lambda: known("train_size", train_size, "the training set's size"),
               "train_targets": lambda: torch.as_tensor(known(

@@ -140,8 +140,7 @@ class LogitDistiller(Distiller):
 
     The step ``loss = ce_weight·CE + kd_weight·logit_loss(...)`` is written here once, from one
     forward of each network: a method implements ``logit_loss`` on the logits as its loss must
-    see them (or its own ``forward_train`` when its step differs, as DKD's warm-up and MLKD's
-    two views). ``ce_weight`` and ``kd_weight`` have each method's own defaults, so the method
+    see them (or its own ``forward_train`` when its step differs, as MLKD's two views). ``ce_weight`` and ``kd_weight`` have each method's own defaults, so the method
     declares them and passes them on.
     """
 

@@ -1,5 +1,4 @@
 """Decoupled KD (Zhao et al., CVPR 2022), optionally on Z-score logits (Sun et al., CVPR 2024)."""
-import torch.nn.functional as F
 
 from distillers import register_distiller
 from distillers.base import LogitDistiller
@@ -31,14 +30,10 @@ class DKD(LogitDistiller):
                             f"decouple); this data has {num_classes}: use kd instead")
         self.alpha, self.beta, self.warmup = float(alpha), float(beta), warmup
 
-    def forward_train(self, batch, epoch):
-        logits, (student_in, teacher_in, temperature) = self.logits_and_loss_inputs(batch)
+    def logit_loss(self, student_in, teacher_in, temperature, batch, epoch):
+        """DKD ramped in linearly over the first ``warmup`` epochs."""
         ramp = min(epoch / self.warmup, 1.0)
-        dkd = dkd_loss(student_in, teacher_in, batch.targets, self.alpha, self.beta, temperature)
-        return logits, {
-            "loss_ce": self.ce_weight * F.cross_entropy(logits, batch.targets),
-            "loss_kd": ramp * self.kd_weight * dkd,
-        }
+        return ramp * dkd_loss(student_in, teacher_in, batch.targets, self.alpha, self.beta, temperature)
 
     def describe(self) -> str:
         return (f"loss = {self.ce_weight:g}·CE + min(epoch/{self.warmup:g},1)·{self.kd_weight:g}·"

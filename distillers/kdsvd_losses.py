@@ -21,11 +21,14 @@ def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
 def leading_right_singular_vectors(feature_map: torch.Tensor, count: int):
     """``(s, v)``: the first ``count`` singular values (L2-normalised per sample) and right
     singular vectors (``[N, W, count]``, unit columns) of the map read as ``(C·H) × W``.
-    ``kdsvd_loss`` (``full_precision``) hands it no half-precision map: no half SVD exists."""
+    A half-precision map is raised to float32 first: no half-precision SVD exists, and
+    ``full_precision`` upcasts only the lists, tuples and dicts it is handed."""
     if feature_map.dim() != 4:
         raise ValueError(f"kdsvd: expected a map [N, C, H, W], got {tuple(feature_map.shape)}")
     n, c, h, w = feature_map.shape
-    _, s, vh = torch.linalg.svd(feature_map.reshape(n, c * h, w), full_matrices=False)
+    x = feature_map.reshape(n, c * h, w)
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
     s, v = _finite_or_zero(s), _finite_or_zero(vh.mH)
     return F.normalize(s[:, :count], dim=1), F.normalize(v[:, :, :count], dim=1)
 

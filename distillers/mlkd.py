@@ -10,7 +10,6 @@ computed on the global batch (gathered from every process, ``utils.collectives.g
 as DIST does): N processes × B/N train as one process × B, the recipe's batch on any number of
 GPUs. (The original ran one process with DataParallel, whose loss saw the whole batch too.)
 """
-import torch
 
 from distillers import register_distiller
 from distillers.base import LogitDistiller, parameter_dtype

@@ -55,7 +55,9 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
 
 def weights_sha256(teacher: torch.nn.Module, checkpoint: Optional[str] = None) -> str:
     """sha256 of the checkpoint file when there is one, else of the weights themselves
-    (random teachers of smoke runs and benchmarks), as a checkpoint's checksum hashes them."""
+    (random teachers of smoke runs and benchmarks), as a checkpoint's checksum hashes them.
+    A random teacher's cache written before this hash was used is not found again: it is built
+    once more beside the old one (random teachers serve smoke runs and benchmarks only)."""
     if checkpoint and os.path.isfile(checkpoint):
         with open(checkpoint, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()

@@ -83,8 +83,9 @@ def evaluate(module, loader, device: torch.device, amp: str = "off",
     count = values[-1]
     result = {"samples": int(count)}
     for i, name in enumerate(names):
-        for j, metric in enumerate(METRICS):
-            result[_prefix(name) + metric] = values[3 * i + j] * (1.0 if metric == "loss" else 100.0) / count
+        for j, metric in enumerate(METRICS):   # the loss as a mean, the accuracies in percent
+            scale = 1.0 if metric == "loss" else 100.0
+            result[_prefix(name) + metric] = values[3 * i + j] * scale / count
     for metric in METRICS:   # the first output's are the headline numbers
         result[metric] = result[_prefix(names[0]) + metric]
     return result

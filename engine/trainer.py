@@ -119,7 +119,7 @@ class Trainer:
             set_rng_state(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
             raise UserError(f"{path} cannot be resumed from: {str(err).strip().splitlines()[0]}") from err
-        self.state = TrainState(state["epoch"], state["step"], state["best_top1"], state["best_epoch"])
+        self.state = TrainState(**{field.name: state[field.name] for field in dataclasses.fields(TrainState)})
         self.last_saved = (path, self.state.epoch)
         repaired = self.dist.is_main and repair_best(self.run_dir, path, self.state.epoch,
                                                      self.state.best_epoch)
@@ -175,7 +175,8 @@ class Trainer:
                 "images_per_s": images_seen / train_time if train_time else None}
 
     def _validate(self, epoch: int) -> Dict[str, float]:
-        broadcast_buffers(self.module)   # every rank evaluates the weights rank 0 saves (BN statistics)
+        if self.dist.enabled:   # every rank evaluates the weights rank 0 saves (BN statistics)
+            broadcast_buffers(self.module)
         metrics = evaluate(self.module, self.loaders.val, self.device, self.amp, self.channels_last,
                            whole_batch=True)
         if not self._all_finite(metrics):  # same answer on every rank: weights and metrics agree

@@ -128,10 +128,11 @@ def build_teacher(cfg: Config, num_classes: int, input_shape=None) -> Optional[t
             if not (cfg.teacher.allow_random and path == "torchvision"):
                 raise
     if not cfg.teacher.allow_random:
-        raise UserError((f"teacher checkpoint not found: {path} (teacher.checkpoint); download the "
-                         "released teachers or train one with configs/cifar100/vanilla/") if path else
-                        ("teacher.checkpoint is not set: give the path of the teacher's weights "
-                         "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)"))
+        if path:
+            raise UserError(f"teacher checkpoint not found: {path} (teacher.checkpoint); download "
+                            "the released teachers or train one with configs/cifar100/vanilla/")
+        raise UserError("teacher.checkpoint is not set: give the path of the teacher's weights "
+                        "(e.g. checkpoints/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth)")
     # smoke runs, benchmarks, tests: random weights stand in for a checkpoint that is not there,
     # where the pipeline matters and not what is learnt; in any other run that must not pass
     # without a word: the run prints this line at start and records it

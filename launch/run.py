@@ -101,10 +101,10 @@ def _finish_saved_run(cfg, state: Dict[str, Any], is_main: bool) -> Dict[str, An
     if a kill after the final save had prevented it, and best.pth repaired if a kill between the
     final last.pth and best.pth writes left it older; nothing else is touched."""
     epoch, best_epoch = state["epoch"], state.get("best_epoch")
-    repaired = (is_main and type(epoch) is type(best_epoch) is int
-                and repair_best(cfg.run_dir, os.path.join(cfg.run_dir, "last.pth"), epoch, best_epoch))
-    if repaired:
-        print(repaired, flush=True)
+    if is_main and type(epoch) is int and type(best_epoch) is int:   # not a bool, not a damaged value
+        repaired = repair_best(cfg.run_dir, os.path.join(cfg.run_dir, "last.pth"), epoch, best_epoch)
+        if repaired:
+            print(repaired, flush=True)
     record_path = os.path.join(cfg.run_dir, "run.json")
     record = read_record(record_path) or state.get("record") or {}
     summary = record.get("summary")

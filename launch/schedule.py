@@ -34,18 +34,20 @@ def dot_momenta(solver):
 def describe_schedule(solver, steps_per_epoch: int) -> List[str]:
     """The optimizer, the lr of each epoch range and the number of optimizer steps, as the run
     will use them (the start-up summary)."""
+    decay = f"weight decay {solver.weight_decay:g}"
     if solver.optimizer == "dot":
         task, kd = dot_momenta(solver)
-        optimizer = f"DOT (momentum {task:.4g} task / {kd:.4g} distillation"
+        optimizer = f"DOT (momentum {task:.4g} task / {kd:.4g} distillation, {decay})"
     else:
-        optimizer = f"SGD (momentum {solver.momentum:g}{', Nesterov' if solver.nesterov else ''}"
+        nesterov = ", Nesterov" if solver.nesterov else ""
+        optimizer = f"SGD (momentum {solver.momentum:g}{nesterov}, {decay})"
     bounds = [0, *[m for m in solver.milestones if m < solver.epochs], solver.epochs]
     ranges = [f"{solver.lr * solver.gamma ** i:.4g} (epochs {lo + 1}-{hi})"
               for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])) if hi > lo]
     warmup = f", linear warm-up over {solver.warmup_epochs} epochs" if solver.warmup_epochs else ""
-    return [f"optimizer: {optimizer}, weight decay {solver.weight_decay:g})",
-            f"lr = {', '.join(ranges)}{warmup}",
-            f"{solver.epochs} epochs x {steps_per_epoch} steps = {solver.epochs * steps_per_epoch} optimizer steps"]
+    steps = solver.epochs * steps_per_epoch
+    return [f"optimizer: {optimizer}", f"lr = {', '.join(ranges)}{warmup}",
+            f"{solver.epochs} epochs x {steps_per_epoch} steps = {steps} optimizer steps"]
 
 
 def build_optimizer(params, solver, fused: bool = False) -> torch.optim.Optimizer:

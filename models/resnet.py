@@ -30,9 +30,11 @@ class ResidualBlock(nn.Module):
 
     def _add_shortcut(self, in_planes: int, out_planes: int, stride: int, name: str) -> None:
         self._shortcut_name = name
-        setattr(self, name, nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(out_planes))
-                if stride != 1 or in_planes != out_planes else nn.Identity())
+        shortcut = nn.Identity()
+        if stride != 1 or in_planes != out_planes:   # a 1×1 projection where the shape changes
+            shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                                     nn.BatchNorm2d(out_planes))
+        setattr(self, name, shortcut)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

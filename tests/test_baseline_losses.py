@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distillers.crd_losses import ContrastMemory, CRDEmbedding, crd_loss, nce_loss
-from distillers.kdsvd_losses import kdsvd_loss
+from distillers.kdsvd_losses import kdsvd_loss, leading_right_singular_vectors
 from distillers.losses import (at_loss, nst_loss, pkt_loss, pool_to_common_size, rkd_loss,
                                sp_loss)
 from distillers.ofd_losses import build_ofd_connector, ofd_loss, ofd_margin
@@ -43,6 +43,17 @@ def test_oracle_names_its_source():
     assert ORACLE["source"] == "megvii-research/mdistiller"
     assert ORACLE["commit"] == "a08d46f10d6102bd6e3f258ca5ac880b020ea259"
     assert ORACLE["dtype"] == "float64"
+
+
+def test_kdsvd_singular_vectors_of_a_bfloat16_map_are_those_of_its_float32_values():
+    """No half-precision SVD exists: the helper raises such a map itself, whoever calls it (a
+    generator of maps reaches it without full_precision's upcast)."""
+    torch.manual_seed(0)
+    m = torch.randn(2, 3, 4, 5).bfloat16()
+    s_half, v_half = leading_right_singular_vectors(m, 2)
+    s_full, v_full = leading_right_singular_vectors(m.float(), 2)
+    assert s_half.dtype == torch.float32 and torch.equal(s_half, s_full) and torch.equal(v_half, v_full)
+    assert torch.isfinite(kdsvd_loss(iter([m, m]), iter([m.float(), m.float()])))
 
 
 @pytest.mark.parametrize("case", MAP_CASES)

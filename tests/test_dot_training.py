@@ -14,7 +14,7 @@ import yaml
 from engine.checkpoint import save_checkpoint
 from engine.dot import DistillationOrientedSGD
 from launch.build import load_run_config
-from launch.run import describe_schedule
+from launch.schedule import describe_schedule
 from launch.training import build_trainer
 from tests.runs import load, run_here, write_config
 from utils.batch import Batch

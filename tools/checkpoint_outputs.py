@@ -106,8 +106,11 @@ def checkpoint_outputs(path: str, teacher: Optional[str] = None, teacher_arch: O
     models.load_weights(student, path, arch=cfg.student.arch)
     teacher_network, arch = load_teacher(cfg, path, loaders.num_classes, teacher, teacher_arch)
     epoch = checkpoint.get("epoch") if isinstance(checkpoint.get("epoch"), int) else None
-    return CheckpointOutputs(f"{method_name(cfg)}: {arch} → {cfg.student.arch}",   # label, run
-                             cfg.experiment.name + ("" if epoch is None else f", epoch {epoch}"),
-                             *val_outputs(student, teacher_network, loaders.val, device),
+    student_logits, teacher_logits, pooled, targets = val_outputs(student, teacher_network,
+                                                                  loaders.val, device)
+    return CheckpointOutputs(label=f"{method_name(cfg)}: {arch} → {cfg.student.arch}",
+                             run=cfg.experiment.name + ("" if epoch is None else f", epoch {epoch}"),
+                             student_logits=student_logits, teacher_logits=teacher_logits,
+                             pooled_features=pooled, targets=targets,
                              num_classes=loaders.num_classes, epoch=epoch,
                              run_dir=os.path.dirname(os.path.abspath(path)))

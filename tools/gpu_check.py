@@ -178,7 +178,9 @@ def kd_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None
     check proves the code paths, not a speed: no compiled and no graphed row there."""
     from distillers import teacher_cache
     cuda = device.type == "cuda"
-    steps, warmup, repeats = (2, 1, 1) if not cuda else (10, 3, 2) if args.quick else (50, 5, 3)
+    steps, warmup, repeats = (10, 3, 2) if args.quick else (50, 5, 3)
+    if not cuda:
+        steps, warmup, repeats = 2, 1, 1
     workers = min(8, os.cpu_count() or 1) if cuda else 0
     base = [f"runtime.device={device.type}", f"data.num_workers={workers}"]
     base += (["data.val_size=2048"] if cuda
@@ -280,7 +282,9 @@ def profile_step(variant, out_dir: str, name: str = "profile.txt") -> None:
 
 def methods_table(args, device: torch.device, work: str, out: Dict[str, Any]) -> None:
     cuda = device.type == "cuda"
-    steps, warmup, repeats = (1, 1, 1) if not cuda else (5, 2, 1) if args.quick else (30, 5, 2)
+    steps, warmup, repeats = (5, 2, 1) if args.quick else (30, 5, 2)
+    if not cuda:
+        steps, warmup, repeats = 1, 1, 1
     base = [f"runtime.device={device.type}", "data.num_workers=0", "data.val_size=64",
             *(["data.loader=gpu", *FAST.split()] if cuda else ["data.batch_size=4", "data.val_batch_size=4"])]
     rows = {}

@@ -43,4 +43,8 @@ def range_of(hint: Any) -> Optional[Range]:
     """The Range an annotation carries: its own, its Optional's or its list elements'."""
     if typing.get_origin(hint) is Annotated:
         return next((m for m in hint.__metadata__ if isinstance(m, Range)), None)
-    return next((found for arg in typing.get_args(hint) if (found := range_of(arg)) is not None), None)
+    for arg in typing.get_args(hint):
+        found = range_of(arg)
+        if found is not None:
+            return found
+    return None
