@@ -168,12 +168,9 @@ def step_variant(label: str, cfg) -> Variant:
 
 def loader_variant(label: str, cfg) -> Variant:
     """One train batch from the loader, moved to the device as the trainer moves it."""
-    import datasets
-    from launch.build import per_process_data, resolve_device
+    from launch.build import build_run_loaders, resolve_device
     device = resolve_device(cfg)
-    from distillers import get_distiller_class
-    loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device,
-                                     strong_view=get_distiller_class(cfg.distiller["name"]).needs_strong_view)
+    loaders = build_run_loaders(cfg, device=device)
     batches = endless_batches(loaders, device)
     info = {"loader": type(loaders.train).__name__, "num_workers": cfg.data.num_workers,
             "dataset": cfg.data.dataset}

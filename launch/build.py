@@ -180,12 +180,18 @@ def per_process_data(cfg: Config, world_size: int):
     return dataclasses.replace(data, batch_size=data.batch_size // world_size, val_batch_size=val)
 
 
+def build_run_loaders(cfg: Config, rank: int = 0, world_size: int = 1,
+                      device: torch.device = torch.device("cpu")):
+    """This process's loaders of a run, with the second view its method asks for."""
+    strong_view = get_distiller_class(cfg.distiller["name"]).needs_strong_view
+    return datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
+                                  world_size=world_size, device=device, strong_view=strong_view)
+
+
 def build_run(cfg: Config, rank: int = 0, world_size: int = 1,
               device: torch.device = torch.device("cpu")) -> Tuple[object, torch.nn.Module]:
     """Loaders and the distiller (student + teacher) of a run."""
-    strong_view = get_distiller_class(cfg.distiller["name"]).needs_strong_view
-    loaders = datasets.build_loaders(per_process_data(cfg, world_size), seed=cfg.experiment.seed, rank=rank,
-                                     world_size=world_size, device=device, strong_view=strong_view)
+    loaders = build_run_loaders(cfg, rank, world_size, device)
     if loaders.num_classes < 2 and cfg.distiller["name"] != "vanilla":
         raise UserError(f"the {cfg.data.dataset} data under {cfg.data.root} has {loaders.num_classes} "
                         f"class: distillation ('{cfg.distiller['name']}') needs at least 2 (with one "

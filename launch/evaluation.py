@@ -73,14 +73,22 @@ def scored_model(model: torch.nn.Module, output: Optional[str]) -> torch.nn.Modu
     return NamedOutputs(model, output or names[0])
 
 
-def evaluate_checkpoint(path: str, config_path: Optional[str] = None, arch: Optional[str] = None,
-                        overrides: Optional[List[str]] = None, output: Optional[str] = None) -> Dict[str, Any]:
-    checkpoint = load_checkpoint(path)
+def rebuild_student(checkpoint: Dict[str, Any], path: str, config_path: Optional[str] = None,
+                    arch: Optional[str] = None, overrides: Optional[List[str]] = None):
+    """``(cfg, device, loaders, student)``: the run's config, its data in one process and the
+    checkpoint's student with its weights, as eval.py and the figures need them."""
     cfg = config_for_checkpoint(checkpoint, path, config_path, arch, list(overrides or []))
     device = resolve_device(cfg)
     loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
-    model = build_student(cfg, loaders.num_classes)
-    models.load_weights(model, path, arch=cfg.student.arch)
+    student = build_student(cfg, loaders.num_classes)
+    models.load_weights(student, path, arch=cfg.student.arch)
+    return cfg, device, loaders, student
+
+
+def evaluate_checkpoint(path: str, config_path: Optional[str] = None, arch: Optional[str] = None,
+                        overrides: Optional[List[str]] = None, output: Optional[str] = None) -> Dict[str, Any]:
+    checkpoint = load_checkpoint(path)
+    cfg, device, loaders, model = rebuild_student(checkpoint, path, config_path, arch, overrides)
     metrics = evaluate(scored_model(model, output).to(device), loaders.val, device, cfg.runtime.amp, False)
     return {"checkpoint": path, "arch": cfg.student.arch, "metrics": metrics,
             "epoch": checkpoint.get("epoch"), "record": checkpoint.get("record")}

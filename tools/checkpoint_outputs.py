@@ -12,12 +12,11 @@ from typing import List, Optional, Tuple
 
 import torch
 
-import datasets
 import models
 from engine.checkpoint import load_checkpoint
 from engine.evaluate import on_device
-from launch.build import build_student, model_dataset, per_process_data, resolve_device
-from launch.evaluation import config_for_checkpoint, stored_config
+from launch.build import model_dataset
+from launch.evaluation import rebuild_student, stored_config
 from models.loading import TORCHVISION
 from utils.config import Config
 from utils.errors import UserError
@@ -99,11 +98,7 @@ def checkpoint_outputs(path: str, teacher: Optional[str] = None, teacher_arch: O
     if stored_config(checkpoint) is None:
         raise UserError(f"{path} records no run config: figures need a checkpoint written by "
                         "train.py (best.pth, last.pth) or tools/export.py")
-    cfg = config_for_checkpoint(checkpoint, path, None, None, list(overrides or []))
-    device = resolve_device(cfg)
-    loaders = datasets.build_loaders(per_process_data(cfg, 1), seed=cfg.experiment.seed, device=device)
-    student = build_student(cfg, loaders.num_classes)
-    models.load_weights(student, path, arch=cfg.student.arch)
+    cfg, device, loaders, student = rebuild_student(checkpoint, path, overrides=overrides)
     teacher_network, arch = load_teacher(cfg, path, loaders.num_classes, teacher, teacher_arch)
     epoch = checkpoint.get("epoch") if isinstance(checkpoint.get("epoch"), int) else None
     student_logits, teacher_logits, pooled, targets = val_outputs(student, teacher_network,

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from launch.record import read_record
-from utils.config import parse_yaml
+from utils.config import read_yaml_file
 from utils.errors import UserError
 from utils.input_files import require_file
 from utils.logger import read_metrics_lines
@@ -38,13 +38,7 @@ def find_table(table: str) -> str:
 def load_table(table: str) -> Dict[str, Any]:
     """The table's mapping plus ``name`` (file stem) and ``path``; row names must be unique."""
     path = find_table(table)
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        doc = parse_yaml(raw.decode("utf-8-sig"), path)
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not a table: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
-                        f"offset {err.start})") from None
+    doc = read_yaml_file(path)
     _check_rows(doc, path)
     names = [row["name"] for row in doc["rows"]]
     duplicated = sorted({n for n in names if names.count(n) > 1})

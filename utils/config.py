@@ -222,8 +222,9 @@ def parse_yaml(text: str, where: str) -> Any:
     return data
 
 
-def _read_yaml(path: str) -> Dict[str, Any]:
-    require_file(path, "config file")
+def read_yaml_file(path: str) -> Any:
+    """The YAML document in the file at ``path`` (UTF-8, a BOM allowed), parsed as
+    ``parse_yaml`` parses; a file in another encoding is one line naming the first bad byte."""
     with open(path, "rb") as f:
         raw = f.read()
     try:
@@ -231,7 +232,12 @@ def _read_yaml(path: str) -> Dict[str, Any]:
     except UnicodeDecodeError as err:
         raise UserError(f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
                         f"{err.start}): save it as UTF-8") from None
-    data = parse_yaml(text, path)
+    return parse_yaml(text, path)
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    require_file(path, "config file")
+    data = read_yaml_file(path)
     if data is None:
         raise UserError(f"config file {path} is empty: it holds no settings")
     if not isinstance(data, dict):
